@@ -1,0 +1,388 @@
+//! The configuration file: one YAML document, validated at start with the offending key named.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use milvus_signals::source::scrape::TargetSpec;
+use serde::Deserialize;
+use thiserror::Error;
+
+/// The whole configuration of `milvus-scaler`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The Milvus instances to read signals from.
+    pub milvus: Vec<MilvusInstance>,
+    /// Signal maths settings.
+    #[serde(default)]
+    pub signals: SignalsConfig,
+    /// Where `serve` exposes its own metrics and health endpoints.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// One Milvus instance and where its metrics come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MilvusInstance {
+    /// Instance name, served as label `milvus=<name>`; unique, a DNS label.
+    pub name: String,
+    /// Kubernetes namespace the instance's metrics are served under.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Scrape Milvus pods directly (exactly one of `scrape` and `prometheus`).
+    #[serde(default)]
+    pub scrape: Option<ScrapeConfig>,
+    /// Query an existing Prometheus (exactly one of `scrape` and `prometheus`).
+    #[serde(default)]
+    pub prometheus: Option<PrometheusConfig>,
+}
+
+fn default_namespace() -> String {
+    "default".to_string()
+}
+
+/// Direct scrape of `/metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeConfig {
+    /// `http://HOST:PORT/metrics` or `dns+http://NAME:PORT/metrics` (every address of NAME).
+    pub targets: Vec<TargetSpec>,
+    /// Time between rounds.
+    #[serde(default = "default_scrape_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Per-target request timeout; defaults to the interval.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+fn default_scrape_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// PromQL against an existing Prometheus.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusConfig {
+    /// Base URL, e.g. `http://prometheus.monitoring:9090`.
+    pub url: String,
+    /// Label matchers selecting this instance's series, e.g. `namespace="milvus"`.
+    #[serde(default)]
+    pub selector: String,
+    /// Time between rounds.
+    #[serde(default = "default_prometheus_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Per-query timeout; defaults to the interval.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+}
+
+fn default_prometheus_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Signal maths settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalsConfig {
+    /// Window of rates and latency quantiles.
+    #[serde(default = "default_window", with = "humantime_serde")]
+    pub window: Duration,
+    /// A value older than this is unknown.
+    #[serde(default = "default_stale_after", with = "humantime_serde")]
+    pub stale_after: Duration,
+}
+
+impl Default for SignalsConfig {
+    fn default() -> Self {
+        Self {
+            window: default_window(),
+            stale_after: default_stale_after(),
+        }
+    }
+}
+
+fn default_window() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_stale_after() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Telemetry endpoint settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[serde(default = "default_telemetry_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_telemetry_listen(),
+        }
+    }
+}
+
+fn default_telemetry_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9100))
+}
+
+/// A configuration problem: which file, which key, what was expected.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A key has a wrong type or value, or is unknown.
+    #[error("{file}: {path}: {message}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// Dotted path of the offending key, e.g. `milvus[0].scrape.interval`.
+        path: String,
+        /// What was expected.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parses and validates YAML `text`; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let invalid = |path: String, message: String| ConfigError::Invalid {
+            file: file.to_string(),
+            path,
+            message,
+        };
+        let deserializer = serde_yaml::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." {
+                "(top level)".to_string()
+            } else {
+                path
+            };
+            // serde_yaml appends " at line L column C"; keep it, it helps find the key.
+            invalid(path, e.into_inner().to_string())
+        })?;
+        config
+            .validate()
+            .map_err(|(path, message)| invalid(path, message))?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.milvus.is_empty() {
+            return Err((
+                "milvus".into(),
+                "expected at least one Milvus instance".into(),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for (i, m) in self.milvus.iter().enumerate() {
+            let at = |key: &str| format!("milvus[{i}].{key}");
+            if !is_dns_label(&m.name) {
+                return Err((
+                    at("name"),
+                    format!(
+                        "expected a DNS label (lowercase letters, digits, '-', at most 63), found {:?}",
+                        m.name
+                    ),
+                ));
+            }
+            if !names.insert(m.name.as_str()) {
+                return Err((
+                    at("name"),
+                    format!("instance name {:?} is used twice", m.name),
+                ));
+            }
+            if !is_dns_label(&m.namespace) {
+                return Err((
+                    at("namespace"),
+                    format!(
+                        "expected a Kubernetes namespace name, found {:?}",
+                        m.namespace
+                    ),
+                ));
+            }
+            match (&m.scrape, &m.prometheus) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err((
+                        format!("milvus[{i}]"),
+                        "expected exactly one of `scrape` and `prometheus`".into(),
+                    ));
+                }
+                (Some(s), None) => {
+                    if s.targets.is_empty() {
+                        return Err((at("scrape.targets"), "expected at least one target".into()));
+                    }
+                    check_interval(
+                        &at("scrape.interval"),
+                        s.interval,
+                        s.timeout,
+                        &at("scrape.timeout"),
+                    )?;
+                    if self.signals.stale_after <= s.interval {
+                        return Err((
+                            "signals.stale_after".into(),
+                            format!(
+                                "must be longer than milvus[{i}].scrape.interval ({:?})",
+                                s.interval
+                            ),
+                        ));
+                    }
+                }
+                (None, Some(p)) => {
+                    if !(p.url.starts_with("http://") || p.url.starts_with("https://")) {
+                        return Err((
+                            at("prometheus.url"),
+                            format!("expected an http:// or https:// URL, found {:?}", p.url),
+                        ));
+                    }
+                    check_interval(
+                        &at("prometheus.interval"),
+                        p.interval,
+                        p.timeout,
+                        &at("prometheus.timeout"),
+                    )?;
+                    if self.signals.stale_after <= p.interval {
+                        return Err((
+                            "signals.stale_after".into(),
+                            format!(
+                                "must be longer than milvus[{i}].prometheus.interval ({:?})",
+                                p.interval
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        if self.signals.window < Duration::from_secs(2) {
+            return Err((
+                "signals.window".into(),
+                "must be at least 2s (a rate needs two scrapes)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_interval(
+    at: &str,
+    interval: Duration,
+    timeout: Option<Duration>,
+    timeout_at: &str,
+) -> Result<(), (String, String)> {
+    if interval < Duration::from_millis(100) {
+        return Err((
+            at.to_string(),
+            format!("must be at least 100ms, found {interval:?}"),
+        ));
+    }
+    if let Some(t) = timeout
+        && (t.is_zero() || t > interval)
+    {
+        return Err((
+            timeout_at.to_string(),
+            format!("must be more than 0 and at most the interval ({interval:?}), found {t:?}"),
+        ));
+    }
+    Ok(())
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+milvus:
+  - name: demo
+    namespace: default
+    scrape: { targets: ["http://127.0.0.1:9091/metrics"], interval: 1s }
+signals: { window: 30s, stale_after: 10s }
+telemetry: { listen: 127.0.0.1:9100 }
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = Config::parse(GOOD, "c.yaml").unwrap();
+        assert_eq!(
+            c.milvus[0].scrape.as_ref().unwrap().interval,
+            Duration::from_secs(1)
+        );
+        assert_eq!(c.signals.window, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (
+                GOOD.replace("interval: 1s", "interval: fast"),
+                "milvus[0].scrape.interval",
+            ),
+            (
+                GOOD.replace("window: 30s", "window: 30s, extra: 1"),
+                "signals.extra",
+            ),
+            (GOOD.replace("name: demo", "name: Demo_1"), "milvus[0].name"),
+            (
+                GOOD.replace("http://127.0.0.1:9091/metrics", "127.0.0.1:9091"),
+                "milvus[0].scrape.targets[0]",
+            ),
+            (
+                GOOD.replace("stale_after: 10s", "stale_after: 1s"),
+                "signals.stale_after",
+            ),
+            (
+                GOOD.replace("listen: 127.0.0.1:9100", "listen: nowhere"),
+                "telemetry.listen",
+            ),
+            (
+                GOOD.replace("scrape:", "prometheus: { url: http://p:9090 }\n    scrape:"),
+                "milvus[0]",
+            ),
+            ("milvus: []".to_string(), "milvus"),
+            ("milvus: 3".to_string(), "milvus"),
+        ];
+        for (text, path) in cases {
+            match Config::parse(&text, "c.yaml") {
+                Err(ConfigError::Invalid {
+                    path: p, message, ..
+                }) => {
+                    assert_eq!(p, path, "{message}");
+                    assert!(!message.is_empty());
+                }
+                other => panic!("{path}: expected an error, got {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! `milvus-scaler` command line: parses configuration and wires the signal pollers, the
+//! telemetry endpoint and (as later features land) the serving APIs together.
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use milvus_scaler::config::{Config, ConfigError, MilvusInstance};
+use milvus_scaler::{table, telemetry};
+use milvus_signals::SnapshotStore;
+use milvus_signals::source::prometheus::PrometheusSource;
+use milvus_signals::source::scrape::ScrapeSource;
+use milvus_signals::source::{InstanceMeta, run_poller};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+#[derive(Parser)]
+#[command(
+    name = "milvus-scaler",
+    version,
+    about = "Milvus scaling signals for HPA, KEDA and EC2 node groups"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format: `json` (default when stderr is not a terminal) or `text`.
+    #[arg(long, global = true, env = "MILVUS_SCALER_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Path of the YAML configuration file.
+    #[arg(long, short, env = "MILVUS_SCALER_CONFIG")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run: poll Milvus metrics and serve signals, telemetry and the configured APIs.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Overrides `telemetry.listen`.
+        #[arg(long, env = "MILVUS_SCALER_TELEMETRY_LISTEN")]
+        telemetry_listen: Option<std::net::SocketAddr>,
+    },
+    /// Print a table of every signal, its value, age and source health.
+    Signals {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Keep refreshing the table until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// Refresh period with --watch.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        refresh: Duration,
+    },
+    /// Validate the configuration file and exit (0 valid, 2 invalid).
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn init_logging(format: Option<LogFormat>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let json = match format {
+        Some(LogFormat::Json) => true,
+        Some(LogFormat::Text) => false,
+        None => !std::io::stderr().is_terminal(),
+    };
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::CheckConfig { config } => {
+            let cfg = Config::load(&config.config)?;
+            println!(
+                "{}: valid, {} Milvus instance(s)",
+                config.config.display(),
+                cfg.milvus.len()
+            );
+            Ok(())
+        }
+        Command::Signals {
+            config,
+            watch,
+            refresh,
+        } => {
+            let cfg = Config::load(&config.config)?;
+            signals(cfg, watch, refresh).await
+        }
+        Command::Serve {
+            config,
+            telemetry_listen,
+        } => {
+            let mut cfg = Config::load(&config.config)?;
+            if let Some(listen) = telemetry_listen {
+                cfg.telemetry.listen = listen;
+            }
+            serve(cfg).await
+        }
+    }
+}
+
+/// Starts one poller per instance; they stop when `shutdown` turns true.
+fn start_pollers(
+    cfg: &Config,
+    store: &Arc<SnapshotStore>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
+    for instance in &cfg.milvus {
+        let meta = InstanceMeta {
+            name: instance.name.clone(),
+            namespace: instance.namespace.clone(),
+            stale_after: cfg.signals.stale_after,
+        };
+        spawn_poller(
+            instance,
+            meta,
+            cfg.signals.window,
+            store.clone(),
+            shutdown.clone(),
+            tasks,
+        )
+        .with_context(|| format!("starting the poller of Milvus instance {:?}", instance.name))?;
+    }
+    Ok(())
+}
+
+fn spawn_poller(
+    instance: &MilvusInstance,
+    meta: InstanceMeta,
+    window: Duration,
+    store: Arc<SnapshotStore>,
+    shutdown: watch::Receiver<bool>,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
+    if let Some(s) = &instance.scrape {
+        let source = ScrapeSource::new(s.targets.clone(), s.timeout.unwrap_or(s.interval), window)?;
+        tasks.spawn(run_poller(source, meta, s.interval, store, shutdown));
+    } else if let Some(p) = &instance.prometheus {
+        let source =
+            PrometheusSource::new(&p.url, &p.selector, p.timeout.unwrap_or(p.interval), window)?;
+        tasks.spawn(run_poller(source, meta, p.interval, store, shutdown));
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the process");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let store = Arc::new(SnapshotStore::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    start_pollers(&cfg, &store, &stop_rx, &mut tasks)?;
+
+    let upkeep = handle.clone();
+    let mut upkeep_stop = stop_rx.clone();
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(5)) => upkeep.run_upkeep(),
+                _ = upkeep_stop.changed() => return,
+            }
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(cfg.telemetry.listen)
+        .await
+        .with_context(|| format!("binding telemetry.listen {}", cfg.telemetry.listen))?;
+    tracing::info!(listen = %cfg.telemetry.listen, instances = cfg.milvus.len(), "milvus-scaler serving");
+    let app = telemetry::router(telemetry::TelemetryState {
+        metrics: handle,
+        store: store.clone(),
+    });
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(e).context("telemetry server failed"),
+        Ok(Err(e)) => Err(e).context("telemetry server task failed"),
+        Err(_) => Ok(()),
+    }
+}
+
+async fn signals(cfg: Config, watch_mode: bool, refresh: Duration) -> anyhow::Result<()> {
+    let store = Arc::new(SnapshotStore::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    start_pollers(&cfg, &store, &stop_rx, &mut tasks)?;
+    let longest_interval = cfg
+        .milvus
+        .iter()
+        .map(|m| {
+            m.scrape
+                .as_ref()
+                .map(|s| s.interval)
+                .or(m.prometheus.as_ref().map(|p| p.interval))
+                .unwrap_or_default()
+        })
+        .max()
+        .unwrap_or_default();
+    // Two rounds per instance so rates have something to work with; give up after a while.
+    let mut rounds = store.subscribe();
+    let wanted = (cfg.milvus.len() as u64) * 3;
+    let _ = tokio::time::timeout(
+        longest_interval * 3 + Duration::from_secs(5),
+        rounds.wait_for(|n| *n >= wanted),
+    )
+    .await;
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        let text = table::render(&store.load(), SystemTime::now());
+        if watch_mode && terminal {
+            print!("\x1b[2J\x1b[H");
+        }
+        println!("{text}");
+        if !watch_mode {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(refresh) => {}
+            _ = shutdown_signal() => break,
+        }
+    }
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! The catalogue of scaling signals this product derives from Milvus metrics.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A scaling signal. Names are stable: they appear in configuration, KEDA trigger metadata and
+/// (prefixed with `milvus_`) as external metric names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Signal {
+    /// Read tasks waiting in query nodes (ready + unsolved queues), summed over query nodes.
+    SearchQueueDepth,
+    /// Median search latency over the window, seconds.
+    SearchLatencyP50Seconds,
+    /// 90th percentile search latency over the window, seconds.
+    SearchLatencyP90Seconds,
+    /// 99th percentile search latency over the window, seconds.
+    SearchLatencyP99Seconds,
+    /// Search requests per second received by proxies, over the window.
+    SearchRate,
+    /// Index builds not yet finished (unissued + in progress, and retrying on 2.5+).
+    IndexPendingBuilds,
+    /// Entities loaded into query nodes (searchable rows).
+    LoadedEntities,
+    /// Memory size of the entities loaded into query nodes, bytes.
+    LoadedBytes,
+}
+
+impl Signal {
+    /// Every signal, in display order.
+    pub const ALL: [Signal; 8] = [
+        Signal::SearchQueueDepth,
+        Signal::SearchLatencyP50Seconds,
+        Signal::SearchLatencyP90Seconds,
+        Signal::SearchLatencyP99Seconds,
+        Signal::SearchRate,
+        Signal::IndexPendingBuilds,
+        Signal::LoadedEntities,
+        Signal::LoadedBytes,
+    ];
+
+    /// The signal's name in configuration and trigger metadata, e.g. `search_queue_depth`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::SearchQueueDepth => "search_queue_depth",
+            Signal::SearchLatencyP50Seconds => "search_latency_p50_seconds",
+            Signal::SearchLatencyP90Seconds => "search_latency_p90_seconds",
+            Signal::SearchLatencyP99Seconds => "search_latency_p99_seconds",
+            Signal::SearchRate => "search_rate",
+            Signal::IndexPendingBuilds => "index_pending_builds",
+            Signal::LoadedEntities => "loaded_entities",
+            Signal::LoadedBytes => "loaded_bytes",
+        }
+    }
+
+    /// The name served through the Kubernetes external metrics API: `milvus_` + [`Signal::name`].
+    pub fn metric_name(self) -> String {
+        format!("milvus_{}", self.name())
+    }
+
+    /// Looks a signal up by its name, with or without the `milvus_` prefix.
+    pub fn from_name(name: &str) -> Option<Signal> {
+        let bare = name.strip_prefix("milvus_").unwrap_or(name);
+        Signal::ALL.into_iter().find(|s| s.name() == bare)
+    }
+
+    /// Whether the value is computed over the sliding window (rates and quantiles).
+    pub fn is_windowed(self) -> bool {
+        matches!(
+            self,
+            Signal::SearchLatencyP50Seconds
+                | Signal::SearchLatencyP90Seconds
+                | Signal::SearchLatencyP99Seconds
+                | Signal::SearchRate
+        )
+    }
+
+    /// The quantile a latency signal reports, if it is one.
+    pub fn quantile(self) -> Option<f64> {
+        match self {
+            Signal::SearchLatencyP50Seconds => Some(0.5),
+            Signal::SearchLatencyP90Seconds => Some(0.9),
+            Signal::SearchLatencyP99Seconds => Some(0.99),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The error for a name that is not in the catalogue; lists the names that are.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown signal {0:?}: expected one of {names}", names = Signal::ALL.map(|s| s.name()).join(", "))]
+pub struct UnknownSignal(pub String);
+
+impl FromStr for Signal {
+    type Err = UnknownSignal;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Signal::from_name(s).ok_or_else(|| UnknownSignal(s.to_string()))
+    }
+}
+
+/// Identifies one value in the snapshot: a signal, for the whole instance or one collection.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SignalKey {
+    /// Which signal.
+    pub signal: Signal,
+    /// `None` for the whole Milvus instance; otherwise the collection as Milvus labels it
+    /// (the name for latency and rate, the numeric ID for loaded data and index builds).
+    pub collection: Option<String>,
+}
+
+impl SignalKey {
+    /// The instance-wide value of `signal`.
+    pub fn instance(signal: Signal) -> Self {
+        Self {
+            signal,
+            collection: None,
+        }
+    }
+
+    /// The value of `signal` for one collection.
+    pub fn collection(signal: Signal, collection: impl Into<String>) -> Self {
+        Self {
+            signal,
+            collection: Some(collection.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_with_and_without_prefix() {
+        for s in Signal::ALL {
+            assert_eq!(Signal::from_name(s.name()), Some(s));
+            assert_eq!(Signal::from_name(&s.metric_name()), Some(s));
+        }
+        let err = "queue".parse::<Signal>().unwrap_err().to_string();
+        assert!(err.contains("search_queue_depth"), "{err}");
+    }
+}

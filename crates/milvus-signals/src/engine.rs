@@ -1,0 +1,454 @@
+//! Signal maths: gauges from the newest round, rates and latency quantiles from counter increases
+//! over a sliding window. Pure: rounds go in with their timestamps, values come out.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::catalogue::{Signal, SignalKey};
+use crate::milvus::{Counter, Gauge, TargetSample};
+use crate::quantile::{Bucket, histogram_quantile};
+
+/// What one computation produced: a value or the reason there is none, per signal key.
+pub type SignalValues = BTreeMap<SignalKey, Result<f64, String>>;
+
+/// One scrape round: the successful targets' samples at one time.
+#[derive(Debug, Clone)]
+struct Round {
+    at: SystemTime,
+    targets: BTreeMap<String, Arc<TargetSample>>,
+}
+
+/// Keeps the rounds inside the window and derives signal values from them.
+#[derive(Debug, Clone)]
+pub struct SignalEngine {
+    window: Duration,
+    rounds: VecDeque<Round>,
+}
+
+impl SignalEngine {
+    /// An engine computing rates and quantiles over `window`.
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window,
+            rounds: VecDeque::new(),
+        }
+    }
+
+    /// The sliding window rates and quantiles are computed over.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// Records a round: the samples of the targets that answered, taken at `at`.
+    /// Rounds older than the window (relative to this one) are dropped.
+    pub fn observe(&mut self, at: SystemTime, targets: BTreeMap<String, TargetSample>) {
+        let targets = targets.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        self.rounds.push_back(Round { at, targets });
+        while let Some(first) = self.rounds.front() {
+            let age = at.duration_since(first.at).unwrap_or_default();
+            if age > self.window {
+                self.rounds.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Values of every signal (instance-wide, and per collection where Milvus labels allow)
+    /// as of the newest round. Empty before the first round.
+    pub fn compute(&self) -> SignalValues {
+        let mut out = SignalValues::new();
+        let Some(latest) = self.rounds.back() else {
+            return out;
+        };
+        if latest.targets.is_empty() {
+            for signal in Signal::ALL {
+                out.insert(
+                    SignalKey::instance(signal),
+                    Err("no target answered this round".into()),
+                );
+            }
+            return out;
+        }
+        let targets: Vec<&TargetSample> = latest.targets.values().map(Arc::as_ref).collect();
+        self.gauge_signals(&targets, &mut out);
+        self.windowed_signals(latest, &targets, &mut out);
+        out
+    }
+
+    fn gauge_signals(&self, targets: &[&TargetSample], out: &mut SignalValues) {
+        let querynode = targets.iter().any(|t| t.has_querynode);
+        let datacoord = targets.iter().any(|t| t.has_datacoord);
+        let no_querynode = "no scraped target exports query-node metrics (milvus_querynode_*)";
+        let specs = [
+            (
+                Signal::SearchQueueDepth,
+                Gauge::QueueDepth,
+                querynode,
+                no_querynode,
+            ),
+            (
+                Signal::LoadedEntities,
+                Gauge::LoadedEntities,
+                querynode,
+                no_querynode,
+            ),
+            (
+                Signal::LoadedBytes,
+                Gauge::LoadedBytes,
+                querynode,
+                no_querynode,
+            ),
+            (
+                Signal::IndexPendingBuilds,
+                Gauge::IndexPending,
+                datacoord,
+                "no scraped target exports data-coordinator metrics (milvus_datacoord_*)",
+            ),
+        ];
+        for (signal, gauge, component_present, missing) in specs {
+            if !component_present {
+                out.insert(SignalKey::instance(signal), Err(missing.to_string()));
+                continue;
+            }
+            if signal == Signal::SearchQueueDepth
+                && targets
+                    .iter()
+                    .any(|t| t.has_querynode && !t.has_queue_gauge)
+            {
+                out.insert(
+                    SignalKey::instance(signal),
+                    Err("a query node exports neither milvus_querynode_read_task_ready_len nor _unsolved_len".into()),
+                );
+                continue;
+            }
+            // Milvus creates these gauge series lazily: a component that is up but exports no
+            // series for them has nothing loaded / queued, which is a true zero.
+            let mut per_key: BTreeMap<Option<String>, f64> = BTreeMap::new();
+            per_key.insert(None, 0.0);
+            for target in targets {
+                for ((g, collection), value) in &target.gauges {
+                    if *g == gauge {
+                        *per_key.entry(collection.clone()).or_insert(0.0) += value;
+                    }
+                }
+            }
+            for (collection, value) in per_key {
+                out.insert(SignalKey { signal, collection }, Ok(value));
+            }
+        }
+    }
+
+    fn windowed_signals(&self, latest: &Round, targets: &[&TargetSample], out: &mut SignalValues) {
+        let windowed = [
+            Signal::SearchRate,
+            Signal::SearchLatencyP50Seconds,
+            Signal::SearchLatencyP90Seconds,
+            Signal::SearchLatencyP99Seconds,
+        ];
+        let fail_all = |out: &mut SignalValues, reason: &str| {
+            for signal in windowed {
+                out.insert(SignalKey::instance(signal), Err(reason.to_string()));
+            }
+        };
+        if !targets.iter().any(|t| t.has_proxy) {
+            fail_all(
+                out,
+                "no scraped target exports proxy metrics (milvus_proxy_*)",
+            );
+            return;
+        }
+        // Per-second rate of every counter series, summed over targets. Each target's increase is
+        // taken over its own samples, so one pod restarting (a counter reset) affects only itself.
+        let mut rates: BTreeMap<(Counter, Option<String>), f64> = BTreeMap::new();
+        let mut targets_with_rates = 0;
+        for (name, sample) in &latest.targets {
+            if !sample.has_proxy {
+                continue;
+            }
+            let history: Vec<(SystemTime, &TargetSample)> = self
+                .rounds
+                .iter()
+                .filter_map(|round| round.targets.get(name).map(|s| (round.at, s.as_ref())))
+                .collect();
+            let (Some(first), Some(last)) = (history.first(), history.last()) else {
+                continue;
+            };
+            let span = last
+                .0
+                .duration_since(first.0)
+                .unwrap_or_default()
+                .as_secs_f64();
+            if history.len() < 2 || span <= 0.0 {
+                continue;
+            }
+            targets_with_rates += 1;
+            let keys: BTreeSet<&(Counter, Option<String>)> = last.1.counters.keys().collect();
+            for key in keys {
+                let values = history
+                    .iter()
+                    .filter_map(|(_, s)| s.counters.get(key).copied());
+                *rates.entry(key.clone()).or_insert(0.0) += increase(values) / span;
+            }
+        }
+        if targets_with_rates == 0 {
+            fail_all(
+                out,
+                "warming up: a rate needs two scrapes of a proxy inside the window",
+            );
+            return;
+        }
+        let in_flight: f64 = targets
+            .iter()
+            .flat_map(|t| {
+                [Gauge::QueueDepth, Gauge::InFlightNq]
+                    .into_iter()
+                    .filter_map(|g| t.gauges.get(&(g, None)))
+            })
+            .sum();
+
+        let mut collections: BTreeSet<Option<String>> =
+            rates.keys().map(|(_, c)| c.clone()).collect();
+        collections.insert(None);
+        for collection in collections {
+            let search_rate = rates
+                .get(&(Counter::SearchRequests, collection.clone()))
+                .copied()
+                .unwrap_or(0.0);
+            out.insert(
+                SignalKey {
+                    signal: Signal::SearchRate,
+                    collection: collection.clone(),
+                },
+                Ok(search_rate),
+            );
+            let buckets: Vec<Bucket> = rates
+                .iter()
+                .filter_map(|((counter, c), rate)| match counter {
+                    Counter::LatencyBucket(le) if *c == collection => Some(Bucket {
+                        upper_bound: le.0,
+                        count: *rate,
+                    }),
+                    _ => None,
+                })
+                .collect();
+            for signal in windowed.into_iter().filter(|s| s.quantile().is_some()) {
+                let q = signal.quantile().unwrap_or(0.5);
+                let value = match histogram_quantile(q, &buckets) {
+                    // Milvus's search latency histograms are in milliseconds.
+                    Some(ms) => Ok(ms / 1000.0),
+                    // No search finished in the window. With nothing waiting that is a true
+                    // "no latency"; with work queued it means searches are stuck, which is unknown.
+                    None if collection.is_none() && in_flight > 0.0 => Err(format!(
+                        "no search completed in the last {:?} while {in_flight} are queued or executing",
+                        self.window
+                    )),
+                    None => Ok(0.0),
+                };
+                out.insert(
+                    SignalKey {
+                        signal,
+                        collection: collection.clone(),
+                    },
+                    value,
+                );
+            }
+        }
+    }
+}
+
+/// Increase of a counter over consecutive values, Prometheus-style: a drop is a reset (the
+/// process restarted and counts from zero), so the new value itself is the increase since.
+pub fn increase(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut total = 0.0;
+    let mut previous: Option<f64> = None;
+    for value in values {
+        if let Some(prev) = previous {
+            total += if value >= prev { value - prev } else { value };
+        }
+        previous = Some(value);
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::milvus::Le;
+
+    fn t(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    /// A proxy + query node target with `searches` total and all of them in the le=`le_ms` bucket.
+    fn target(searches: f64, le_ms: f64, queue: f64) -> TargetSample {
+        let mut s = TargetSample {
+            has_proxy: true,
+            has_querynode: true,
+            has_datacoord: true,
+            has_queue_gauge: true,
+            ..Default::default()
+        };
+        s.gauges.insert((Gauge::QueueDepth, None), queue);
+        s.counters.insert((Counter::SearchRequests, None), searches);
+        for bound in [10.0, 100.0, 1000.0, f64::INFINITY] {
+            let count = if bound >= le_ms { searches } else { 0.0 };
+            s.counters
+                .insert((Counter::LatencyBucket(Le(bound)), None), count);
+        }
+        s
+    }
+
+    fn one(name: &str, s: TargetSample) -> BTreeMap<String, TargetSample> {
+        BTreeMap::from([(name.to_string(), s)])
+    }
+
+    fn value(values: &SignalValues, signal: Signal) -> Result<f64, String> {
+        values[&SignalKey::instance(signal)].clone()
+    }
+
+    #[test]
+    fn increase_handles_resets() {
+        assert_eq!(increase([1.0, 3.0, 6.0]), 5.0);
+        assert_eq!(increase([10.0, 12.0, 2.0, 5.0]), 2.0 + 2.0 + 3.0);
+        assert_eq!(increase([5.0]), 0.0);
+        assert_eq!(increase([]), 0.0);
+    }
+
+    #[test]
+    fn rate_and_quantiles_from_bucket_deltas() {
+        let mut e = SignalEngine::new(Duration::from_secs(30));
+        e.observe(t(0), one("a", target(100.0, 100.0, 0.0)));
+        e.observe(t(10), one("a", target(300.0, 100.0, 4.0)));
+        let v = e.compute();
+        assert_eq!(value(&v, Signal::SearchRate), Ok(20.0));
+        assert_eq!(value(&v, Signal::SearchQueueDepth), Ok(4.0));
+        // All 200 new searches in (10,100] ms: p50 = 10 + 90*0.5 = 55 ms.
+        let p50 = value(&v, Signal::SearchLatencyP50Seconds).unwrap();
+        assert!((p50 - 0.055).abs() < 1e-12, "{p50}");
+        let p99 = value(&v, Signal::SearchLatencyP99Seconds).unwrap();
+        assert!((p99 - 0.0991).abs() < 1e-12, "{p99}");
+    }
+
+    #[test]
+    fn first_round_is_warming_up_not_zero() {
+        let mut e = SignalEngine::new(Duration::from_secs(30));
+        e.observe(t(0), one("a", target(100.0, 100.0, 0.0)));
+        let v = e.compute();
+        assert!(
+            value(&v, Signal::SearchRate)
+                .unwrap_err()
+                .contains("warming up")
+        );
+        assert_eq!(value(&v, Signal::SearchQueueDepth), Ok(0.0));
+    }
+
+    #[test]
+    fn counter_reset_gives_no_negative_rate_or_latency_spike() {
+        let mut e = SignalEngine::new(Duration::from_secs(30));
+        e.observe(t(0), one("a", target(1000.0, 1000.0, 0.0)));
+        // The pod restarted: counters start again from a few fast searches.
+        e.observe(t(10), one("a", target(50.0, 10.0, 0.0)));
+        let v = e.compute();
+        assert_eq!(value(&v, Signal::SearchRate), Ok(5.0));
+        let p99 = value(&v, Signal::SearchLatencyP99Seconds).unwrap();
+        assert!(
+            p99 <= 0.010,
+            "only the post-restart fast searches count: {p99}"
+        );
+    }
+
+    #[test]
+    fn old_rounds_leave_the_window() {
+        let mut e = SignalEngine::new(Duration::from_secs(30));
+        e.observe(t(0), one("a", target(0.0, 100.0, 0.0)));
+        e.observe(t(20), one("a", target(1000.0, 100.0, 0.0)));
+        e.observe(t(40), one("a", target(1000.0, 100.0, 0.0)));
+        e.observe(t(50), one("a", target(1000.0, 100.0, 0.0)));
+        let v = e.compute();
+        assert_eq!(value(&v, Signal::SearchRate), Ok(0.0));
+        // No searches in the window and nothing queued: latency is a true zero.
+        assert_eq!(value(&v, Signal::SearchLatencyP99Seconds), Ok(0.0));
+    }
+
+    #[test]
+    fn stuck_searches_make_latency_unknown() {
+        let mut e = SignalEngine::new(Duration::from_secs(30));
+        e.observe(t(0), one("a", target(10.0, 100.0, 8.0)));
+        e.observe(t(5), one("a", target(10.0, 100.0, 8.0)));
+        let v = e.compute();
+        let err = value(&v, Signal::SearchLatencyP99Seconds).unwrap_err();
+        assert!(err.contains("no search completed"), "{err}");
+    }
+
+    #[test]
+    fn rates_sum_over_targets_and_a_missing_component_is_an_error() {
+        let mut e = SignalEngine::new(Duration::from_secs(30));
+        let mut two = one("a", target(0.0, 100.0, 1.0));
+        two.insert("b".into(), target(0.0, 100.0, 2.0));
+        e.observe(t(0), two.clone());
+        let mut later = one("a", target(10.0, 100.0, 1.0));
+        later.insert("b".into(), target(30.0, 100.0, 2.0));
+        e.observe(t(10), later);
+        let v = e.compute();
+        assert_eq!(value(&v, Signal::SearchRate), Ok(4.0));
+        assert_eq!(value(&v, Signal::SearchQueueDepth), Ok(3.0));
+
+        let mut e = SignalEngine::new(Duration::from_secs(30));
+        let only_proxy = TargetSample {
+            has_proxy: true,
+            ..Default::default()
+        };
+        e.observe(t(0), one("p", only_proxy));
+        let v = e.compute();
+        assert!(
+            value(&v, Signal::SearchQueueDepth)
+                .unwrap_err()
+                .contains("query-node")
+        );
+        assert!(
+            value(&v, Signal::IndexPendingBuilds)
+                .unwrap_err()
+                .contains("data-coordinator")
+        );
+    }
+
+    #[test]
+    fn no_target_answering_makes_everything_unknown() {
+        let mut e = SignalEngine::new(Duration::from_secs(30));
+        e.observe(t(0), BTreeMap::new());
+        let v = e.compute();
+        for signal in Signal::ALL {
+            assert!(value(&v, signal).is_err(), "{signal}");
+        }
+    }
+
+    #[test]
+    fn per_collection_values() {
+        let with_collection = |searches: f64| {
+            let mut s = target(searches, 100.0, 0.0);
+            s.counters.insert(
+                (Counter::SearchRequests, Some("docs".into())),
+                searches / 2.0,
+            );
+            s.gauges
+                .insert((Gauge::LoadedEntities, Some("42".into())), 7.0);
+            s.gauges.insert((Gauge::LoadedEntities, None), 7.0);
+            s
+        };
+        let mut e = SignalEngine::new(Duration::from_secs(30));
+        e.observe(t(0), one("a", with_collection(0.0)));
+        e.observe(t(10), one("a", with_collection(100.0)));
+        let v = e.compute();
+        assert_eq!(
+            v[&SignalKey::collection(Signal::SearchRate, "docs")],
+            Ok(5.0)
+        );
+        assert_eq!(
+            v[&SignalKey::collection(Signal::LoadedEntities, "42")],
+            Ok(7.0)
+        );
+        assert_eq!(value(&v, Signal::LoadedEntities), Ok(7.0));
+    }
+}

@@ -1,0 +1,512 @@
+//! Prometheus text exposition format (version 0.0.4) parser.
+//!
+//! Hand-rolled on purpose: the crates that exist for this format (`prometheus-parse`,
+//! `openmetrics-parser`) either accept malformed lines silently or allocate every series of every
+//! family. A Milvus pod exposes ~2,500 lines of which we need ~100, fifty pods are scraped every
+//! second, and a malformed body must be rejected whole with the line that broke it, the way
+//! Prometheus itself rejects a scrape. So the parser here is strict, streams line by line, keeps only
+//! the families the caller asks for and names the line and column of the first error.
+
+use std::collections::{BTreeSet, HashSet};
+
+use thiserror::Error;
+
+/// Limits that bound the work and memory one exposition body may cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest label value accepted, in bytes.
+    pub max_label_value_bytes: usize,
+    /// Most labels one series may carry.
+    pub max_labels: usize,
+    /// Longest line accepted, in bytes.
+    pub max_line_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_label_value_bytes: 4096,
+            max_labels: 64,
+            max_line_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Why an exposition body was rejected: the 1-based line and column and what was expected there.
+#[derive(Debug, Error, Clone, PartialEq)]
+#[error("line {line}, column {column}: {reason}")]
+pub struct ParseError {
+    /// 1-based line number of the offending line.
+    pub line: usize,
+    /// 1-based byte column where the problem was found.
+    pub column: usize,
+    /// What was expected and what was found.
+    pub reason: String,
+}
+
+/// One sample: a metric name, its labels sorted by name, and its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Metric name as written (for histograms this includes `_bucket`, `_sum`, `_count`).
+    pub name: String,
+    /// Label pairs, sorted by label name.
+    pub labels: Vec<(String, String)>,
+    /// The sample value; `NaN` and infinities are legal in the format.
+    pub value: f64,
+}
+
+impl Sample {
+    /// The value of label `name`, if the series carries it.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A parsed body: the samples the caller kept, and every family name seen (kept or not).
+#[derive(Debug, Default, Clone)]
+pub struct Exposition {
+    /// Samples whose metric name passed the caller's filter, in input order.
+    pub samples: Vec<Sample>,
+    /// Names of every metric family present, from `# TYPE` / `# HELP` lines and from samples.
+    pub families: BTreeSet<String>,
+}
+
+impl Exposition {
+    /// Whether any family name starts with `prefix` (used to tell which Milvus components a
+    /// target runs: `milvus_querynode_`, `milvus_proxy_`, ...).
+    pub fn has_family_prefix(&self, prefix: &str) -> bool {
+        self.families
+            .range(prefix.to_string()..)
+            .next()
+            .is_some_and(|f| f.starts_with(prefix))
+    }
+}
+
+/// Parses a whole body, keeping the samples whose metric name satisfies `keep`.
+///
+/// Every line is checked, kept or not: one malformed line, or the same series twice, rejects
+/// the body, as Prometheus rejects such a scrape.
+pub fn parse(
+    text: &str,
+    limits: &Limits,
+    keep: impl Fn(&str) -> bool,
+) -> Result<Exposition, ParseError> {
+    let mut out = Exposition::default();
+    let mut seen_series: HashSet<String> = HashSet::new();
+    for (index, raw_line) in text.split('\n').enumerate() {
+        let line_no = index + 1;
+        let line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
+        if line.len() > limits.max_line_bytes {
+            return Err(ParseError {
+                line: line_no,
+                column: limits.max_line_bytes + 1,
+                reason: format!("line is longer than {} bytes", limits.max_line_bytes),
+            });
+        }
+        let trimmed = line.trim_start_matches([' ', '\t']);
+        if trimmed.is_empty() {
+            continue;
+        }
+        if let Some(comment) = trimmed.strip_prefix('#') {
+            if let Some(name) = descriptor_family(comment) {
+                out.families.insert(name.to_string());
+            }
+            continue;
+        }
+        let offset = line.len() - trimmed.len();
+        let mut cursor = Cursor {
+            text: trimmed,
+            pos: 0,
+            line: line_no,
+            offset,
+        };
+        let sample = cursor.sample(limits)?;
+        out.families.insert(family_of(&sample.name).to_string());
+        let key = series_key(&sample);
+        if !seen_series.insert(key) {
+            return Err(ParseError {
+                line: line_no,
+                column: offset + 1,
+                reason: format!("duplicate series {}", describe(&sample)),
+            });
+        }
+        if keep(&sample.name) {
+            out.samples.push(sample);
+        }
+    }
+    Ok(out)
+}
+
+/// `# TYPE name kind` and `# HELP name text` name a family; other comments do not.
+fn descriptor_family(comment: &str) -> Option<&str> {
+    let mut words = comment.split_ascii_whitespace();
+    match words.next() {
+        Some("TYPE") | Some("HELP") => words.next(),
+        _ => None,
+    }
+}
+
+/// The family a sample belongs to: histogram and summary series carry suffixes.
+fn family_of(name: &str) -> &str {
+    for suffix in ["_bucket", "_sum", "_count"] {
+        if let Some(base) = name.strip_suffix(suffix) {
+            return base;
+        }
+    }
+    name
+}
+
+fn series_key(sample: &Sample) -> String {
+    let mut key = String::with_capacity(sample.name.len() + 32);
+    key.push_str(&sample.name);
+    for (k, v) in &sample.labels {
+        key.push('\u{0}');
+        key.push_str(k);
+        key.push('\u{1}');
+        key.push_str(v);
+    }
+    key
+}
+
+fn describe(sample: &Sample) -> String {
+    let labels: Vec<String> = sample
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect();
+    format!("{}{{{}}}", sample.name, labels.join(","))
+}
+
+struct Cursor<'a> {
+    text: &'a str,
+    pos: usize,
+    line: usize,
+    offset: usize,
+}
+
+impl Cursor<'_> {
+    fn error(&self, reason: impl Into<String>) -> ParseError {
+        ParseError {
+            line: self.line,
+            column: self.offset + self.pos + 1,
+            reason: reason.into(),
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.pos).copied()
+    }
+
+    fn skip_blanks(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t')) {
+            self.pos += 1;
+        }
+    }
+
+    fn name(&mut self, what: &str, allow_colon: bool) -> Result<String, ParseError> {
+        let start = self.pos;
+        while let Some(c) = self.peek() {
+            let ok = c.is_ascii_alphabetic()
+                || c == b'_'
+                || (allow_colon && c == b':')
+                || (self.pos > start && c.is_ascii_digit());
+            if !ok {
+                break;
+            }
+            self.pos += 1;
+        }
+        if self.pos == start {
+            return Err(self.error(format!("expected {what}")));
+        }
+        Ok(self.text[start..self.pos].to_string())
+    }
+
+    fn sample(&mut self, limits: &Limits) -> Result<Sample, ParseError> {
+        let name = self.name("a metric name", true)?;
+        let after_name = self.pos;
+        self.skip_blanks();
+        let mut labels = Vec::new();
+        if self.peek() == Some(b'{') {
+            self.pos += 1;
+            labels = self.labels(limits)?;
+        } else {
+            self.pos = after_name;
+        }
+        if !matches!(self.peek(), Some(b' ' | b'\t')) {
+            return Err(self.error(if self.peek().is_none() {
+                "expected a value after the series, found end of line".to_string()
+            } else {
+                "expected a space before the value".to_string()
+            }));
+        }
+        self.skip_blanks();
+        let value = self.float()?;
+        self.skip_blanks();
+        if self.peek().is_some() {
+            self.timestamp()?;
+        }
+        self.skip_blanks();
+        if self.peek().is_some() {
+            return Err(self.error("expected end of line after the timestamp"));
+        }
+        labels.sort_by(|a: &(String, String), b| a.0.cmp(&b.0));
+        if let Some(pair) = labels.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(self.error(format!("label {:?} appears twice", pair[0].0)));
+        }
+        Ok(Sample {
+            name,
+            labels,
+            value,
+        })
+    }
+
+    fn labels(&mut self, limits: &Limits) -> Result<Vec<(String, String)>, ParseError> {
+        let mut labels = Vec::new();
+        loop {
+            self.skip_blanks();
+            if self.peek() == Some(b'}') {
+                self.pos += 1;
+                return Ok(labels);
+            }
+            if labels.len() == limits.max_labels {
+                return Err(self.error(format!("more than {} labels", limits.max_labels)));
+            }
+            let key = self.name("a label name or '}'", false)?;
+            self.skip_blanks();
+            if self.peek() != Some(b'=') {
+                return Err(self.error(format!("expected '=' after label name {key:?}")));
+            }
+            self.pos += 1;
+            self.skip_blanks();
+            let value = self.quoted(limits)?;
+            labels.push((key, value));
+            self.skip_blanks();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {}
+                None => return Err(self.error("line ends inside the label set")),
+                _ => return Err(self.error("expected ',' or '}' after a label value")),
+            }
+        }
+    }
+
+    fn quoted(&mut self, limits: &Limits) -> Result<String, ParseError> {
+        if self.peek() != Some(b'"') {
+            return Err(self.error("expected '\"' to open a label value"));
+        }
+        self.pos += 1;
+        let mut value = String::new();
+        let bytes = self.text.as_bytes();
+        let mut run_start = self.pos;
+        loop {
+            match bytes.get(self.pos) {
+                None => return Err(self.error("line ends inside a quoted label value")),
+                Some(b'"') => {
+                    value.push_str(&self.text[run_start..self.pos]);
+                    self.pos += 1;
+                    break;
+                }
+                Some(b'\\') => {
+                    value.push_str(&self.text[run_start..self.pos]);
+                    let escaped = match bytes.get(self.pos + 1) {
+                        Some(b'\\') => '\\',
+                        Some(b'"') => '"',
+                        Some(b'n') => '\n',
+                        _ => {
+                            self.pos += 1;
+                            return Err(self.error(
+                                "unknown escape in label value (expected \\\\, \\\" or \\n)",
+                            ));
+                        }
+                    };
+                    value.push(escaped);
+                    self.pos += 2;
+                    run_start = self.pos;
+                }
+                Some(_) => self.pos += 1,
+            }
+            if value.len() + (self.pos - run_start) > limits.max_label_value_bytes {
+                return Err(self.error(format!(
+                    "label value longer than {} bytes",
+                    limits.max_label_value_bytes
+                )));
+            }
+        }
+        Ok(value)
+    }
+
+    fn token(&mut self) -> &str {
+        let start = self.pos;
+        while let Some(c) = self.peek() {
+            if c == b' ' || c == b'\t' {
+                break;
+            }
+            self.pos += 1;
+        }
+        &self.text[start..self.pos]
+    }
+
+    fn float(&mut self) -> Result<f64, ParseError> {
+        let start = self.pos;
+        let token = self.token().to_string();
+        parse_float(&token).ok_or_else(|| ParseError {
+            line: self.line,
+            column: self.offset + start + 1,
+            reason: format!("expected a float value, found {token:?}"),
+        })
+    }
+
+    fn timestamp(&mut self) -> Result<i64, ParseError> {
+        let start = self.pos;
+        let token = self.token().to_string();
+        token.parse::<i64>().map_err(|_| ParseError {
+            line: self.line,
+            column: self.offset + start + 1,
+            reason: format!("expected an integer timestamp in milliseconds, found {token:?}"),
+        })
+    }
+}
+
+/// Parses a float as the format allows: Go's `ParseFloat` syntax plus `NaN`, `+Inf`, `-Inf`.
+pub fn parse_float(token: &str) -> Option<f64> {
+    match token {
+        "NaN" => return Some(f64::NAN),
+        "+Inf" | "Inf" => return Some(f64::INFINITY),
+        "-Inf" => return Some(f64::NEG_INFINITY),
+        _ => {}
+    }
+    // Rust also accepts "inf", "infinity" and "nan" spelt in other ways; the format does not.
+    if token.is_empty()
+        || token
+            .bytes()
+            .any(|c| c.is_ascii_alphabetic() && c != b'e' && c != b'E')
+    {
+        return None;
+    }
+    token.parse::<f64>().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(text: &str) -> Result<Exposition, ParseError> {
+        parse(text, &Limits::default(), |_| true)
+    }
+
+    #[test]
+    fn parses_labels_escapes_and_special_values() {
+        let body = "# HELP x help text\n# TYPE x gauge\nx{b=\"2\",a=\"q\\\"\\\\\\n\"} 1.5e3 1700000000000\ny NaN\nz{} +Inf\nw -Inf\n";
+        let e = all(body).unwrap();
+        assert_eq!(e.samples.len(), 4);
+        assert_eq!(
+            e.samples[0].labels,
+            vec![("a".into(), "q\"\\\n".into()), ("b".into(), "2".into())]
+        );
+        assert_eq!(e.samples[0].value, 1500.0);
+        assert!(e.samples[1].value.is_nan());
+        assert_eq!(e.samples[2].value, f64::INFINITY);
+        assert_eq!(e.samples[3].value, f64::NEG_INFINITY);
+        assert!(e.families.contains("x") && e.families.contains("w"));
+    }
+
+    #[test]
+    fn real_captures_parse_completely() {
+        for name in [
+            "milvus-2.3.5-metrics-idle.prom",
+            "milvus-2.3.5-metrics-under-load.prom",
+        ] {
+            let text = crate::test_fixtures::fixture(name);
+            let e = all(&text).unwrap_or_else(|err| panic!("{name}: {err}"));
+            let sample_lines = text
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+                .count();
+            assert_eq!(
+                e.samples.len(),
+                sample_lines,
+                "{name}: every sample line kept"
+            );
+            assert!(e.has_family_prefix("milvus_querynode_"), "{name}");
+            assert!(e.has_family_prefix("milvus_proxy_"), "{name}");
+            assert!(!e.has_family_prefix("milvus_nonexistent_"), "{name}");
+        }
+    }
+
+    #[test]
+    fn filter_keeps_only_wanted_names_but_checks_every_line() {
+        let e = parse("a 1\nb 2\n", &Limits::default(), |n| n == "b").unwrap();
+        assert_eq!(e.samples.len(), 1);
+        assert_eq!(e.samples[0].name, "b");
+        let err = parse("a{ 1\nb 2\n", &Limits::default(), |n| n == "b").unwrap_err();
+        assert_eq!(err.line, 1);
+    }
+
+    #[test]
+    fn malformed_lines_are_rejected_with_position() {
+        let cases: &[(&str, usize, &str)] = &[
+            ("m{a=\"1\"", 1, "line ends inside the label set"),
+            ("m{a=\"1", 1, "inside a quoted label value"),
+            ("m", 1, "expected a value"),
+            ("m 1.2.3", 1, "expected a float value"),
+            ("m one", 1, "expected a float value"),
+            ("m inf", 1, "expected a float value"),
+            ("ok 1\nm{a=1} 2", 2, "expected '\"'"),
+            ("m{a=\"1\" b=\"2\"} 3", 1, "expected ',' or '}'"),
+            ("m{a=\"\\q\"} 3", 1, "unknown escape"),
+            ("m 1 notatime", 1, "integer timestamp"),
+            ("m 1 2 3", 1, "end of line"),
+            ("9m 1", 1, "metric name"),
+            ("m{a=\"1\",a=\"2\"} 1", 1, "appears twice"),
+        ];
+        for (body, line, reason) in cases {
+            let err = all(body).expect_err(body);
+            assert_eq!(err.line, *line, "{body}: {err}");
+            assert!(
+                err.reason.contains(reason),
+                "{body}: got {err}, want {reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_series_are_rejected_even_with_reordered_labels() {
+        let err = all("m{a=\"1\",b=\"2\"} 1\nm{b=\"2\",a=\"1\"} 2\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.reason.contains("duplicate series"), "{err}");
+        assert!(all("m{a=\"1\"} 1\nm{a=\"2\"} 2\n").is_ok());
+    }
+
+    #[test]
+    fn huge_label_values_and_lines_are_bounded() {
+        let limits = Limits::default();
+        let big = "x".repeat(limits.max_label_value_bytes + 1);
+        let err = all(&format!("m{{a=\"{big}\"}} 1")).unwrap_err();
+        assert!(err.reason.contains("label value longer"), "{err}");
+        let long = format!("m{{a=\"{}\"}} 1", "y".repeat(limits.max_line_bytes));
+        let err = all(&long).unwrap_err();
+        assert!(err.reason.contains("longer than"), "{err}");
+    }
+
+    #[test]
+    fn truncated_body_fails_at_the_cut() {
+        let text = crate::test_fixtures::fixture("milvus-2.3.5-metrics-under-load.prom");
+        // Cut in the middle of a labelled sample line.
+        let cut = text.find("milvus_proxy_sq_latency_bucket{").unwrap() + 40;
+        let err = all(&text[..cut]).unwrap_err();
+        assert_eq!(err.line, text[..cut].lines().count());
+    }
+
+    #[test]
+    fn float_syntax_follows_the_format() {
+        assert_eq!(parse_float("1e-3"), Some(0.001));
+        assert_eq!(parse_float("-0"), Some(-0.0));
+        assert_eq!(parse_float("Inf"), Some(f64::INFINITY));
+        assert_eq!(parse_float("nan"), None);
+        assert_eq!(parse_float("infinity"), None);
+        assert_eq!(parse_float(""), None);
+    }
+}

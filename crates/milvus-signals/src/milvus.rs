@@ -1,0 +1,285 @@
+//! What one Milvus `/metrics` body says about load: the Milvus-specific half of signal extraction.
+//!
+//! Two metric generations are understood: Milvus 2.3-2.4 (`read_task_unsolved_len`,
+//! `datacoord_index_task_count{index_task_status}`) and 2.5+ (`read_task_ready_len` alone,
+//! `datacoord_task_count{task_type,task_state}`).
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use crate::exposition::{self, Exposition, Limits, ParseError, Sample};
+
+/// Gauge-like quantities read from the latest scrape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Gauge {
+    /// Query-node read tasks waiting (ready + unsolved).
+    QueueDepth,
+    /// nq being executed by proxies right now.
+    InFlightNq,
+    /// Index builds unissued or in progress.
+    IndexPending,
+    /// Loaded entities.
+    LoadedEntities,
+    /// Loaded entity bytes.
+    LoadedBytes,
+}
+
+/// A histogram bucket bound, ordered totally so it can key a map.
+#[derive(Debug, Clone, Copy)]
+pub struct Le(pub f64);
+
+impl PartialEq for Le {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.total_cmp(&other.0) == Ordering::Equal
+    }
+}
+impl Eq for Le {}
+impl PartialOrd for Le {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Le {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// Counter series whose increase over the window gives rates and latency quantiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Counter {
+    /// Search requests received.
+    SearchRequests,
+    /// Cumulative search-latency bucket with this `le` (milliseconds).
+    LatencyBucket(Le),
+}
+
+impl std::hash::Hash for Le {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state);
+    }
+}
+
+/// Everything the signal engine needs from one successful scrape of one target.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetSample {
+    /// The target runs a proxy (exports `milvus_proxy_*`).
+    pub has_proxy: bool,
+    /// The target runs a query node (exports `milvus_querynode_*`).
+    pub has_querynode: bool,
+    /// The target runs the data coordinator (exports `milvus_datacoord_*`).
+    pub has_datacoord: bool,
+    /// Whether any read-task queue gauge was exported (a query node without one is an error).
+    pub has_queue_gauge: bool,
+    /// Gauge values by (gauge, collection); `None` collection is the target's total.
+    pub gauges: BTreeMap<(Gauge, Option<String>), f64>,
+    /// Counter values by (counter, collection); `None` collection is the target's total.
+    pub counters: BTreeMap<(Counter, Option<String>), f64>,
+}
+
+/// Metric names this module reads; everything else in a body is checked but not kept.
+pub const METRICS_READ: &[&str] = &[
+    "milvus_querynode_read_task_unsolved_len",
+    "milvus_querynode_read_task_ready_len",
+    "milvus_proxy_executing_total_nq",
+    "milvus_datacoord_index_task_count",
+    "milvus_datacoord_task_count",
+    "milvus_querynode_entity_num",
+    "milvus_querynode_entity_size",
+    "milvus_proxy_req_count",
+    "milvus_proxy_sq_latency_bucket",
+    "milvus_proxy_collection_sq_latency_bucket",
+    "milvus_proxy_collection_sq_latency_count",
+];
+
+/// Parses a Milvus `/metrics` body and extracts the load figures from it.
+pub fn parse_target(text: &str, limits: &Limits) -> Result<TargetSample, ParseError> {
+    let exposition = exposition::parse(text, limits, |name| METRICS_READ.contains(&name))?;
+    Ok(extract(&exposition))
+}
+
+/// Extracts the load figures from an already parsed body.
+pub fn extract(exposition: &Exposition) -> TargetSample {
+    let mut out = TargetSample {
+        has_proxy: exposition.has_family_prefix("milvus_proxy_"),
+        has_querynode: exposition.has_family_prefix("milvus_querynode_"),
+        has_datacoord: exposition.has_family_prefix("milvus_datacoord_"),
+        ..TargetSample::default()
+    };
+    for sample in &exposition.samples {
+        // NaN gauges or counters carry no information; skipping them keeps sums meaningful.
+        if sample.value.is_nan() {
+            continue;
+        }
+        match sample.name.as_str() {
+            "milvus_querynode_read_task_unsolved_len" | "milvus_querynode_read_task_ready_len" => {
+                out.has_queue_gauge = true;
+                add_gauge(&mut out, Gauge::QueueDepth, None, sample.value);
+            }
+            "milvus_proxy_executing_total_nq" => {
+                add_gauge(&mut out, Gauge::InFlightNq, None, sample.value)
+            }
+            "milvus_datacoord_index_task_count" => {
+                if matches!(
+                    sample.label("index_task_status"),
+                    Some("unissued" | "in-progress")
+                ) {
+                    add_gauge_by(&mut out, Gauge::IndexPending, sample, "collection_id");
+                }
+            }
+            "milvus_datacoord_task_count" => {
+                let is_index = sample
+                    .label("task_type")
+                    .is_none_or(|t| t.contains("Index"));
+                let pending = matches!(
+                    sample.label("task_state"),
+                    Some("JobStateInit" | "JobStateInProgress" | "JobStateRetry")
+                );
+                if is_index && pending {
+                    add_gauge_by(&mut out, Gauge::IndexPending, sample, "collection_id");
+                }
+            }
+            "milvus_querynode_entity_num" => {
+                add_gauge_by(&mut out, Gauge::LoadedEntities, sample, "collection_id")
+            }
+            "milvus_querynode_entity_size" => {
+                add_gauge_by(&mut out, Gauge::LoadedBytes, sample, "collection_id")
+            }
+            "milvus_proxy_req_count"
+                if sample.label("function_name") == Some("Search")
+                    && sample.label("status") == Some("total") =>
+            {
+                add_counter(&mut out, Counter::SearchRequests, None, sample.value);
+            }
+            "milvus_proxy_sq_latency_bucket" => {
+                if let Some(le) = search_bucket(sample) {
+                    add_counter(&mut out, Counter::LatencyBucket(le), None, sample.value);
+                }
+            }
+            "milvus_proxy_collection_sq_latency_bucket" => {
+                if let (Some(le), Some(collection)) =
+                    (search_bucket(sample), sample.label("collection_name"))
+                {
+                    add_counter(
+                        &mut out,
+                        Counter::LatencyBucket(le),
+                        Some(collection),
+                        sample.value,
+                    );
+                }
+            }
+            "milvus_proxy_collection_sq_latency_count" => {
+                if let (Some("search"), Some(collection)) =
+                    (sample.label("query_type"), sample.label("collection_name"))
+                {
+                    add_counter(
+                        &mut out,
+                        Counter::SearchRequests,
+                        Some(collection),
+                        sample.value,
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn search_bucket(sample: &Sample) -> Option<Le> {
+    if sample.label("query_type") != Some("search") {
+        return None;
+    }
+    exposition::parse_float(sample.label("le")?).map(Le)
+}
+
+fn add_gauge(out: &mut TargetSample, gauge: Gauge, collection: Option<&str>, value: f64) {
+    *out.gauges
+        .entry((gauge, collection.map(str::to_string)))
+        .or_insert(0.0) += value;
+}
+
+fn add_gauge_by(out: &mut TargetSample, gauge: Gauge, sample: &Sample, collection_label: &str) {
+    add_gauge(out, gauge, None, sample.value);
+    if let Some(collection) = sample.label(collection_label) {
+        add_gauge(out, gauge, Some(collection), sample.value);
+    }
+}
+
+fn add_counter(out: &mut TargetSample, counter: Counter, collection: Option<&str>, value: f64) {
+    *out.counters
+        .entry((counter, collection.map(str::to_string)))
+        .or_insert(0.0) += value;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_fixtures::fixture;
+
+    #[test]
+    fn under_load_capture() {
+        let s = parse_target(
+            &fixture("milvus-2.3.5-metrics-under-load.prom"),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert!(s.has_proxy && s.has_querynode && s.has_datacoord && s.has_queue_gauge);
+        assert_eq!(s.gauges[&(Gauge::QueueDepth, None)], 0.0);
+        assert_eq!(s.gauges[&(Gauge::IndexPending, None)], 1.0);
+        assert_eq!(
+            s.gauges[&(Gauge::IndexPending, Some("470691242109042850".into()))],
+            1.0
+        );
+        assert_eq!(s.gauges[&(Gauge::LoadedEntities, None)], 250000.0);
+        assert_eq!(s.gauges[&(Gauge::LoadedBytes, None)], 1.072e8);
+        assert_eq!(s.counters[&(Counter::SearchRequests, None)], 971.0);
+        assert_eq!(
+            s.counters[&(Counter::LatencyBucket(Le(128.0)), None)],
+            682.0
+        );
+        assert_eq!(
+            s.counters[&(Counter::LatencyBucket(Le(f64::INFINITY)), None)],
+            971.0
+        );
+        assert!(
+            s.counters
+                .contains_key(&(Counter::SearchRequests, Some("bench128".into())))
+        );
+    }
+
+    #[test]
+    fn idle_capture_has_queue_gauge_but_no_searches() {
+        let s = parse_target(
+            &fixture("milvus-2.3.5-metrics-idle.prom"),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert!(s.has_querynode && s.has_queue_gauge);
+        assert_eq!(s.gauges[&(Gauge::QueueDepth, None)], 0.0);
+        assert!(!s.gauges.contains_key(&(Gauge::LoadedEntities, None)));
+        assert!(!s.counters.contains_key(&(Counter::SearchRequests, None)));
+    }
+
+    #[test]
+    fn milvus_2_5_names() {
+        let body = "\
+milvus_querynode_read_task_ready_len{node_id=\"7\"} 5
+milvus_datacoord_task_count{collection_id=\"1\",task_type=\"JobTypeIndexJob\",task_state=\"JobStateInit\"} 2
+milvus_datacoord_task_count{collection_id=\"1\",task_type=\"JobTypeIndexJob\",task_state=\"JobStateInProgress\"} 1
+milvus_datacoord_task_count{collection_id=\"1\",task_type=\"JobTypeIndexJob\",task_state=\"JobStateFinished\"} 9
+milvus_datacoord_task_count{collection_id=\"1\",task_type=\"JobTypeStatsJob\",task_state=\"JobStateInit\"} 4
+";
+        let s = parse_target(body, &Limits::default()).unwrap();
+        assert_eq!(s.gauges[&(Gauge::QueueDepth, None)], 5.0);
+        assert_eq!(s.gauges[&(Gauge::IndexPending, None)], 3.0);
+        assert_eq!(s.gauges[&(Gauge::IndexPending, Some("1".into()))], 3.0);
+    }
+
+    #[test]
+    fn queue_depth_sums_unsolved_and_ready() {
+        let body = "milvus_querynode_read_task_unsolved_len{node_id=\"1\"} 3\nmilvus_querynode_read_task_ready_len{node_id=\"1\"} 4\n";
+        let s = parse_target(body, &Limits::default()).unwrap();
+        assert_eq!(s.gauges[&(Gauge::QueueDepth, None)], 7.0);
+    }
+}

@@ -1,0 +1,109 @@
+//! Sources of Milvus metrics and the poller that turns their rounds into snapshots.
+
+pub mod prometheus;
+pub mod scrape;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::catalogue::SignalKey;
+use crate::engine::SignalValues;
+use crate::snapshot::{InstanceSnapshot, Reading, SnapshotStore, TargetHealth};
+
+/// What one round of a source produced.
+#[derive(Debug, Clone)]
+pub struct PollOutcome {
+    /// When the data was collected.
+    pub at: SystemTime,
+    /// Signal values, or the reason each is unknown.
+    pub values: SignalValues,
+    /// Per target (or query): did it answer.
+    pub targets: Vec<TargetHealth>,
+    /// The window rates and quantiles were computed over.
+    pub window: Duration,
+}
+
+/// A source of Milvus signals: direct scrape of `/metrics`, or PromQL against a Prometheus.
+pub trait MetricsSource: Send + 'static {
+    /// Runs one round: collects metrics and computes every signal.
+    fn poll(&mut self) -> impl Future<Output = PollOutcome> + Send;
+    /// A short description for tables and logs.
+    fn describe(&self) -> String;
+}
+
+/// Identity of an instance as served, and how stale its values may get.
+#[derive(Debug, Clone)]
+pub struct InstanceMeta {
+    /// Instance name (label `milvus`).
+    pub name: String,
+    /// Namespace it is served under.
+    pub namespace: String,
+    /// Staleness bound.
+    pub stale_after: Duration,
+}
+
+/// Converts a round into the instance's snapshot entry.
+pub fn to_snapshot(meta: &InstanceMeta, source: String, outcome: PollOutcome) -> InstanceSnapshot {
+    let mut snapshot =
+        InstanceSnapshot::pending(&meta.name, &meta.namespace, source, meta.stale_after);
+    snapshot.round_at = Some(outcome.at);
+    snapshot.targets = outcome.targets;
+    snapshot.values = outcome
+        .values
+        .into_iter()
+        .map(|(key, value): (SignalKey, Result<f64, String>)| {
+            let window = key.signal.is_windowed().then_some(outcome.window);
+            let reading = value.map(|value| Reading {
+                value,
+                sampled_at: outcome.at,
+                window,
+            });
+            (key, reading)
+        })
+        .collect();
+    snapshot
+}
+
+/// Polls `source` every `interval` and publishes each round into `store`, until `shutdown`
+/// becomes true. Rounds never overlap; a round that overruns the interval delays the next.
+pub async fn run_poller<S: MetricsSource>(
+    mut source: S,
+    meta: InstanceMeta,
+    interval: Duration,
+    store: Arc<SnapshotStore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    store.publish(InstanceSnapshot::pending(
+        &meta.name,
+        &meta.namespace,
+        source.describe(),
+        meta.stale_after,
+    ));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let outcome = source.poll().await;
+        let failed = outcome.targets.iter().filter(|t| t.error.is_some()).count();
+        metrics::histogram!("milvus_scaler_round_duration_seconds", "milvus" => meta.name.clone())
+            .record(started.elapsed().as_secs_f64());
+        metrics::gauge!("milvus_scaler_round_failed_targets", "milvus" => meta.name.clone())
+            .set(failed as f64);
+        if failed > 0 {
+            for t in outcome.targets.iter().filter(|t| t.error.is_some()) {
+                tracing::warn!(milvus = %meta.name, target = %t.target, error = ?t.error, "target failed");
+            }
+        }
+        store.publish(to_snapshot(&meta, source.describe(), outcome));
+    }
+}

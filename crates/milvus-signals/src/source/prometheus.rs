@@ -1,0 +1,342 @@
+//! Signals through PromQL instant queries against an existing Prometheus (`/api/v1/query`).
+//! Slower than a direct scrape (Prometheus's own scrape interval adds up to a whole interval of
+//! delay) but needs no network path to the Milvus pods.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Deserialize;
+use tokio::task::JoinSet;
+
+use super::{MetricsSource, PollOutcome};
+use crate::catalogue::{Signal, SignalKey};
+use crate::engine::SignalValues;
+use crate::snapshot::TargetHealth;
+
+/// Runs one PromQL query per signal (and per-collection variants) each round.
+pub struct PrometheusSource {
+    base_url: String,
+    selector: String,
+    window: Duration,
+    client: reqwest::Client,
+}
+
+/// One query: which signal it answers, and the label that splits it by collection, if any.
+#[derive(Debug, Clone)]
+pub struct SignalQuery {
+    /// The signal answered.
+    pub signal: Signal,
+    /// Result label naming the collection; `None` for the instance-wide query.
+    pub collection_label: Option<&'static str>,
+    /// The PromQL expression.
+    pub expr: String,
+}
+
+/// The PromQL expressions for every signal, restricted to series matching `selector` (a
+/// comma-separated list of label matchers, e.g. `namespace="milvus",app_kubernetes_io_instance="prod"`).
+pub fn queries(selector: &str, window: Duration) -> Vec<SignalQuery> {
+    let sel = |matchers: &str| -> String {
+        match (matchers.is_empty(), selector.is_empty()) {
+            (true, true) => String::new(),
+            (false, true) => format!("{{{matchers}}}"),
+            (true, false) => format!("{{{selector}}}"),
+            (false, false) => format!("{{{matchers},{selector}}}"),
+        }
+    };
+    let w = format!("{}s", window.as_secs().max(1));
+    // Components export these gauges from start; "0 * present" turns a lazily-created,
+    // absent series into a true zero only while the component is really being scraped.
+    let querynode_up = format!("0 * max(milvus_querynode_read_task_ready_len{})", sel(""));
+    let datacoord_up = format!("0 * max(milvus_datacoord_segment_num{})", sel(""));
+    let proxy_up = format!("0 * max(milvus_proxy_tt_lag_ms{})", sel(""));
+    let mut out = vec![
+        SignalQuery {
+            signal: Signal::SearchQueueDepth,
+            collection_label: None,
+            expr: format!(
+                "sum({{__name__=~\"milvus_querynode_read_task_(unsolved|ready)_len\"{}}})",
+                if selector.is_empty() {
+                    String::new()
+                } else {
+                    format!(",{selector}")
+                }
+            ),
+        },
+        SignalQuery {
+            signal: Signal::IndexPendingBuilds,
+            collection_label: None,
+            expr: format!(
+                "(sum(milvus_datacoord_index_task_count{}) or sum(milvus_datacoord_task_count{})) or {datacoord_up}",
+                sel("index_task_status=~\"unissued|in-progress\""),
+                sel(
+                    "task_type=~\".*Index.*\",task_state=~\"JobStateInit|JobStateInProgress|JobStateRetry\""
+                )
+            ),
+        },
+        SignalQuery {
+            signal: Signal::SearchRate,
+            collection_label: None,
+            expr: format!(
+                "sum(rate(milvus_proxy_req_count{}[{w}])) or {proxy_up}",
+                sel("function_name=\"Search\",status=\"total\"")
+            ),
+        },
+        SignalQuery {
+            signal: Signal::SearchRate,
+            collection_label: Some("collection_name"),
+            expr: format!(
+                "sum by (collection_name) (rate(milvus_proxy_collection_sq_latency_count{}[{w}]))",
+                sel("query_type=\"search\"")
+            ),
+        },
+    ];
+    for (signal, metric) in [
+        (Signal::LoadedEntities, "milvus_querynode_entity_num"),
+        (Signal::LoadedBytes, "milvus_querynode_entity_size"),
+    ] {
+        out.push(SignalQuery {
+            signal,
+            collection_label: None,
+            expr: format!("sum({metric}{}) or {querynode_up}", sel("")),
+        });
+        out.push(SignalQuery {
+            signal,
+            collection_label: Some("collection_id"),
+            expr: format!("sum by (collection_id) ({metric}{})", sel("")),
+        });
+    }
+    for signal in [
+        Signal::SearchLatencyP50Seconds,
+        Signal::SearchLatencyP90Seconds,
+        Signal::SearchLatencyP99Seconds,
+    ] {
+        let q = signal.quantile().unwrap_or(0.5);
+        out.push(SignalQuery {
+            signal,
+            collection_label: None,
+            expr: format!(
+                "histogram_quantile({q}, sum by (le) (rate(milvus_proxy_sq_latency_bucket{}[{w}]))) / 1000",
+                sel("query_type=\"search\"")
+            ),
+        });
+        out.push(SignalQuery {
+            signal,
+            collection_label: Some("collection_name"),
+            expr: format!(
+                "histogram_quantile({q}, sum by (le, collection_name) (rate(milvus_proxy_collection_sq_latency_bucket{}[{w}]))) / 1000",
+                sel("query_type=\"search\"")
+            ),
+        });
+    }
+    out
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiResponse {
+    status: String,
+    #[serde(default)]
+    data: Option<ApiData>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+enum ApiData {
+    Vector(Vec<VectorSample>),
+    Scalar((f64, String)),
+    Matrix(serde::de::IgnoredAny),
+    String(serde::de::IgnoredAny),
+}
+
+#[derive(Debug, Deserialize)]
+struct VectorSample {
+    metric: BTreeMap<String, String>,
+    value: (f64, String),
+}
+
+/// Values of one query: by collection label value (`None` for instance-wide).
+pub type QueryResult = Result<Vec<(Option<String>, f64)>, String>;
+
+/// Parses a `/api/v1/query` response body.
+pub fn parse_response(body: &[u8], collection_label: Option<&str>) -> QueryResult {
+    let response: ApiResponse =
+        serde_json::from_slice(body).map_err(|e| format!("unexpected Prometheus response: {e}"))?;
+    if response.status != "success" {
+        return Err(format!(
+            "Prometheus query failed: {}",
+            response.error.unwrap_or_else(|| "no error message".into())
+        ));
+    }
+    let parse_value = |s: &str| {
+        crate::exposition::parse_float(s)
+            .ok_or_else(|| format!("Prometheus returned a non-number value {s:?}"))
+    };
+    match response.data {
+        Some(ApiData::Vector(samples)) => samples
+            .into_iter()
+            .map(|s| {
+                let collection = match collection_label {
+                    Some(label) => Some(s.metric.get(label).cloned().unwrap_or_default()),
+                    None => None,
+                };
+                Ok((collection, parse_value(&s.value.1)?))
+            })
+            .collect(),
+        Some(ApiData::Scalar((_, v))) => Ok(vec![(None, parse_value(&v)?)]),
+        _ => Err("expected an instant vector from Prometheus".into()),
+    }
+}
+
+impl PrometheusSource {
+    /// A source querying the Prometheus at `base_url` (e.g. `http://prometheus:9090`).
+    pub fn new(
+        base_url: &str,
+        selector: &str,
+        timeout: Duration,
+        window: Duration,
+    ) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            selector: selector.to_string(),
+            window,
+            client: reqwest::Client::builder().timeout(timeout).build()?,
+        })
+    }
+}
+
+async fn run_query(
+    client: reqwest::Client,
+    url: String,
+    query: SignalQuery,
+) -> (SignalQuery, QueryResult) {
+    let response = client
+        .get(&url)
+        .query(&[("query", query.expr.as_str())])
+        .send()
+        .await;
+    let result = match response {
+        Err(e) => Err(format!("Prometheus at {url} unreachable: {e}")),
+        Ok(r) => {
+            let status = r.status();
+            match r.bytes().await {
+                Err(e) => Err(format!("reading Prometheus response: {e}")),
+                Ok(body) if status.is_success() => parse_response(&body, query.collection_label),
+                Ok(body) => Err(match parse_response(&body, None) {
+                    Err(e) => format!("HTTP {status}: {e}"),
+                    Ok(_) => format!("HTTP {status}"),
+                }),
+            }
+        }
+    };
+    (query, result)
+}
+
+impl MetricsSource for PrometheusSource {
+    async fn poll(&mut self) -> PollOutcome {
+        let at = SystemTime::now();
+        let url = format!("{}/api/v1/query", self.base_url);
+        let mut tasks = JoinSet::new();
+        for query in queries(&self.selector, self.window) {
+            let client = self.client.clone();
+            let url = url.clone();
+            tasks.spawn(async move {
+                let started = Instant::now();
+                let (query, result) = run_query(client, url, query).await;
+                (query, result, started.elapsed())
+            });
+        }
+        let mut values = SignalValues::new();
+        let mut health = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let Ok((query, result, duration)) = joined else {
+                continue;
+            };
+            health.push(TargetHealth {
+                target: query.expr.clone(),
+                error: result.as_ref().err().cloned(),
+                duration,
+            });
+            match (result, query.collection_label) {
+                (Err(e), None) => {
+                    values.insert(SignalKey::instance(query.signal), Err(e));
+                }
+                (Err(_), Some(_)) => {}
+                (Ok(rows), None) => {
+                    let value = match rows.first() {
+                        None => Err(format!("no series matched: {}", query.expr)),
+                        // histogram_quantile gives NaN when no search finished in the window.
+                        Some((_, v)) if v.is_nan() => Ok(0.0),
+                        Some((_, v)) => Ok(*v),
+                    };
+                    values.insert(SignalKey::instance(query.signal), value);
+                }
+                (Ok(rows), Some(_)) => {
+                    for (collection, v) in rows {
+                        let v = if v.is_nan() { 0.0 } else { v };
+                        values.insert(
+                            SignalKey {
+                                signal: query.signal,
+                                collection,
+                            },
+                            Ok(v),
+                        );
+                    }
+                }
+            }
+        }
+        if health.iter().all(|h| h.error.is_some()) {
+            health.truncate(1);
+        }
+        health.sort_by(|a, b| a.target.cmp(&b.target));
+        PollOutcome {
+            at,
+            values,
+            targets: health,
+            window: self.window,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("prometheus {}", self.base_url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_signal_has_an_instance_query_with_the_selector() {
+        let qs = queries("namespace=\"milvus\"", Duration::from_secs(30));
+        for signal in Signal::ALL {
+            let q = qs
+                .iter()
+                .find(|q| q.signal == signal && q.collection_label.is_none())
+                .unwrap_or_else(|| panic!("{signal}"));
+            assert!(q.expr.contains("namespace=\"milvus\""), "{}", q.expr);
+        }
+        assert!(qs.iter().any(|q| q.expr.contains("[30s]")));
+    }
+
+    #[test]
+    fn parses_vectors_scalars_and_errors() {
+        let body = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"collection_name":"docs"},"value":[1700000000.1,"2.5"]},{"metric":{},"value":[1700000000.1,"NaN"]}]}}"#;
+        let rows = parse_response(body, Some("collection_name")).unwrap();
+        assert_eq!(rows[0], (Some("docs".into()), 2.5));
+        assert!(rows[1].1.is_nan());
+        let scalar = br#"{"status":"success","data":{"resultType":"scalar","result":[1,"3"]}}"#;
+        assert_eq!(parse_response(scalar, None).unwrap(), vec![(None, 3.0)]);
+        let err = br#"{"status":"error","errorType":"bad_data","error":"parse error at char 3"}"#;
+        assert!(
+            parse_response(err, None)
+                .unwrap_err()
+                .contains("parse error")
+        );
+        assert!(
+            parse_response(b"<html>", None)
+                .unwrap_err()
+                .contains("unexpected")
+        );
+    }
+}

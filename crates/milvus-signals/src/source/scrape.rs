@@ -1,0 +1,347 @@
+//! Direct scrape of Milvus components' `/metrics`, static targets or every address a DNS name
+//! resolves to (a headless Service lists its pods that way).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Deserialize;
+use thiserror::Error;
+use tokio::task::JoinSet;
+
+use super::{MetricsSource, PollOutcome};
+use crate::engine::SignalEngine;
+use crate::exposition::Limits;
+use crate::milvus::{TargetSample, parse_target};
+use crate::snapshot::TargetHealth;
+
+/// Largest `/metrics` body accepted from one target; a Milvus pod serves ~200 KiB.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// A scrape target as written in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum TargetSpec {
+    /// One URL, scraped as is: `http://10.0.0.5:9091/metrics`.
+    Static(String),
+    /// `dns+http://NAME:PORT/PATH`: every address NAME resolves to, re-resolved each round.
+    Dns {
+        /// `http` or `https`.
+        scheme: String,
+        /// The name to resolve.
+        host: String,
+        /// Port to scrape on each address.
+        port: u16,
+        /// Path, e.g. `/metrics`.
+        path: String,
+    },
+}
+
+/// Why a target string is not a valid target.
+#[derive(Debug, Error, PartialEq)]
+#[error("invalid scrape target {target:?}: {reason}")]
+pub struct InvalidTarget {
+    target: String,
+    reason: String,
+}
+
+impl FromStr for TargetSpec {
+    type Err = InvalidTarget;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |reason: &str| InvalidTarget {
+            target: s.to_string(),
+            reason: reason.to_string(),
+        };
+        let (scheme, rest) = s
+            .split_once("://")
+            .ok_or_else(|| bad("expected http://HOST:PORT/PATH or dns+http://NAME:PORT/PATH"))?;
+        let (dns, scheme) = match scheme {
+            "http" | "https" => (false, scheme),
+            "dns+http" => (true, "http"),
+            "dns+https" => (true, "https"),
+            _ => return Err(bad("scheme must be http, https, dns+http or dns+https")),
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/metrics"),
+        };
+        if authority.is_empty() {
+            return Err(bad("missing host"));
+        }
+        if authority.contains('@') {
+            return Err(bad("credentials in the URL are not supported"));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
+                let port = p
+                    .parse::<u16>()
+                    .map_err(|_| bad("port must be a number from 1 to 65535"))?;
+                if port == 0 {
+                    return Err(bad("port must be a number from 1 to 65535"));
+                }
+                (h.to_string(), Some(port))
+            }
+            _ => (authority.to_string(), None),
+        };
+        if dns {
+            let port = port.ok_or_else(|| bad("a dns+ target needs an explicit port"))?;
+            Ok(TargetSpec::Dns {
+                scheme: scheme.to_string(),
+                host,
+                port,
+                path: path.to_string(),
+            })
+        } else {
+            Ok(TargetSpec::Static(s.to_string()))
+        }
+    }
+}
+
+impl TryFrom<String> for TargetSpec {
+    type Error = InvalidTarget;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for TargetSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetSpec::Static(url) => f.write_str(url),
+            TargetSpec::Dns {
+                scheme,
+                host,
+                port,
+                path,
+            } => write!(f, "dns+{scheme}://{host}:{port}{path}"),
+        }
+    }
+}
+
+/// Scrapes every target concurrently each round and keeps the signal window.
+pub struct ScrapeSource {
+    targets: Vec<TargetSpec>,
+    client: reqwest::Client,
+    timeout: Duration,
+    limits: Limits,
+    engine: SignalEngine,
+}
+
+impl ScrapeSource {
+    /// A source over `targets`, each request bounded by `timeout`, signals over `window`.
+    pub fn new(
+        targets: Vec<TargetSpec>,
+        timeout: Duration,
+        window: Duration,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .user_agent(concat!("milvus-scaler/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            targets,
+            client,
+            timeout,
+            limits: Limits::default(),
+            engine: SignalEngine::new(window),
+        })
+    }
+
+    async fn resolve(&self) -> (Vec<String>, Vec<TargetHealth>) {
+        let mut urls = BTreeSet::new();
+        let mut failures = Vec::new();
+        for spec in &self.targets {
+            match spec {
+                TargetSpec::Static(url) => {
+                    urls.insert(url.clone());
+                }
+                TargetSpec::Dns {
+                    scheme,
+                    host,
+                    port,
+                    path,
+                } => {
+                    let started = Instant::now();
+                    let lookup = tokio::time::timeout(
+                        self.timeout,
+                        tokio::net::lookup_host((host.as_str(), *port)),
+                    );
+                    match lookup.await {
+                        Ok(Ok(addrs)) => {
+                            let before = urls.len();
+                            urls.extend(addrs.map(|a| format!("{scheme}://{a}{path}")));
+                            if urls.len() == before {
+                                failures.push(TargetHealth {
+                                    target: spec.to_string(),
+                                    error: Some(format!("{host} resolved to no address")),
+                                    duration: started.elapsed(),
+                                });
+                            }
+                        }
+                        Ok(Err(e)) => failures.push(TargetHealth {
+                            target: spec.to_string(),
+                            error: Some(format!("cannot resolve {host}: {e}")),
+                            duration: started.elapsed(),
+                        }),
+                        Err(_) => failures.push(TargetHealth {
+                            target: spec.to_string(),
+                            error: Some(format!(
+                                "resolving {host} took longer than {:?}",
+                                self.timeout
+                            )),
+                            duration: started.elapsed(),
+                        }),
+                    }
+                }
+            }
+        }
+        (urls.into_iter().collect(), failures)
+    }
+}
+
+/// Fetches one target and extracts its sample.
+async fn scrape_one(
+    client: reqwest::Client,
+    url: String,
+    limits: Limits,
+) -> Result<TargetSample, String> {
+    let mut response = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| describe_reqwest(&e))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("HTTP {status} from {url}"));
+    }
+    let mut body: Vec<u8> = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| describe_reqwest(&e))? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(format!("body larger than {MAX_BODY_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let text = std::str::from_utf8(&body).map_err(|e| format!("body is not UTF-8: {e}"))?;
+    parse_target(text, &limits).map_err(|e| format!("malformed metrics: {e}"))
+}
+
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut message = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "connection failed".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}
+
+impl MetricsSource for ScrapeSource {
+    async fn poll(&mut self) -> PollOutcome {
+        let at = SystemTime::now();
+        let (urls, mut health) = self.resolve().await;
+        let mut tasks = JoinSet::new();
+        for url in urls {
+            let client = self.client.clone();
+            let limits = self.limits;
+            tasks.spawn(async move {
+                let started = Instant::now();
+                let result = scrape_one(client, url.clone(), limits).await;
+                (url, result, started.elapsed())
+            });
+        }
+        let mut samples = BTreeMap::new();
+        while let Some(joined) = tasks.join_next().await {
+            let Ok((url, result, duration)) = joined else {
+                continue;
+            };
+            metrics::histogram!("milvus_scaler_scrape_duration_seconds", "target" => url.clone())
+                .record(duration.as_secs_f64());
+            metrics::gauge!("milvus_scaler_target_up", "target" => url.clone())
+                .set(if result.is_ok() { 1.0 } else { 0.0 });
+            let error = match result {
+                Ok(sample) => {
+                    samples.insert(url.clone(), sample);
+                    None
+                }
+                Err(e) => Some(e),
+            };
+            health.push(TargetHealth {
+                target: url,
+                error,
+                duration,
+            });
+        }
+        health.sort_by(|a, b| a.target.cmp(&b.target));
+        let all_failed_reason = (samples.is_empty() && !health.is_empty()).then(|| {
+            let reasons: Vec<String> = health
+                .iter()
+                .filter_map(|h| h.error.as_ref().map(|e| format!("{}: {e}", h.target)))
+                .collect();
+            format!("source unreachable: {}", reasons.join("; "))
+        });
+        self.engine.observe(at, samples);
+        let mut values = self.engine.compute();
+        if let Some(reason) = all_failed_reason {
+            for value in values.values_mut() {
+                *value = Err(reason.clone());
+            }
+        }
+        PollOutcome {
+            at,
+            values,
+            targets: health,
+            window: self.engine.window(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let names: Vec<String> = self.targets.iter().map(ToString::to_string).collect();
+        format!("scrape {}", names.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_specs() {
+        assert_eq!(
+            "http://127.0.0.1:9091/metrics".parse::<TargetSpec>(),
+            Ok(TargetSpec::Static("http://127.0.0.1:9091/metrics".into()))
+        );
+        assert_eq!(
+            "dns+http://milvus-querynode.milvus.svc:9091/metrics".parse::<TargetSpec>(),
+            Ok(TargetSpec::Dns {
+                scheme: "http".into(),
+                host: "milvus-querynode.milvus.svc".into(),
+                port: 9091,
+                path: "/metrics".into()
+            })
+        );
+        for bad in [
+            "127.0.0.1:9091",
+            "ftp://x/metrics",
+            "dns+http://name/metrics",
+            "http://:/x",
+            "http://h:99999/x",
+            "http://u:p@h:1/x",
+        ] {
+            assert!(bad.parse::<TargetSpec>().is_err(), "{bad}");
+        }
+        let err = "dns+http://name/metrics"
+            .parse::<TargetSpec>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("explicit port"), "{err}");
+    }
+}
