@@ -1,0 +1,79 @@
+"""pymilvus workloads: a collection with data and an index, and a concurrent search load."""
+from __future__ import annotations
+
+import random
+import threading
+import time
+import warnings
+
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+
+from pymilvus import Collection, CollectionSchema, DataType, FieldSchema, connections, utility  # noqa: E402
+
+DIM = 64
+
+
+def connect(uri: str = "http://127.0.0.1:19530", alias: str = "default") -> None:
+    connections.connect(alias=alias, uri=uri, timeout=60)
+
+
+def create_collection(name: str, rows: int = 20_000, dim: int = DIM, index: bool = True, load: bool = True,
+                      batch: int = 5_000) -> Collection:
+    """Creates `name` with `rows` random vectors, flushes, optionally builds an IVF_FLAT index and loads."""
+    if utility.has_collection(name):
+        utility.drop_collection(name)
+    schema = CollectionSchema([
+        FieldSchema("id", DataType.INT64, is_primary=True, auto_id=False),
+        FieldSchema("vec", DataType.FLOAT_VECTOR, dim=dim),
+    ])
+    coll = Collection(name, schema)
+    rng = random.Random(42)
+    for start in range(0, rows, batch):
+        n = min(batch, rows - start)
+        coll.insert([list(range(start, start + n)), [[rng.random() for _ in range(dim)] for _ in range(n)]])
+    coll.flush()
+    if index:
+        build_index(coll)
+    if load:
+        coll.load()
+    return coll
+
+
+def build_index(coll: Collection, wait: bool = True) -> None:
+    coll.create_index("vec", {"index_type": "IVF_FLAT", "metric_type": "L2", "params": {"nlist": 128}})
+    if wait:
+        utility.wait_for_index_building_complete(coll.name)
+
+
+class SearchLoad:
+    """`threads` threads searching `coll` back to back until stopped; counts completed searches."""
+
+    def __init__(self, coll: Collection, threads: int = 8, nq: int = 10, dim: int = DIM, nprobe: int = 64):
+        self.coll = coll
+        self.stop_event = threading.Event()
+        self.completed = 0
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(i, nq, dim, nprobe), daemon=True) for i in range(threads)]
+
+    def _run(self, seed: int, nq: int, dim: int, nprobe: int) -> None:
+        rng = random.Random(seed)
+        while not self.stop_event.is_set():
+            vectors = [[rng.random() for _ in range(dim)] for _ in range(nq)]
+            try:
+                self.coll.search(vectors, "vec", {"metric_type": "L2", "params": {"nprobe": nprobe}}, limit=10)
+                with self._lock:
+                    self.completed += 1
+            except Exception as e:  # recorded; the test decides whether errors matter
+                self.errors.append(str(e))
+                time.sleep(0.1)
+
+    def __enter__(self) -> "SearchLoad":
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(timeout=60)
