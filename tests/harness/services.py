@@ -1,6 +1,7 @@
 """The real services the end-to-end tests run against, each started on loopback and stopped by PID."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -50,9 +51,14 @@ class Milvus:
     port from the server process's METRICS_PORT, the gRPC port from the rendered milvus.yaml.
     """
 
-    def __init__(self, data_dir: Path | None = None, s3: dict | None = None, extra: dict | None = None):
-        if port_open(19530) and http_ok("http://127.0.0.1:9091/healthz"):
-            raise RuntimeError("a Milvus is already serving on 127.0.0.1:19530/9091; the e2e tests run one at a time")
+    LOCK_PATH = Path(os.environ.get("MILVUS_E2E_LOCK", "/tmp/milvus-scaler-e2e-milvus.lock"))
+
+    def __init__(self, data_dir: Path | None = None, s3: dict | None = None, extra: dict | None = None,
+                 lock_timeout: float = 1800):
+        # One Milvus per machine at a time (it binds many fixed ports and two of them starve a
+        # 2-core machine): a file lock, held while this instance lives, queues other test runs.
+        self._lock = open(self.LOCK_PATH, "a+")
+        wait_until(lambda: _try_lock(self._lock), lock_timeout, f"the Milvus lock {self.LOCK_PATH}", interval=1.0)
         self.dir = data_dir or run_dir("milvus")
         config = dict(extra or {})
         if s3:
@@ -80,6 +86,7 @@ class Milvus:
                        180, f"Milvus healthz on :{self.metrics_port} and gRPC on :{self.grpc_port}", proc=self.service)
         except BaseException:
             self.service.stop(timeout=5)
+            self._lock.close()
             raise
 
     def _server_pid(self) -> int | None:
@@ -112,9 +119,19 @@ class Milvus:
 
     def stop(self) -> None:
         self.service.stop(timeout=10)
+        self._lock.close()
 
     def kill(self) -> None:
+        """SIGKILL, as a crash would; the lock stays held until stop()."""
         self.service.kill()
+
+
+def _try_lock(f) -> bool:
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
 
 
 class Moto:

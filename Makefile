@@ -1,0 +1,40 @@
+# milvus-scaler — every target a user or CI runs. `make help` lists them.
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+VENV := .venv
+PYTEST := $(VENV)/bin/pytest
+CARGO ?= cargo
+
+.PHONY: help setup build lint unit e2e test run load bench clean
+
+help: ## List targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+setup: ## Install test/demo tools (Debian packages, .venv with Milvus 2.3.5, moto, pytest, ...)
+	@bash tests/setup.sh
+
+build: ## Build every crate and test binary (debug)
+	$(CARGO) build --workspace --all-targets --locked
+
+lint: ## rustfmt and clippy, warnings are errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit: ## Rust unit and integration tests (no external services)
+	$(CARGO) test --workspace --locked
+
+e2e: setup build ## End-to-end tests against real Milvus, moto, Prometheus (one Milvus at a time)
+	$(PYTEST) tests/e2e -p no:cacheprovider -v --durations=15
+
+test: setup build lint unit e2e ## Everything CI runs: lint, unit tests, end-to-end tests
+
+run: setup build ## Start a local Milvus and milvus-scaler against it, with a live signal view
+	$(VENV)/bin/python tests/demo.py
+
+bench: setup ## Benchmarks (release build); report in bench/results/
+	$(CARGO) build --release --workspace --locked
+	$(VENV)/bin/python bench/run.py
+
+clean: ## Remove build output and run data (keeps .venv)
+	$(CARGO) clean
+	rm -rf .run
