@@ -182,8 +182,14 @@ impl Config {
             } else {
                 path
             };
-            // serde_yaml appends " at line L column C"; keep it, it helps find the key.
-            invalid(path, e.into_inner().to_string())
+            // serde_yaml appends " at line L column C" (kept: it helps find the key) and sometimes
+            // prefixes the path itself, which is already in front of the message.
+            let message = e.into_inner().to_string();
+            let message = message
+                .strip_prefix(&format!("{path}: "))
+                .map(str::to_string)
+                .unwrap_or(message);
+            invalid(path, message)
         })?;
         config
             .validate()

@@ -19,6 +19,12 @@ use milvus_signals::source::{InstanceMeta, run_poller};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+/// Histogram buckets (seconds) for request, scrape and round durations: 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
 #[derive(Parser)]
 #[command(
     name = "milvus-scaler",
@@ -220,6 +226,9 @@ async fn shutdown_signal() {
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        // Real histograms (not summaries), so Prometheus can aggregate and take quantiles.
+        .set_buckets(LATENCY_BUCKETS)
+        .context("configuring histogram buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
     let store = Arc::new(SnapshotStore::default());
