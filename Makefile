@@ -31,6 +31,9 @@ test: setup build lint unit e2e ## Everything CI runs: lint, unit tests, end-to-
 run: setup build ## Start a local Milvus and milvus-scaler against it, with a live signal view
 	$(VENV)/bin/python tests/demo.py
 
+load: setup ## Drive a quiet / 10x spike / cool-down search load against the local Milvus of `make run`
+	$(VENV)/bin/python tests/load.py
+
 bench: setup ## Benchmarks (release build); report in bench/results/
 	$(CARGO) build --release --workspace --locked
 	$(VENV)/bin/python bench/run.py
