@@ -101,3 +101,4 @@ def test_killed_milvus_makes_signals_unknown_and_serve_survives(scaler, milvus, 
     assert scaler.service.alive(), "serve must keep running when Milvus is down"
     assert http_ok(f"{scaler.telemetry}/healthz")
     assert f'milvus_scaler_target_up{{target="{milvus.metrics_url}"}} 0' in scaler.metrics_text()
+    assert scaler.stop() == 0, "serve exits cleanly (0) on SIGTERM"
