@@ -1,8 +1,10 @@
 //! Signal maths: gauges from the newest round, rates and latency quantiles from counter increases
 //! over a sliding window. Pure: rounds go in with their timestamps, values come out.
+//!
+//! Memory is bounded by the window: for each target and counter series only the reset-corrected
+//! value of each round inside the window is kept (16 bytes a point), not whole samples.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use crate::catalogue::{Signal, SignalKey};
@@ -12,18 +14,55 @@ use crate::quantile::{Bucket, histogram_quantile};
 /// What one computation produced: a value or the reason there is none, per signal key.
 pub type SignalValues = BTreeMap<SignalKey, Result<f64, String>>;
 
-/// One scrape round: the successful targets' samples at one time.
-#[derive(Debug, Clone)]
-struct Round {
-    at: SystemTime,
-    targets: BTreeMap<String, Arc<TargetSample>>,
+type CounterKey = (Counter, Option<String>);
+
+/// One counter series of one target: its last raw value, the total of earlier resets, and the
+/// reset-corrected (monotonic) value at each round inside the window.
+#[derive(Debug, Clone, Default)]
+struct CounterHistory {
+    last_raw: f64,
+    offset: f64,
+    points: VecDeque<(SystemTime, f64)>,
 }
 
-/// Keeps the rounds inside the window and derives signal values from them.
+impl CounterHistory {
+    fn push(&mut self, at: SystemTime, raw: f64) {
+        if self.points.is_empty() {
+            self.offset = 0.0;
+        } else if raw < self.last_raw {
+            // A counter that went down was reset (the process restarted and counts from zero):
+            // everything counted before stays counted, as Prometheus's rate() does.
+            self.offset += self.last_raw;
+        }
+        self.last_raw = raw;
+        self.points.push_back((at, raw + self.offset));
+    }
+
+    /// Increase and time span over the points inside the window.
+    fn increase(&self) -> Option<(f64, f64)> {
+        let (first, last) = (self.points.front()?, self.points.back()?);
+        let span = last
+            .0
+            .duration_since(first.0)
+            .unwrap_or_default()
+            .as_secs_f64();
+        (self.points.len() >= 2 && span > 0.0).then_some((last.1 - first.1, span))
+    }
+}
+
+/// Everything kept about one target: its newest sample and its counter histories.
+#[derive(Debug, Clone, Default)]
+struct TargetHistory {
+    latest: TargetSample,
+    counters: HashMap<CounterKey, CounterHistory>,
+}
+
+/// Keeps what the window needs and derives signal values from it.
 #[derive(Debug, Clone)]
 pub struct SignalEngine {
     window: Duration,
-    rounds: VecDeque<Round>,
+    latest_round: Option<(SystemTime, BTreeSet<String>)>,
+    targets: HashMap<String, TargetHistory>,
 }
 
 impl SignalEngine {
@@ -31,7 +70,8 @@ impl SignalEngine {
     pub fn new(window: Duration) -> Self {
         Self {
             window,
-            rounds: VecDeque::new(),
+            latest_round: None,
+            targets: HashMap::new(),
         }
     }
 
@@ -41,28 +81,46 @@ impl SignalEngine {
     }
 
     /// Records a round: the samples of the targets that answered, taken at `at`.
-    /// Rounds older than the window (relative to this one) are dropped.
+    /// Points older than the window (relative to this round) are dropped.
     pub fn observe(&mut self, at: SystemTime, targets: BTreeMap<String, TargetSample>) {
-        let targets = targets.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
-        self.rounds.push_back(Round { at, targets });
-        while let Some(first) = self.rounds.front() {
-            let age = at.duration_since(first.at).unwrap_or_default();
-            if age > self.window {
-                self.rounds.pop_front();
-            } else {
-                break;
+        let answered: BTreeSet<String> = targets.keys().cloned().collect();
+        for (name, sample) in targets {
+            let history = self.targets.entry(name).or_default();
+            for (key, raw) in &sample.counters {
+                history
+                    .counters
+                    .entry(key.clone())
+                    .or_default()
+                    .push(at, *raw);
             }
+            history.latest = sample;
         }
+        let window = self.window;
+        let inside = |t: SystemTime| at.duration_since(t).unwrap_or_default() <= window;
+        for history in self.targets.values_mut() {
+            for series in history.counters.values_mut() {
+                while series.points.front().is_some_and(|(t, _)| !inside(*t)) {
+                    series.points.pop_front();
+                }
+            }
+            history
+                .counters
+                .retain(|_, series| !series.points.is_empty());
+        }
+        // A target gone for a whole window (a pod that left DNS) is forgotten.
+        self.targets
+            .retain(|name, history| answered.contains(name) || !history.counters.is_empty());
+        self.latest_round = Some((at, answered));
     }
 
     /// Values of every signal (instance-wide, and per collection where Milvus labels allow)
     /// as of the newest round. Empty before the first round.
     pub fn compute(&self) -> SignalValues {
         let mut out = SignalValues::new();
-        let Some(latest) = self.rounds.back() else {
+        let Some((_, answered)) = &self.latest_round else {
             return out;
         };
-        if latest.targets.is_empty() {
+        if answered.is_empty() {
             for signal in Signal::ALL {
                 out.insert(
                     SignalKey::instance(signal),
@@ -71,9 +129,13 @@ impl SignalEngine {
             }
             return out;
         }
-        let targets: Vec<&TargetSample> = latest.targets.values().map(Arc::as_ref).collect();
+        let current: Vec<&TargetHistory> = answered
+            .iter()
+            .filter_map(|name| self.targets.get(name))
+            .collect();
+        let targets: Vec<&TargetSample> = current.iter().map(|h| &h.latest).collect();
         self.gauge_signals(&targets, &mut out);
-        self.windowed_signals(latest, &targets, &mut out);
+        self.windowed_signals(&current, &targets, &mut out);
         out
     }
 
@@ -140,7 +202,12 @@ impl SignalEngine {
         }
     }
 
-    fn windowed_signals(&self, latest: &Round, targets: &[&TargetSample], out: &mut SignalValues) {
+    fn windowed_signals(
+        &self,
+        current: &[&TargetHistory],
+        targets: &[&TargetSample],
+        out: &mut SignalValues,
+    ) {
         let windowed = [
             Signal::SearchRate,
             Signal::SearchLatencyP50Seconds,
@@ -160,37 +227,20 @@ impl SignalEngine {
             return;
         }
         // Per-second rate of every counter series, summed over targets. Each target's increase is
-        // taken over its own samples, so one pod restarting (a counter reset) affects only itself.
-        let mut rates: BTreeMap<(Counter, Option<String>), f64> = BTreeMap::new();
+        // taken over its own points, so one pod restarting (a counter reset) affects only itself.
+        let mut rates: BTreeMap<CounterKey, f64> = BTreeMap::new();
         let mut targets_with_rates = 0;
-        for (name, sample) in &latest.targets {
-            if !sample.has_proxy {
-                continue;
+        for history in current.iter().filter(|h| h.latest.has_proxy) {
+            let mut counted = false;
+            for key in history.latest.counters.keys() {
+                if let Some((increase, span)) =
+                    history.counters.get(key).and_then(CounterHistory::increase)
+                {
+                    *rates.entry(key.clone()).or_insert(0.0) += increase / span;
+                    counted = true;
+                }
             }
-            let history: Vec<(SystemTime, &TargetSample)> = self
-                .rounds
-                .iter()
-                .filter_map(|round| round.targets.get(name).map(|s| (round.at, s.as_ref())))
-                .collect();
-            let (Some(first), Some(last)) = (history.first(), history.last()) else {
-                continue;
-            };
-            let span = last
-                .0
-                .duration_since(first.0)
-                .unwrap_or_default()
-                .as_secs_f64();
-            if history.len() < 2 || span <= 0.0 {
-                continue;
-            }
-            targets_with_rates += 1;
-            let keys: BTreeSet<&(Counter, Option<String>)> = last.1.counters.keys().collect();
-            for key in keys {
-                let values = history
-                    .iter()
-                    .filter_map(|(_, s)| s.counters.get(key).copied());
-                *rates.entry(key.clone()).or_insert(0.0) += increase(values) / span;
-            }
+            targets_with_rates += usize::from(counted);
         }
         if targets_with_rates == 0 {
             fail_all(
@@ -261,15 +311,13 @@ impl SignalEngine {
 /// Increase of a counter over consecutive values, Prometheus-style: a drop is a reset (the
 /// process restarted and counts from zero), so the new value itself is the increase since.
 pub fn increase(values: impl IntoIterator<Item = f64>) -> f64 {
-    let mut total = 0.0;
-    let mut previous: Option<f64> = None;
+    let mut history = CounterHistory::default();
+    let mut t = SystemTime::UNIX_EPOCH;
     for value in values {
-        if let Some(prev) = previous {
-            total += if value >= prev { value - prev } else { value };
-        }
-        previous = Some(value);
+        t += Duration::from_secs(1);
+        history.push(t, value);
     }
-    total
+    history.increase().map_or(0.0, |(increase, _)| increase)
 }
 
 #[cfg(test)]

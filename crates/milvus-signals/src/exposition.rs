@@ -7,7 +7,9 @@
 //! Prometheus itself rejects a scrape. So the parser here is strict, streams line by line, keeps only
 //! the families the caller asks for and names the line and column of the first error.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use thiserror::Error;
 
@@ -94,27 +96,94 @@ pub fn parse(
     limits: &Limits,
     keep: impl Fn(&str) -> bool,
 ) -> Result<Exposition, ParseError> {
-    let mut out = Exposition::default();
-    let mut seen_series: HashSet<String> = HashSet::new();
-    for (index, raw_line) in text.split('\n').enumerate() {
-        let line_no = index + 1;
-        let line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
-        if line.len() > limits.max_line_bytes {
+    let mut parser = StreamParser::new(*limits, keep);
+    parser.feed(text.as_bytes())?;
+    parser.finish()
+}
+
+/// Incremental parser: feed the body as it arrives (any chunking), then [`StreamParser::finish`].
+/// Only the current partial line is buffered, so a scrape never holds a whole body in memory.
+pub struct StreamParser<F> {
+    limits: Limits,
+    keep: F,
+    out: Exposition,
+    // 128-bit fingerprints of every series seen: exact duplicate detection in practice
+    // (collision odds ~1e-32 per body) without keeping every series' text.
+    seen: HashSet<u128>,
+    line_no: usize,
+    partial: Vec<u8>,
+}
+
+impl<F: Fn(&str) -> bool> StreamParser<F> {
+    /// A parser keeping the samples whose metric name satisfies `keep`.
+    pub fn new(limits: Limits, keep: F) -> Self {
+        Self {
+            limits,
+            keep,
+            out: Exposition::default(),
+            seen: HashSet::new(),
+            line_no: 0,
+            partial: Vec::new(),
+        }
+    }
+
+    /// Parses every complete line in `chunk`; an incomplete last line waits for the next chunk.
+    pub fn feed(&mut self, mut chunk: &[u8]) -> Result<(), ParseError> {
+        while let Some(pos) = chunk.iter().position(|&b| b == b'\n') {
+            if self.partial.is_empty() {
+                self.line(&chunk[..pos])?;
+            } else {
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(&chunk[..pos]);
+                self.line(&line)?;
+            }
+            chunk = &chunk[pos + 1..];
+        }
+        self.partial.extend_from_slice(chunk);
+        if self.partial.len() > self.limits.max_line_bytes {
             return Err(ParseError {
-                line: line_no,
-                column: limits.max_line_bytes + 1,
-                reason: format!("line is longer than {} bytes", limits.max_line_bytes),
+                line: self.line_no + 1,
+                column: self.limits.max_line_bytes + 1,
+                reason: format!("line is longer than {} bytes", self.limits.max_line_bytes),
             });
         }
+        Ok(())
+    }
+
+    /// Parses the last line (a body need not end with a newline) and returns the result.
+    pub fn finish(mut self) -> Result<Exposition, ParseError> {
+        let rest = std::mem::take(&mut self.partial);
+        self.line(&rest)?;
+        Ok(self.out)
+    }
+
+    fn line(&mut self, bytes: &[u8]) -> Result<(), ParseError> {
+        self.line_no += 1;
+        let line_no = self.line_no;
+        if bytes.len() > self.limits.max_line_bytes {
+            return Err(ParseError {
+                line: line_no,
+                column: self.limits.max_line_bytes + 1,
+                reason: format!("line is longer than {} bytes", self.limits.max_line_bytes),
+            });
+        }
+        let raw_line = std::str::from_utf8(bytes).map_err(|e| ParseError {
+            line: line_no,
+            column: e.valid_up_to() + 1,
+            reason: "line is not valid UTF-8".to_string(),
+        })?;
+        let line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
         let trimmed = line.trim_start_matches([' ', '\t']);
         if trimmed.is_empty() {
-            continue;
+            return Ok(());
         }
         if let Some(comment) = trimmed.strip_prefix('#') {
-            if let Some(name) = descriptor_family(comment) {
-                out.families.insert(name.to_string());
+            if let Some(name) = descriptor_family(comment)
+                && !self.out.families.contains(name)
+            {
+                self.out.families.insert(name.to_string());
             }
-            continue;
+            return Ok(());
         }
         let offset = line.len() - trimmed.len();
         let mut cursor = Cursor {
@@ -123,21 +192,58 @@ pub fn parse(
             line: line_no,
             offset,
         };
-        let sample = cursor.sample(limits)?;
-        out.families.insert(family_of(&sample.name).to_string());
-        let key = series_key(&sample);
-        if !seen_series.insert(key) {
+        let sample = cursor.sample(&self.limits)?;
+        let family = family_of(sample.name);
+        if !self.out.families.contains(family) {
+            self.out.families.insert(family.to_string());
+        }
+        if !self.seen.insert(fingerprint(&sample)) {
             return Err(ParseError {
                 line: line_no,
                 column: offset + 1,
                 reason: format!("duplicate series {}", describe(&sample)),
             });
         }
-        if keep(&sample.name) {
-            out.samples.push(sample);
+        if (self.keep)(sample.name) {
+            self.out.samples.push(sample.into_owned());
+        }
+        Ok(())
+    }
+}
+
+/// A sample borrowing from the line it was parsed from; owned only when kept.
+struct RawSample<'a> {
+    name: &'a str,
+    labels: Vec<(&'a str, Cow<'a, str>)>,
+    value: f64,
+}
+
+impl RawSample<'_> {
+    fn into_owned(self) -> Sample {
+        Sample {
+            name: self.name.to_string(),
+            labels: self
+                .labels
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.into_owned()))
+                .collect(),
+            value: self.value,
         }
     }
-    Ok(out)
+}
+
+fn fingerprint(sample: &RawSample<'_>) -> u128 {
+    let half = |seed: u8| {
+        let mut h = DefaultHasher::new();
+        seed.hash(&mut h);
+        sample.name.hash(&mut h);
+        for (k, v) in &sample.labels {
+            k.hash(&mut h);
+            v.hash(&mut h);
+        }
+        h.finish()
+    };
+    (u128::from(half(0)) << 64) | u128::from(half(1))
 }
 
 /// `# TYPE name kind` and `# HELP name text` name a family; other comments do not.
@@ -159,19 +265,7 @@ fn family_of(name: &str) -> &str {
     name
 }
 
-fn series_key(sample: &Sample) -> String {
-    let mut key = String::with_capacity(sample.name.len() + 32);
-    key.push_str(&sample.name);
-    for (k, v) in &sample.labels {
-        key.push('\u{0}');
-        key.push_str(k);
-        key.push('\u{1}');
-        key.push_str(v);
-    }
-    key
-}
-
-fn describe(sample: &Sample) -> String {
+fn describe(sample: &RawSample<'_>) -> String {
     let labels: Vec<String> = sample
         .labels
         .iter()
@@ -187,7 +281,7 @@ struct Cursor<'a> {
     offset: usize,
 }
 
-impl Cursor<'_> {
+impl<'a> Cursor<'a> {
     fn error(&self, reason: impl Into<String>) -> ParseError {
         ParseError {
             line: self.line,
@@ -206,7 +300,7 @@ impl Cursor<'_> {
         }
     }
 
-    fn name(&mut self, what: &str, allow_colon: bool) -> Result<String, ParseError> {
+    fn name(&mut self, what: &str, allow_colon: bool) -> Result<&'a str, ParseError> {
         let start = self.pos;
         while let Some(c) = self.peek() {
             let ok = c.is_ascii_alphabetic()
@@ -221,10 +315,10 @@ impl Cursor<'_> {
         if self.pos == start {
             return Err(self.error(format!("expected {what}")));
         }
-        Ok(self.text[start..self.pos].to_string())
+        Ok(&self.text[start..self.pos])
     }
 
-    fn sample(&mut self, limits: &Limits) -> Result<Sample, ParseError> {
+    fn sample(&mut self, limits: &Limits) -> Result<RawSample<'a>, ParseError> {
         let name = self.name("a metric name", true)?;
         let after_name = self.pos;
         self.skip_blanks();
@@ -252,18 +346,18 @@ impl Cursor<'_> {
         if self.peek().is_some() {
             return Err(self.error("expected end of line after the timestamp"));
         }
-        labels.sort_by(|a: &(String, String), b| a.0.cmp(&b.0));
+        labels.sort_by(|a, b| a.0.cmp(b.0));
         if let Some(pair) = labels.windows(2).find(|w| w[0].0 == w[1].0) {
             return Err(self.error(format!("label {:?} appears twice", pair[0].0)));
         }
-        Ok(Sample {
+        Ok(RawSample {
             name,
             labels,
             value,
         })
     }
 
-    fn labels(&mut self, limits: &Limits) -> Result<Vec<(String, String)>, ParseError> {
+    fn labels(&mut self, limits: &Limits) -> Result<Vec<(&'a str, Cow<'a, str>)>, ParseError> {
         let mut labels = Vec::new();
         loop {
             self.skip_blanks();
@@ -293,24 +387,32 @@ impl Cursor<'_> {
         }
     }
 
-    fn quoted(&mut self, limits: &Limits) -> Result<String, ParseError> {
+    fn quoted(&mut self, limits: &Limits) -> Result<Cow<'a, str>, ParseError> {
         if self.peek() != Some(b'"') {
             return Err(self.error("expected '\"' to open a label value"));
         }
         self.pos += 1;
-        let mut value = String::new();
-        let bytes = self.text.as_bytes();
+        let text: &'a str = self.text;
+        let bytes = text.as_bytes();
+        let start = self.pos;
+        // Borrowed until the first escape; owned (unescaped) from then on.
+        let mut owned: Option<String> = None;
         let mut run_start = self.pos;
         loop {
             match bytes.get(self.pos) {
                 None => return Err(self.error("line ends inside a quoted label value")),
                 Some(b'"') => {
-                    value.push_str(&self.text[run_start..self.pos]);
+                    let value = match owned {
+                        None => Cow::Borrowed(&text[start..self.pos]),
+                        Some(mut v) => {
+                            v.push_str(&text[run_start..self.pos]);
+                            Cow::Owned(v)
+                        }
+                    };
                     self.pos += 1;
-                    break;
+                    return Ok(value);
                 }
                 Some(b'\\') => {
-                    value.push_str(&self.text[run_start..self.pos]);
                     let escaped = match bytes.get(self.pos + 1) {
                         Some(b'\\') => '\\',
                         Some(b'"') => '"',
@@ -322,20 +424,22 @@ impl Cursor<'_> {
                             ));
                         }
                     };
-                    value.push(escaped);
+                    let v = owned.get_or_insert_with(String::new);
+                    v.push_str(&text[run_start..self.pos]);
+                    v.push(escaped);
                     self.pos += 2;
                     run_start = self.pos;
                 }
                 Some(_) => self.pos += 1,
             }
-            if value.len() + (self.pos - run_start) > limits.max_label_value_bytes {
+            let length = owned.as_ref().map_or(0, String::len) + (self.pos - run_start);
+            if length > limits.max_label_value_bytes {
                 return Err(self.error(format!(
                     "label value longer than {} bytes",
                     limits.max_label_value_bytes
                 )));
             }
         }
-        Ok(value)
     }
 
     fn token(&mut self) -> &str {
@@ -498,6 +602,34 @@ mod tests {
         let cut = text.find("milvus_proxy_sq_latency_bucket{").unwrap() + 40;
         let err = all(&text[..cut]).unwrap_err();
         assert_eq!(err.line, text[..cut].lines().count());
+    }
+
+    #[test]
+    fn any_chunking_gives_the_same_result() {
+        let text = crate::test_fixtures::fixture("milvus-2.3.5-metrics-under-load.prom");
+        let whole = all(&text).unwrap();
+        for chunk_size in [1, 7, 4096, text.len()] {
+            let mut p = StreamParser::new(Limits::default(), |_: &str| true);
+            for chunk in text.as_bytes().chunks(chunk_size) {
+                p.feed(chunk).unwrap();
+            }
+            let streamed = p.finish().unwrap();
+            assert_eq!(streamed.samples, whole.samples, "chunk size {chunk_size}");
+            assert_eq!(streamed.families, whole.families);
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_and_unterminated_long_lines_are_rejected() {
+        let mut p = StreamParser::new(Limits::default(), |_: &str| true);
+        let err = p.feed(b"ok 1\nm{a=\"\xff\"} 1\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.reason.contains("UTF-8"), "{err}");
+        let mut p = StreamParser::new(Limits::default(), |_: &str| true);
+        let err = p
+            .feed(&vec![b'a'; Limits::default().max_line_bytes + 1])
+            .unwrap_err();
+        assert!(err.reason.contains("longer than"), "{err}");
     }
 
     #[test]

@@ -13,7 +13,8 @@ use tokio::task::JoinSet;
 use super::{MetricsSource, PollOutcome};
 use crate::engine::SignalEngine;
 use crate::exposition::Limits;
-use crate::milvus::{TargetSample, parse_target};
+use crate::exposition::StreamParser;
+use crate::milvus::{METRICS_READ, TargetSample, extract};
 use crate::snapshot::TargetHealth;
 
 /// Largest `/metrics` body accepted from one target; a Milvus pod serves ~200 KiB.
@@ -200,7 +201,7 @@ impl ScrapeSource {
     }
 }
 
-/// Fetches one target and extracts its sample.
+/// Fetches one target and extracts its sample, parsing the body as it streams in.
 async fn scrape_one(
     client: reqwest::Client,
     url: String,
@@ -215,15 +216,21 @@ async fn scrape_one(
     if !status.is_success() {
         return Err(format!("HTTP {status} from {url}"));
     }
-    let mut body: Vec<u8> = Vec::new();
+    let mut parser = StreamParser::new(limits, |name: &str| METRICS_READ.contains(&name));
+    let mut received = 0usize;
     while let Some(chunk) = response.chunk().await.map_err(|e| describe_reqwest(&e))? {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
+        received += chunk.len();
+        if received > MAX_BODY_BYTES {
             return Err(format!("body larger than {MAX_BODY_BYTES} bytes"));
         }
-        body.extend_from_slice(&chunk);
+        parser
+            .feed(&chunk)
+            .map_err(|e| format!("malformed metrics: {e}"))?;
     }
-    let text = std::str::from_utf8(&body).map_err(|e| format!("body is not UTF-8: {e}"))?;
-    parse_target(text, &limits).map_err(|e| format!("malformed metrics: {e}"))
+    let exposition = parser
+        .finish()
+        .map_err(|e| format!("malformed metrics: {e}"))?;
+    Ok(extract(&exposition))
 }
 
 fn describe_reqwest(e: &reqwest::Error) -> String {
