@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use thiserror::Error;
 
@@ -109,9 +109,11 @@ pub struct StreamParser<F> {
     out: Exposition,
     // 128-bit fingerprints of every series seen: exact duplicate detection in practice
     // (collision odds ~1e-32 per body) without keeping every series' text.
-    seen: HashSet<u128>,
+    seen: HashSet<u128, BuildHasherDefault<FingerprintHasher>>,
     line_no: usize,
     partial: Vec<u8>,
+    key_buffer: Vec<u8>,
+    last_family: String,
 }
 
 impl<F: Fn(&str) -> bool> StreamParser<F> {
@@ -121,15 +123,17 @@ impl<F: Fn(&str) -> bool> StreamParser<F> {
             limits,
             keep,
             out: Exposition::default(),
-            seen: HashSet::new(),
+            seen: HashSet::with_capacity_and_hasher(4096, BuildHasherDefault::default()),
             line_no: 0,
             partial: Vec::new(),
+            key_buffer: Vec::new(),
+            last_family: String::new(),
         }
     }
 
     /// Parses every complete line in `chunk`; an incomplete last line waits for the next chunk.
     pub fn feed(&mut self, mut chunk: &[u8]) -> Result<(), ParseError> {
-        while let Some(pos) = chunk.iter().position(|&b| b == b'\n') {
+        while let Some(pos) = memchr::memchr(b'\n', chunk) {
             if self.partial.is_empty() {
                 self.line(&chunk[..pos])?;
             } else {
@@ -193,11 +197,16 @@ impl<F: Fn(&str) -> bool> StreamParser<F> {
             offset,
         };
         let sample = cursor.sample(&self.limits)?;
+        // Samples of one family are consecutive: compare with the last one before the set.
         let family = family_of(sample.name);
-        if !self.out.families.contains(family) {
-            self.out.families.insert(family.to_string());
+        if self.last_family != family {
+            if !self.out.families.contains(family) {
+                self.out.families.insert(family.to_string());
+            }
+            self.last_family.clear();
+            self.last_family.push_str(family);
         }
-        if !self.seen.insert(fingerprint(&sample)) {
+        if !self.seen.insert(fingerprint(&sample, &mut self.key_buffer)) {
             return Err(ParseError {
                 line: line_no,
                 column: offset + 1,
@@ -208,6 +217,26 @@ impl<F: Fn(&str) -> bool> StreamParser<F> {
             self.out.samples.push(sample.into_owned());
         }
         Ok(())
+    }
+}
+
+/// The fingerprints are already uniform hashes: hashing them again would be wasted work.
+#[derive(Default)]
+struct FingerprintHasher(u64);
+
+impl Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+    fn write_u128(&mut self, value: u128) {
+        self.0 = value as u64;
     }
 }
 
@@ -232,18 +261,18 @@ impl RawSample<'_> {
     }
 }
 
-fn fingerprint(sample: &RawSample<'_>) -> u128 {
-    let half = |seed: u8| {
-        let mut h = DefaultHasher::new();
-        seed.hash(&mut h);
-        sample.name.hash(&mut h);
-        for (k, v) in &sample.labels {
-            k.hash(&mut h);
-            v.hash(&mut h);
-        }
-        h.finish()
-    };
-    (u128::from(half(0)) << 64) | u128::from(half(1))
+/// XXH3-128 of the series' canonical form (name, then sorted label pairs, 0-separated), built in
+/// `buffer` so no line allocates for it.
+fn fingerprint(sample: &RawSample<'_>, buffer: &mut Vec<u8>) -> u128 {
+    buffer.clear();
+    buffer.extend_from_slice(sample.name.as_bytes());
+    for (k, v) in &sample.labels {
+        buffer.push(0);
+        buffer.extend_from_slice(k.as_bytes());
+        buffer.push(0);
+        buffer.extend_from_slice(v.as_bytes());
+    }
+    xxhash_rust::xxh3::xxh3_128(buffer)
 }
 
 /// `# TYPE name kind` and `# HELP name text` name a family; other comments do not.
@@ -274,6 +303,21 @@ fn describe(sample: &RawSample<'_>) -> String {
     format!("{}{{{}}}", sample.name, labels.join(","))
 }
 
+/// Bytes allowed in metric names (`[a-zA-Z0-9_:]`) and label names (`[a-zA-Z0-9_]`).
+static METRIC_NAME_CHARS: [bool; 256] = name_chars(true);
+static LABEL_NAME_CHARS: [bool; 256] = name_chars(false);
+
+const fn name_chars(colon: bool) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        table[c] = b.is_ascii_alphanumeric() || b == b'_' || (colon && b == b':');
+        c += 1;
+    }
+    table
+}
+
 struct Cursor<'a> {
     text: &'a str,
     pos: usize,
@@ -302,15 +346,21 @@ impl<'a> Cursor<'a> {
 
     fn name(&mut self, what: &str, allow_colon: bool) -> Result<&'a str, ParseError> {
         let start = self.pos;
-        while let Some(c) = self.peek() {
-            let ok = c.is_ascii_alphabetic()
-                || c == b'_'
-                || (allow_colon && c == b':')
-                || (self.pos > start && c.is_ascii_digit());
-            if !ok {
-                break;
-            }
-            self.pos += 1;
+        let table = if allow_colon {
+            &METRIC_NAME_CHARS
+        } else {
+            &LABEL_NAME_CHARS
+        };
+        let rest = &self.text.as_bytes()[start..];
+        // A name may not start with a digit; after that, digits are fine.
+        if rest
+            .first()
+            .is_some_and(|c| table[usize::from(*c)] && !c.is_ascii_digit())
+        {
+            self.pos += rest
+                .iter()
+                .position(|c| !table[usize::from(*c)])
+                .unwrap_or(rest.len());
         }
         if self.pos == start {
             return Err(self.error(format!("expected {what}")));
@@ -430,7 +480,11 @@ impl<'a> Cursor<'a> {
                     self.pos += 2;
                     run_start = self.pos;
                 }
-                Some(_) => self.pos += 1,
+                Some(_) => {
+                    // Skip to the next quote or backslash in one scan.
+                    self.pos += memchr::memchr2(b'"', b'\\', &bytes[self.pos..])
+                        .unwrap_or(bytes.len() - self.pos);
+                }
             }
             let length = owned.as_ref().map_or(0, String::len) + (self.pos - run_start);
             if length > limits.max_label_value_bytes {
