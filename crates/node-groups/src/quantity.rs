@@ -94,7 +94,7 @@ impl Memory {
 
 impl fmt::Display for Cpu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1000 == 0 {
+        if self.0.is_multiple_of(1000) {
             write!(f, "{}", self.0 / 1000)
         } else {
             write!(f, "{}m", self.0)
@@ -106,9 +106,9 @@ impl fmt::Display for Memory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const MI: u64 = 1024 * 1024;
         const GI: u64 = 1024 * MI;
-        if self.0 % GI == 0 {
+        if self.0.is_multiple_of(GI) {
             write!(f, "{}Gi", self.0 / GI)
-        } else if self.0 % MI == 0 {
+        } else if self.0.is_multiple_of(MI) {
             write!(f, "{}Mi", self.0 / MI)
         } else {
             write!(f, "{}", self.0)
