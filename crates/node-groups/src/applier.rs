@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_autoscaling::config::http::HttpResponse;
-use aws_sdk_autoscaling::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_autoscaling::error::{ProvideErrorMetadata, SdkError};
 use milvus_signals::{SignalKey, Snapshot, SnapshotStore};
 use thiserror::Error;
 use tokio::sync::watch;
@@ -154,13 +154,28 @@ where
             se.err().code().unwrap_or("(no error code)"),
             se.err().message().unwrap_or("(no message)")
         ),
-        _ => DisplayErrorContext(&e).to_string(),
+        _ => error_chain(&e),
     };
     ApiError {
         action,
         retryable,
         message,
     }
+}
+
+/// `e: its source: its source...`, each level once (the SDK's `DisplayErrorContext` also appends
+/// a Debug dump, too long for logs and tables).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
 }
 
 fn to_u32(v: Option<i32>) -> u32 {
