@@ -77,3 +77,47 @@ pub fn run(groups: &[ResolvedGroup], trace: &Trace) -> Result<Value, String> {
     }
     Ok(json!({ "step_seconds": trace.step_seconds, "groups": out }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NodeGroupsConfig;
+
+    #[test]
+    fn replays_a_spike_and_rejects_bad_traces() {
+        let cfg: NodeGroupsConfig = serde_yaml::from_str(
+            r#"
+groups:
+  - name: q
+    asg: a
+    milvus: prod
+    instance_type: r6i.4xlarge
+    pod: { cpu: "4", memory: 28Gi }
+    replicas: { signal: search_queue_depth, target_per_pod: 8, min: 2, max: 40 }
+    scale_in: true
+    scale_in_stabilization: 30s
+"#,
+        )
+        .unwrap();
+        let groups = cfg.validate(&["prod"]).unwrap();
+        let trace: Trace = serde_json::from_str(
+            r#"{"step_seconds": 15, "groups": {"q": {"desired": 1, "min_size": 1, "max_size": 5}},
+                "values": {"q": [16, 160, null, 16, 16, 16, 16]}}"#,
+        )
+        .unwrap();
+        let out = run(&groups, &trace).unwrap();
+        let desired: Vec<u64> = out["groups"]["q"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["desired"].as_u64().unwrap())
+            .collect();
+        // 16 -> 2 pods, 1 node; 160 -> 20 pods, 7 nodes, capped at 5; unknown holds; scale-in
+        // waits until the 7-node plan of t=15 s is older than the 30 s window (t=60 s).
+        assert_eq!(desired, vec![1, 5, 5, 5, 1, 1, 1]);
+        assert_eq!(out["groups"]["q"][1]["capped"], true);
+        let mut bad = trace.clone();
+        bad.groups.insert("nope".into(), bad.groups["q"].clone());
+        assert!(run(&groups, &bad).unwrap_err().contains("nope"));
+    }
+}
