@@ -30,7 +30,9 @@ def signals():
 
 def test_plan_nodes_dry_run_apply_and_no_scale_in(moto, signals):
     create_groups(moto, {"eks-milvus-querynode": {"min": 1, "max": 10, "desired": 1}})
-    cfg = config(signals.url, moto.url, [querynode_group("eks-milvus-querynode", headroom_pods=1)])
+    asg = moto.client("autoscaling")
+    cfg = config(signals.url, moto.url, [querynode_group("eks-milvus-querynode", headroom_pods=1,
+                                                         warm_pool={"min_size": 2})])
     # 72 queued / 8 per pod = 9 replicas + 1 headroom = 10 pods, 3 per node -> 4 nodes.
     signals.queue_depth = 72
 
@@ -41,11 +43,15 @@ def test_plan_nodes_dry_run_apply_and_no_scale_in(moto, signals):
     assert "ceil((9 replicas + 1 headroom) / 3 pods per node) = 4" in out.stdout, out.stdout
     assert "limited by CPU" in out.stdout
     assert desired(moto, "eks-milvus-querynode") == 1, "dry-run changed the group"
+    assert "WarmPoolConfiguration" not in asg.describe_warm_pool(AutoScalingGroupName="eks-milvus-querynode")
 
     out = plan_nodes(cfg, creds(moto), apply=True)
     assert out.returncode == 0, out.stderr
     assert "set 1 -> 4" in out.stdout, out.stdout
     assert desired(moto, "eks-milvus-querynode") == 4
+    pool = asg.describe_warm_pool(AutoScalingGroupName="eks-milvus-querynode")["WarmPoolConfiguration"]
+    assert (pool["MinSize"], pool["PoolState"]) == (2, "Stopped"), pool
+    assert "warm pool of at least 2 Stopped instance(s)" in out.stdout, out.stdout
     assert "set desired capacity" in out.stderr and "demand needs 4 node(s), up from 1" in out.stderr, out.stderr
 
     # Demand falls to one pod: not lowered (scale_in defaults to false).
