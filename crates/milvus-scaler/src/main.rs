@@ -136,9 +136,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::CheckConfig { config } => {
             let cfg = Config::load(&config.config)?;
             println!(
-                "{}: valid, {} Milvus instance(s)",
+                "{}: valid, {} Milvus instance(s), {} node group(s)",
                 config.config.display(),
-                cfg.milvus.len()
+                cfg.milvus.len(),
+                cfg.node_groups.as_ref().map_or(0, |n| n.groups.len())
             );
             Ok(())
         }
