@@ -21,6 +21,9 @@ pub struct Config {
     /// Where `serve` exposes its own metrics and health endpoints.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// EC2 Auto Scaling node-group sizing (docs/node-groups.md); off when absent.
+    #[serde(default)]
+    pub node_groups: Option<node_groups::NodeGroupsConfig>,
 }
 
 /// One Milvus instance and where its metrics come from.
@@ -283,6 +286,11 @@ impl Config {
                 }
             }
         }
+        if let Some(ng) = &self.node_groups {
+            let names: Vec<&str> = self.milvus.iter().map(|m| m.name.as_str()).collect();
+            ng.validate(&names)
+                .map_err(|(path, message)| (format!("node_groups.{path}"), message))?;
+        }
         if self.signals.window < Duration::from_secs(2) {
             return Err((
                 "signals.window".into(),
@@ -338,6 +346,41 @@ signals: { window: 30s, stale_after: 10s }
 telemetry: { listen: 127.0.0.1:9100 }
 "#;
 
+    /// The issue's example section (milvus renamed to this file's instance).
+    const NODE_GROUPS: &str = r#"
+node_groups:
+  region: us-east-1
+  endpoint_url: http://127.0.0.1:5000
+  interval: 15s
+  mode: dry-run
+  groups:
+    - name: querynodes
+      asg: eks-milvus-querynode
+      milvus: demo
+      instance_type: r6i.2xlarge
+      pod: { cpu: "4", memory: 28Gi }
+      replicas: { signal: search_queue_depth, target_per_pod: 8, min: 2, max: 40 }
+      headroom_pods: 1
+      scale_in: false
+    - name: indexnodes
+      asg: eks-milvus-indexnode-spot
+      milvus: demo
+      instance_type: c6i.4xlarge
+      pod: { cpu: "8", memory: 16Gi }
+      replicas: { signal: index_pending_builds, target_per_pod: 2, min: 0, max: 10 }
+"#;
+
+    #[test]
+    fn the_node_groups_example_parses() {
+        let c = Config::parse(&format!("{GOOD}{NODE_GROUPS}"), "c.yaml").unwrap();
+        let ng = c.node_groups.unwrap();
+        assert_eq!(ng.mode, node_groups::Mode::DryRun);
+        assert_eq!(ng.interval, Duration::from_secs(15));
+        assert_eq!(ng.groups.len(), 2);
+        assert_eq!(ng.groups[0].headroom_pods, 1);
+        assert!(Config::parse(GOOD, "c.yaml").unwrap().node_groups.is_none());
+    }
+
     #[test]
     fn the_documented_example_parses() {
         let c = Config::parse(GOOD, "c.yaml").unwrap();
@@ -377,6 +420,38 @@ telemetry: { listen: 127.0.0.1:9100 }
                 "milvus[0]",
             ),
             ("milvus: []".to_string(), "milvus"),
+            (
+                format!("{GOOD}{NODE_GROUPS}").replace("max: 40", "max: 0"),
+                "node_groups.groups[0].replicas.max",
+            ),
+            (
+                format!("{GOOD}{NODE_GROUPS}").replace("milvus: demo", "milvus: other"),
+                "node_groups.groups[0].milvus",
+            ),
+            (
+                format!("{GOOD}{NODE_GROUPS}").replace("r6i.2xlarge", "x9.huge"),
+                "node_groups.groups[0].instance_type",
+            ),
+            (
+                format!("{GOOD}{NODE_GROUPS}").replace("mode: dry-run", "mode: yolo"),
+                "node_groups.mode",
+            ),
+            (
+                format!("{GOOD}{NODE_GROUPS}").replace("memory: 28Gi", "memory: 28Gb"),
+                "node_groups.groups[0].pod.memory",
+            ),
+            (
+                format!("{GOOD}{NODE_GROUPS}").replace("cpu: \"4\"", "cpu: \"64\""),
+                "node_groups.groups[0].pod",
+            ),
+            (
+                format!("{GOOD}{NODE_GROUPS}").replace("search_queue_depth", "queue"),
+                "node_groups.groups[0].replicas.signal",
+            ),
+            (
+                format!("{GOOD}{NODE_GROUPS}").replace("headroom_pods: 1", "headroom: 1"),
+                "node_groups.groups[0].headroom",
+            ),
             ("milvus: 3".to_string(), "milvus"),
         ];
         for (text, path) in cases {

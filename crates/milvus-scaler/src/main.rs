@@ -73,6 +73,19 @@ enum Command {
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         refresh: Duration,
     },
+    /// Plan EC2 node-group capacity from the current signals and print it with reasons
+    /// (dry-run unless --apply). Exit 1 if any group could not be planned or changed.
+    PlanNodes {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Apply the plan once (SetDesiredCapacity / PutWarmPool), whatever `node_groups.mode` says.
+        #[arg(long, conflicts_with = "simulate")]
+        apply: bool,
+        /// Replay a JSON trace of signal values through the planner in simulated time
+        /// (no Milvus, no AWS) and print the plans as JSON.
+        #[arg(long, value_name = "TRACE")]
+        simulate: Option<PathBuf>,
+    },
     /// Validate the configuration file and exit (0 valid, 2 invalid).
     CheckConfig {
         #[command(flatten)]
@@ -129,9 +142,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::CheckConfig { config } => {
             let cfg = Config::load(&config.config)?;
             println!(
-                "{}: valid, {} Milvus instance(s)",
+                "{}: valid, {} Milvus instance(s), {} node group(s)",
                 config.config.display(),
-                cfg.milvus.len()
+                cfg.milvus.len(),
+                cfg.node_groups.as_ref().map_or(0, |n| n.groups.len())
             );
             Ok(())
         }
@@ -142,6 +156,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let cfg = Config::load(&config.config)?;
             signals(cfg, watch, refresh).await
+        }
+        Command::PlanNodes {
+            config,
+            apply,
+            simulate,
+        } => {
+            let cfg = Config::load(&config.config)?;
+            plan_nodes(cfg, apply, simulate).await
         }
         Command::Serve {
             config,
@@ -247,6 +269,17 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
     });
 
+    if let Some(ng) = &cfg.node_groups {
+        let runner = node_groups_runner(&cfg, ng).await?;
+        tracing::info!(groups = ng.groups.len(), mode = ?ng.mode, interval = ?ng.interval, "node-group sizing on");
+        tasks.spawn(node_groups::applier::run_loop(
+            runner,
+            store.clone(),
+            ng.interval,
+            stop_rx.clone(),
+        ));
+    }
+
     let listener = tokio::net::TcpListener::bind(cfg.telemetry.listen)
         .await
         .with_context(|| format!("binding telemetry.listen {}", cfg.telemetry.listen))?;
@@ -284,26 +317,7 @@ async fn signals(cfg: Config, watch_mode: bool, refresh: Duration) -> anyhow::Re
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     start_pollers(&cfg, &store, &stop_rx, &mut tasks)?;
-    let longest_interval = cfg
-        .milvus
-        .iter()
-        .map(|m| {
-            m.scrape
-                .as_ref()
-                .map(|s| s.interval)
-                .or(m.prometheus.as_ref().map(|p| p.interval))
-                .unwrap_or_default()
-        })
-        .max()
-        .unwrap_or_default();
-    // Two rounds per instance so rates have something to work with; give up after a while.
-    let mut rounds = store.subscribe();
-    let wanted = (cfg.milvus.len() as u64) * 3;
-    let _ = tokio::time::timeout(
-        longest_interval * 3 + Duration::from_secs(5),
-        rounds.wait_for(|n| *n >= wanted),
-    )
-    .await;
+    wait_for_rounds(&cfg, &store).await;
     let terminal = std::io::stdout().is_terminal();
     loop {
         let text = table::render(&store.load(), SystemTime::now());
@@ -321,5 +335,86 @@ async fn signals(cfg: Config, watch_mode: bool, refresh: Duration) -> anyhow::Re
     }
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Waits until every instance has had a few rounds (so rates have something to work with),
+/// giving up after a while.
+async fn wait_for_rounds(cfg: &Config, store: &SnapshotStore) {
+    let longest_interval = cfg
+        .milvus
+        .iter()
+        .map(|m| {
+            m.scrape
+                .as_ref()
+                .map(|s| s.interval)
+                .or(m.prometheus.as_ref().map(|p| p.interval))
+                .unwrap_or_default()
+        })
+        .max()
+        .unwrap_or_default();
+    let mut rounds = store.subscribe();
+    let wanted = (cfg.milvus.len() as u64) * 3;
+    let _ = tokio::time::timeout(
+        longest_interval * 3 + Duration::from_secs(5),
+        rounds.wait_for(|n| *n >= wanted),
+    )
+    .await;
+}
+
+async fn node_groups_runner(
+    cfg: &Config,
+    ng: &node_groups::NodeGroupsConfig,
+) -> anyhow::Result<node_groups::applier::Runner<node_groups::applier::SdkAutoScaling>> {
+    let names: Vec<&str> = cfg.milvus.iter().map(|m| m.name.as_str()).collect();
+    let groups = ng
+        .validate(&names)
+        .map_err(|(path, message)| anyhow::anyhow!("node_groups.{path}: {message}"))?;
+    let client = node_groups::applier::SdkAutoScaling::new(ng).await;
+    Ok(node_groups::applier::Runner::new(ng, groups, client))
+}
+
+async fn plan_nodes(cfg: Config, apply: bool, simulate: Option<PathBuf>) -> anyhow::Result<()> {
+    let Some(ng) = cfg.node_groups.clone() else {
+        anyhow::bail!("the configuration has no node_groups section");
+    };
+    if let Some(path) = simulate {
+        let names: Vec<&str> = cfg.milvus.iter().map(|m| m.name.as_str()).collect();
+        let groups = ng
+            .validate(&names)
+            .map_err(|(path, message)| anyhow::anyhow!("node_groups.{path}: {message}"))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the trace {}", path.display()))?;
+        let trace: node_groups::simulate::Trace = serde_json::from_str(&text)
+            .with_context(|| format!("parsing the trace {}", path.display()))?;
+        let out = node_groups::simulate::run(&groups, &trace).map_err(anyhow::Error::msg)?;
+        println!("{out}");
+        return Ok(());
+    }
+    let mut runner = node_groups_runner(&cfg, &ng).await?;
+    let store = Arc::new(SnapshotStore::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    start_pollers(&cfg, &store, &stop_rx, &mut tasks)?;
+    wait_for_rounds(&cfg, &store).await;
+    let outcomes = runner.round(&store.load(), SystemTime::now(), apply).await;
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    println!(
+        "mode: {}\n",
+        if apply {
+            "apply (--apply)"
+        } else {
+            "dry-run (add --apply to change the groups)"
+        }
+    );
+    print!("{}", node_groups::applier::render(&outcomes));
+    let failed = outcomes
+        .iter()
+        .filter(|o| matches!(o.action, node_groups::applier::Action::Failed(_)))
+        .count();
+    if failed > 0 {
+        anyhow::bail!("{failed} node group(s) could not be planned or changed (see above)");
+    }
     Ok(())
 }
