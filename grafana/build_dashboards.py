@@ -249,7 +249,8 @@ def query_performance():
     d.stat("Segment-cache hit ratio", "segment-cache (segment_cache_requests_total)",
            "Share of object reads (GET/HEAD) the query-node sidecars served from NVMe. Low while warming; "
            "a collapse after warm-up means the cache is too small or the working set moved.",
-           [(f'sum(rate(segment_cache_requests_total{{{M},op=~"get|head",result="hit"}}[{RI}])) / '
+           [(f'(sum(rate(segment_cache_requests_total{{{M},op=~"get|head",result="hit"}}[{RI}])) or '
+             f'sum(rate(segment_cache_requests_total{{{M},op=~"get|head",result="miss"}}[{RI}])) * 0) / '
              f'sum(rate(segment_cache_requests_total{{{M},op=~"get|head",result=~"hit|miss"}}[{RI}]))', "hit ratio")],
            unit="percentunit", w=6, h=6, min_=0, max_=1,
            steps=[(None, "red"), (0.5, "yellow"), (0.8, "green")])
