@@ -565,6 +565,10 @@ def autoscaling_events():
          "KEDA external-scaler calls per second by method and gRPC code. Appears when `keda` is configured.",
          [('sum by (method, code) (rate(milvus_scaler_grpc_requests_total[$__rate_interval]))', "{{method}} {{code}}")],
          unit="reqps", w=12)
+    d.ts("KEDA gRPC latency p99", "milvus-scaler (milvus_scaler_grpc_request_duration_seconds; KEDA mode)",
+         "p99 per external-scaler method (StreamIsActive is a long-lived stream and is left out).",
+         [(q(0.99, 'milvus_scaler_grpc_request_duration_seconds_bucket{method!~".*StreamIsActive"}', by="le, method"),
+           "{{method}}")], unit="s", w=12)
     d.ts("KEDA push streams", "milvus-scaler (milvus_scaler_keda_active_streams, milvus_scaler_keda_push_messages_total; "
          "KEDA mode)", "Open StreamIsActive streams and activity messages pushed per second.",
          [('sum(milvus_scaler_keda_active_streams)', "streams"),
