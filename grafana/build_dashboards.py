@@ -420,9 +420,12 @@ def storage_health():
     d.row("Flushes and index builds")
     d.ts("Flush operations by status", "Milvus (milvus_datanode_flush_buffer_op_count, "
          "milvus_datanode_autoflush_buffer_op_count)",
-         "Buffer flushes per second by status; any `fail` fires MilvusFlushFailures.",
-         [(f'sum by (status) (rate(milvus_datanode_flush_buffer_op_count{{{M}}}[{RI}]))', "flush {{status}}"),
-          (f'sum by (status) (rate(milvus_datanode_autoflush_buffer_op_count{{{M}}}[{RI}]))', "autoflush {{status}}")],
+         "Buffer flushes per second by status, explicit (flush) and automatic (autoflush: appears after the "
+         "first automatic flush); any `fail` fires MilvusFlushFailures.",
+         [(f'label_replace(sum by (status) (rate(milvus_datanode_flush_buffer_op_count{{{M}}}[{RI}])), '
+           f'"kind", "flush", "", "") or label_replace(sum by (status) '
+           f'(rate(milvus_datanode_autoflush_buffer_op_count{{{M}}}[{RI}])), "kind", "autoflush", "", "")',
+           "{{kind}} {{status}}")],
          unit="ops", w=12)
     d.ts("Flush requests and bytes", "Milvus (milvus_datanode_flush_req_count, milvus_datanode_flushed_data_size)",
          "Flush calls per second by status, and bytes flushed per second.",
@@ -543,9 +546,12 @@ def autoscaling_events():
           (f'milvus_scaler_round_failed_targets{{{sig}}}', "failed targets {{milvus}}")], unit="short", w=12)
     d.ts("Signal round and scrape duration p99", "milvus-scaler (milvus_scaler_round_duration_seconds, "
          "milvus_scaler_scrape_duration_seconds)",
-         "How long one poll round and one target scrape take (p99).",
-         [(q(0.99, f'milvus_scaler_round_duration_seconds_bucket{{{sig}}}', by="le, milvus"), "round {{milvus}}"),
-          (q(0.99, 'milvus_scaler_scrape_duration_seconds_bucket', by="le, target"), "scrape {{target}}")],
+         "How long one poll round and one target scrape take (p99). From the histogram buckets; while the "
+         "recorder exports these as summaries (no buckets configured), from the summary's 0.99 quantile.",
+         [(q(0.99, f'milvus_scaler_round_duration_seconds_bucket{{{sig}}}', by="le, milvus")
+           + f' or max by (milvus) (milvus_scaler_round_duration_seconds{{{sig},quantile="0.99"}})', "round {{milvus}}"),
+          (q(0.99, 'milvus_scaler_scrape_duration_seconds_bucket', by="le, target")
+           + ' or max by (target) (milvus_scaler_scrape_duration_seconds{quantile="0.99"})', "scrape {{target}}")],
          unit="s", w=12)
     d.ts("milvus-scaler up", "milvus-scaler (Prometheus `up` of the milvus-scaler job)",
          "1 while Prometheus can scrape milvus-scaler; MilvusScalerDown fires after 2 minutes at 0.",
