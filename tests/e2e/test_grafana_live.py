@@ -38,20 +38,41 @@ def segment_cache_binary() -> str | None:
         return None
 
 
-class SegmentCache:
-    """`segment-cache serve` in front of the moto bucket (config keys of crates/segment-cache)."""
+try:  # the segment-cache branch's harness, once merged
+    from harness.segment_cache import ACCESS_KEY as CACHE_ACCESS_KEY  # type: ignore
+    from harness.segment_cache import SECRET_KEY as CACHE_SECRET_KEY  # type: ignore
+    from harness.segment_cache import SegmentCache as HarnessSegmentCache  # type: ignore
+except ImportError:
+    HarnessSegmentCache = None
+    CACHE_ACCESS_KEY = CACHE_SECRET_KEY = "testing"
 
-    def __init__(self, binary: str, moto: Moto, capacity: str = "8MiB"):
+# A small budget so that loading the collection evicts and the eviction panels have data; a warm
+# pass over the bucket at start so the warm panels have data.
+CACHE_CAPACITY = "8MiB"
+CACHE_WARM = {"in_serve": True, "prefixes": ["files/"], "from_access_log": True}
+
+
+def start_segment_cache(binary: str, moto: Moto):
+    if HarnessSegmentCache is not None:
+        return HarnessSegmentCache(moto.url, BUCKET, capacity=CACHE_CAPACITY, warm=CACHE_WARM)
+    return SegmentCache(binary, moto)
+
+
+class SegmentCache:
+    """`segment-cache serve` in front of the moto bucket (config keys of crates/segment-cache);
+    used until tests/harness/segment_cache.py is merged."""
+
+    def __init__(self, binary: str, moto: Moto, capacity: str = CACHE_CAPACITY):
         self.dir = run_dir("segment-cache")
         self.port = free_port()
         self.telemetry_port = free_port()
         config = {
             "listen": f"127.0.0.1:{self.port}",
-            "auth": {"access_key": "testing", "secret_key": "testing"},
+            "auth": {"access_key": CACHE_ACCESS_KEY, "secret_key": CACHE_SECRET_KEY},
             "upstream": {"endpoint_url": moto.url, "bucket": BUCKET, "access_key": "testing",
                          "secret_key": "testing", "region": "us-east-1"},
-            # A small budget so that loading the collection evicts, and the eviction panels have data.
             "cache": {"dir": str(self.dir / "cache"), "capacity": capacity},
+            "warm": CACHE_WARM,
             "telemetry": {"listen": f"127.0.0.1:{self.telemetry_port}"},
         }
         self.config_path = self.dir / "config.yaml"
@@ -71,14 +92,22 @@ def stack():
     try:
         moto = Moto()
         started.append(moto)
-        moto.client("s3").create_bucket(Bucket=BUCKET)
+        s3 = moto.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        # Objects already in the bucket, as after a query-node restart: the cache's warm pass at start
+        # fetches them (the warm panels need a warm pass that moved bytes).
+        for i in range(3):
+            s3.put_object(Bucket=BUCKET, Key=f"files/warm-check/object-{i}", Body=bytes([i]) * (512 * 1024))
         binary = segment_cache_binary()
         cache = None
         if binary:
-            cache = SegmentCache(binary, moto)
+            cache = start_segment_cache(binary, moto)
             started.append(cache)
-        s3_port = cache.port if cache else moto.port
-        milvus = Milvus(s3={"port": s3_port, "bucket": BUCKET})
+        if cache:
+            s3 = {"port": cache.port, "bucket": BUCKET, "access_key": CACHE_ACCESS_KEY, "secret_key": CACHE_SECRET_KEY}
+        else:
+            s3 = {"port": moto.port, "bucket": BUCKET}
+        milvus = Milvus(s3=s3)
         started.append(milvus)
         scaler = Scaler({
             "milvus": [{"name": INSTANCE, "namespace": "default",
