@@ -593,9 +593,9 @@ def autoscaling_events():
          [('milvus_scaler_nodegroup_planned_replicas', "{{group}}")], unit="short", w=12)
     d.panel("table", "Node-group changes in range", "milvus-scaler (milvus_scaler_nodegroup_changes_total; "
             "node-group sizing)",
-            "Every capacity change milvus-scaler made in the selected range, by group, ASG and direction; the "
+            "Capacity changes milvus-scaler made in the selected range, by group, ASG and direction; the "
             "reason (signal demand, bounds) is in milvus-scaler's log line for the change. Also shown as annotations.",
-            [('sum by (group, asg, direction) (increase(milvus_scaler_nodegroup_changes_total[$__range])) > 0', "")],
+            [('sum by (group, asg, direction) (increase(milvus_scaler_nodegroup_changes_total[$__range]))', "")],
             unit="short", w=12, instant=True)
     d.ts("Node group capped at MaxSize", "milvus-scaler (milvus_scaler_nodegroup_capped; node-group sizing)",
          "1 while demand exceeds the group's MaxSize (MilvusScalerNodeGroupAtMaxSize fires after 10 minutes).",

@@ -136,10 +136,11 @@ def recorded() -> dict[str, str]:
     return {r["record"]: r["expr"] for r in rules() if "record" in r}
 
 
-def expand(expr: str, rate_interval: str = "1m", range_: str = "5m") -> str:
-    """Grafana's variables replaced the way Grafana would with every variable at "All"."""
+def expand(expr: str, rate_interval: str = "1m", range_: str = "5m", milvus: str = ".*",
+           collection: str = ".*", namespace: str = ".*") -> str:
+    """Grafana's variables replaced the way Grafana would (default: every variable at "All")."""
     return (expr.replace("$__rate_interval", rate_interval).replace("$__range", range_)
-            .replace("$milvus", ".*").replace("$collection", ".*").replace("$namespace", ".*"))
+            .replace("$milvus", milvus).replace("$collection", collection).replace("$namespace", namespace))
 
 
 def metric_names(expr: str) -> set[str]:
