@@ -164,7 +164,8 @@ class Moto:
 class Prometheus:
     """Debian's Prometheus with a generated config, on a free loopback port."""
 
-    def __init__(self, scrape_configs: list[dict], scrape_interval: str = "15s"):
+    def __init__(self, scrape_configs: list[dict], scrape_interval: str = "15s",
+                 rule_files: list[str] | None = None):
         binary = shutil.which("prometheus")
         if not binary:
             raise RuntimeError("prometheus not found: run `make setup` (apt-get install prometheus)")
@@ -173,6 +174,8 @@ class Prometheus:
         self.url = f"http://127.0.0.1:{self.port}"
         config = {"global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
                   "scrape_configs": scrape_configs}
+        if rule_files:
+            config["rule_files"] = [str(f) for f in rule_files]
         (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.service = Service("prometheus", [
             binary, f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'data'}",

@@ -1,0 +1,218 @@
+"""Reads the dashboards and rule files under grafana/ and classifies every PromQL expression by the
+program that exports its metrics (its *source*), so the tests can hold each query to the data that
+can exist here.
+
+Sources, from metric names:
+  milvus             milvus_*, internal_storage_*            (real Milvus 2.3.5 in the tests)
+  milvus-scaler      milvus_scaler_*, up{job=~"milvus-scaler.*"}  (`milvus-scaler serve`)
+  segment-cache      segment_cache_*                         (the sidecar binary, when built)
+  kube-state-metrics kube_*                                  (needs a cluster: skipped here)
+  cAdvisor           container_*                             (needs a kubelet: skipped here)
+Recording rules (`a:b:c`) take the sources of their expression.
+milvus-scaler metrics that only exist with a feature configured carry that feature (FEATURES).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .procs import REPO
+
+GRAFANA = REPO / "grafana"
+DASHBOARDS = GRAFANA / "dashboards"
+ALERTS = GRAFANA / "alerts"
+RECORDING = GRAFANA / "recording"
+RULE_TESTS = GRAFANA / "tests"
+
+# Sources that cannot run on this machine, with the reason the live test prints.
+UNAVAILABLE = {
+    "kube-state-metrics": "kube-state-metrics needs a Kubernetes API server with HPAs/Deployments/Pods; none runs here",
+    "cAdvisor": "cAdvisor metrics come from a kubelet scraping containers; no kubelet runs here",
+}
+
+# milvus-scaler metric prefixes that appear only with a feature configured, and the config that
+# makes them appear (docs/grafana.md repeats this table).
+FEATURES = {
+    "milvus_scaler_http_": ("external-metrics",
+                            "the external metrics API server (`external_metrics:` in the milvus-scaler config) "
+                            "after its first request"),
+    "milvus_scaler_grpc_": ("keda", "the KEDA external scaler (`keda:` in the config) after its first call"),
+    "milvus_scaler_keda_": ("keda", "the KEDA external scaler (`keda:` in the config) with a StreamIsActive client"),
+    "milvus_scaler_nodegroup_": ("node-groups", "node-group sizing (`node_groups:` in the config)"),
+}
+
+# Names only newer Milvus releases export; a panel that uses one has a 2.3.5 sibling query.
+NEWER_MILVUS = {
+    "milvus_datacoord_task_count": "Milvus 2.4+ name of milvus_datacoord_index_task_count",
+}
+
+# Metric names of milvus-scaler and segment-cache, from the metrics contract (metrics-contract.md).
+CONTRACT = {
+    "milvus_scaler_signal_value", "milvus_scaler_signal_known", "milvus_scaler_signal_age_seconds",
+    "milvus_scaler_round_duration_seconds", "milvus_scaler_round_failed_targets",
+    "milvus_scaler_scrape_duration_seconds", "milvus_scaler_target_up",
+    "milvus_scaler_http_requests_total", "milvus_scaler_http_request_duration_seconds",
+    "milvus_scaler_grpc_requests_total", "milvus_scaler_grpc_request_duration_seconds",
+    "milvus_scaler_keda_active_streams", "milvus_scaler_keda_push_messages_total",
+    "milvus_scaler_nodegroup_current_capacity", "milvus_scaler_nodegroup_planned_capacity",
+    "milvus_scaler_nodegroup_min_size", "milvus_scaler_nodegroup_max_size",
+    "milvus_scaler_nodegroup_planned_replicas", "milvus_scaler_nodegroup_capped",
+    "milvus_scaler_nodegroup_changes_total", "milvus_scaler_nodegroup_errors_total",
+    "segment_cache_requests_total", "segment_cache_served_bytes_total",
+    "segment_cache_upstream_requests_total", "segment_cache_upstream_request_duration_seconds",
+    "segment_cache_evictions_total", "segment_cache_evicted_bytes_total",
+    "segment_cache_used_bytes", "segment_cache_capacity_bytes", "segment_cache_objects",
+    "segment_cache_warm_bytes_total", "segment_cache_warm_objects_total",
+    "segment_cache_warm_pending_bytes", "segment_cache_warm_done",
+}
+
+KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
+            "offset", "bool", "inf", "nan", "atan2"}
+
+
+@dataclass
+class Query:
+    """One PromQL expression of a dashboard panel or a rule."""
+    where: str  # "query-performance.json#3/A" or "alerts/milvus.yaml:MilvusFlushFailures"
+    expr: str
+    title: str = ""
+    description: str = ""
+    panel: str = ""  # "dashboard#id" for panel queries
+    metrics: set[str] = field(default_factory=set)
+
+
+def dashboards() -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in sorted(DASHBOARDS.glob("*.json"))}
+
+
+def all_panels(dashboard: dict):
+    for p in dashboard.get("panels", []):
+        yield p
+        yield from p.get("panels", [])  # collapsed rows
+
+
+def panel_queries() -> list[Query]:
+    out = []
+    for name, d in dashboards().items():
+        for p in all_panels(d):
+            for t in p.get("targets", []):
+                if "expr" in t:
+                    out.append(Query(f"{name}#{p['id']}/{t['refId']}", t["expr"], p.get("title", ""),
+                                     p.get("description", ""), panel=f"{name}#{p['id']}"))
+        for a in d.get("annotations", {}).get("list", []):
+            if "expr" in a:
+                out.append(Query(f"{name}#annotation:{a['name']}", a["expr"], a["name"], panel=f"{name}#annotation"))
+        for v in d.get("templating", {}).get("list", []):
+            if v.get("type") == "query":
+                m = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", v["definition"])
+                assert m, f"{name}: variable {v['name']} is not label_values(selector, label): {v['definition']}"
+                out.append(Query(f"{name}#variable:{v['name']}", m.group(1), v["name"], panel=f"{name}#variable"))
+    return out
+
+
+def rule_files() -> list[Path]:
+    return sorted(RECORDING.glob("*.yaml")) + sorted(ALERTS.glob("*.yaml"))
+
+
+def rules() -> list[dict]:
+    out = []
+    for f in rule_files():
+        for g in yaml.safe_load(f.read_text())["groups"]:
+            for r in g["rules"]:
+                out.append({**r, "_file": f"{f.parent.name}/{f.name}", "_group": g["name"]})
+    return out
+
+
+def rule_queries() -> list[Query]:
+    return [Query(f"{r['_file']}:{r.get('alert') or r.get('record')}", r["expr"], r.get("alert") or r.get("record"))
+            for r in rules()]
+
+
+def recorded() -> dict[str, str]:
+    return {r["record"]: r["expr"] for r in rules() if "record" in r}
+
+
+def expand(expr: str, rate_interval: str = "1m", range_: str = "5m", milvus: str = ".*",
+           collection: str = ".*", namespace: str = ".*") -> str:
+    """Grafana's variables replaced the way Grafana would (default: every variable at "All")."""
+    return (expr.replace("$__rate_interval", rate_interval).replace("$__range", range_)
+            .replace("$milvus", milvus).replace("$collection", collection).replace("$namespace", namespace))
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names an expression selects (a small lexer: enough for the expressions in this repo)."""
+    names = set()
+    for m in re.finditer(r'__name__=~?"([^"]*)"', expr):
+        names.update(_expand_name_regex(m.group(1)))
+    s = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # strings
+    s = re.sub(r"\{[^}]*\}", " ", s)  # label matchers
+    s = re.sub(r"\[[^\]]*\]", " ", s)  # ranges / subqueries
+    s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", s)
+    for m in re.finditer(r"(?<![\w:.])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?", s):
+        word, call = m.group(1), m.group(2)
+        if call or word in KEYWORDS or re.fullmatch(r"\d+[smhdwy]", word):
+            continue
+        names.add(word)
+    return names
+
+
+def _expand_name_regex(rx: str) -> set[str]:
+    m = re.fullmatch(r"(.*)\(([^()]*)\)(.*)", rx)
+    if m:
+        return {m.group(1) + alt + m.group(3) for alt in m.group(2).split("|")}
+    return {rx}
+
+
+def base_metric(name: str) -> str:
+    return re.sub(r"_(bucket|sum|count)$", "", name)
+
+
+def source_of_metric(name: str) -> str:
+    if name.startswith("milvus_scaler_") or name == "up":
+        return "milvus-scaler"
+    if name.startswith("segment_cache_"):
+        return "segment-cache"
+    if name.startswith("kube_"):
+        return "kube-state-metrics"
+    if name.startswith("container_"):
+        return "cAdvisor"
+    if name.startswith("milvus_") or name.startswith("internal_storage_"):
+        return "milvus"
+    raise ValueError(f"metric {name!r} has no known source (add it to harness/grafana.py)")
+
+
+def resolve(expr: str, seen: frozenset = frozenset()) -> set[str]:
+    """Raw metric names behind an expression, following recording rules."""
+    rec = recorded()
+    out = set()
+    for n in metric_names(expr):
+        if n in rec:
+            assert n not in seen, f"recording rule loop at {n}"
+            out |= resolve(rec[n], seen | {n})
+        else:
+            out.add(n)
+    return out
+
+
+def sources(expr: str) -> set[str]:
+    return {source_of_metric(n) for n in resolve(expr)}
+
+
+def feature(expr: str) -> tuple[str, str] | None:
+    """The milvus-scaler feature (name, what makes it appear) an expression needs, if any."""
+    for n in resolve(expr):
+        for prefix, feat in FEATURES.items():
+            if n.startswith(prefix):
+                return feat
+    return None
+
+
+def newer_only(expr: str) -> str | None:
+    names = resolve(expr)
+    if names and all(n in NEWER_MILVUS for n in names):
+        return "; ".join(NEWER_MILVUS[n] for n in sorted(names))
+    return None
