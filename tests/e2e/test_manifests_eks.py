@@ -746,3 +746,70 @@ def test_apply_guide_names_every_manifest():
         if not any(n and n in guide for n in names):
             missing.append(str(p.relative_to(REPO)))
     assert not missing, f"docs/eks.md does not mention: {missing}"
+
+
+# --------------------------------------------------------------- real Milvus on the IAM policy, via env overrides
+
+def test_milvus_runs_on_its_policy_through_the_minio_env_overrides(monkeypatch):
+    """Real Milvus 2.3.5 against a moto server that enforces IAM (moto checks actions and resources; it ignores
+    `StringLikeIfExists`). Milvus's own config points at a closed port with wrong keys; only the MINIO_*
+    environment variables the Helm values give the query nodes (address/port/keys/no TLS/no IAM) can make it
+    work. It must then create, insert, flush, index, load and search using only milvus-s3-policy.json."""
+    import requests
+    from harness import workload
+    from harness.procs import free_port
+    from harness.services import Milvus
+
+    v = values()
+    bucket, root = v["externalS3"]["bucketName"], v["externalS3"]["rootPath"]
+    moto = Moto()
+    milvus = None
+    try:
+        admin = moto.client("iam")
+        admin.create_user(UserName="milvus")
+        arn = admin.create_policy(PolicyName="milvus-s3", PolicyDocument=(IAM / "milvus-s3-policy.json").read_text())
+        admin.attach_user_policy(UserName="milvus", PolicyArn=arn["Policy"]["Arn"])
+        # moto quirk, not AWS: moto authorises HeadBucket as a made-up action "s3:HeadBucket" (moto/s3/responses.py
+        # ACTION_MAP); AWS authorises HeadBucket with s3:ListBucket, which the policy grants. Alias it for moto only.
+        alias = admin.create_policy(PolicyName="moto-headbucket-alias", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:HeadBucket",
+                                                    "Resource": f"arn:aws:s3:::{bucket}"}]}))
+        admin.attach_user_policy(UserName="milvus", PolicyArn=alias["Policy"]["Arn"])
+        key = admin.create_access_key(UserName="milvus")["AccessKey"]
+        moto.client("s3").create_bucket(Bucket=bucket)
+        # From here on moto authenticates every request and authorises it against IAM policies.
+        r = requests.post(f"{moto.url}/moto-api/reset-auth", data=b"0", timeout=10)
+        assert r.status_code == 200, r.text
+
+        import boto3
+        from botocore.config import Config
+        user_s3 = boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1",
+                               aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"],
+                               config=Config(s3={"addressing_style": "path"}))
+        with pytest.raises(Exception, match="AccessDenied"):  # enforcement is on: outside the root path
+            user_s3.put_object(Bucket=bucket, Key="elsewhere/probe", Body=b"x")
+
+        env = env_map({"env": v["queryNode"]["extraEnv"]})
+        overrides = {"MINIO_ADDRESS": env["MINIO_ADDRESS"], "MINIO_PORT": str(moto.port),
+                     "MINIO_USESSL": env["MINIO_USESSL"], "MINIO_USEIAM": env["MINIO_USEIAM"],
+                     "MINIO_ACCESSKEYID": key["AccessKeyId"], "MINIO_SECRETACCESSKEY": key["SecretAccessKey"]}
+        for name, value in overrides.items():
+            monkeypatch.setenv(name, value)
+        closed = free_port()
+        milvus = Milvus(s3={"port": closed, "bucket": bucket, "root_path": root,
+                            "access_key": "wrong", "secret_key": "wrong"})
+        workload.connect(milvus.uri)
+        coll = workload.create_collection("eks_policy_e2e", rows=5_000)
+        hits = coll.search([[0.5] * workload.DIM], "vec", {"metric_type": "L2", "params": {"nprobe": 16}}, limit=5)
+        assert len(hits[0]) == 5
+        # Milvus is done; switch enforcement off to inspect the bucket as admin (moto authorises ListObjectsV2
+        # as a made-up "s3:ListObjectsV2" action and rejects boto3's v1 listing signature with encoding-type).
+        r = requests.post(f"{moto.url}/moto-api/reset-auth", data=b"1000000", timeout=10)
+        assert r.status_code == 200, r.text
+        listed = moto.client("s3").list_objects_v2(Bucket=bucket, Prefix=f"{root}/")
+        kinds = {o["Key"].split("/")[1] for o in listed.get("Contents", [])}
+        assert {"insert_log", "index_files"} <= kinds, kinds
+    finally:
+        if milvus:
+            milvus.stop()
+        moto.stop()
