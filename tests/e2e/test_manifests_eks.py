@@ -422,8 +422,18 @@ def test_values_components_resources_replicas_and_spread():
     for comp in ("proxy", "queryNode", "indexNode", "dataNode"):
         assert v[comp]["replicas"] == -1, f"{comp}.replicas must be left to the HPA/KEDA"
         assert v[comp]["hpa"]["enabled"] is False, f"{comp}: the chart's CPU HPA would fight the scaler"
-    images = [v["image"]["all"]["tag"], v["queryNode"].get("image", {}).get("tag", "v2.3.5")]
-    assert all(t and t != "latest" for t in images)
+
+    def image_tags(node, path=""):
+        if isinstance(node, dict):
+            if "repository" in node and path.endswith("image") or path.endswith("image.all"):
+                yield path, node.get("tag")
+            for k, child in node.items():
+                yield from image_tags(child, f"{path}.{k}" if path else k)
+
+    tags = dict(image_tags(v))
+    assert "image.all" in tags, tags
+    bad = {p: t for p, t in tags.items() if not t or str(t) == "latest"}
+    assert not bad, f"images without a fixed tag: {bad}"
 
 
 def test_values_node_selectors_and_tolerations_match_node_groups():
