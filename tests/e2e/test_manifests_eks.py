@@ -644,6 +644,49 @@ def test_s3_policies_are_least_privilege_on_the_prefix():
         assert must <= actions and not (must_not & actions), (name, actions)
 
 
+def test_s3_policies_enforced_by_moto_allow_the_prefix_and_nothing_else():
+    """moto with IAM enforcement on (it checks actions and resources): each role's policy, attached to a user."""
+    import boto3
+    import requests
+    from botocore.config import Config
+
+    bucket, root = values()["externalS3"]["bucketName"], values()["externalS3"]["rootPath"]
+    moto = Moto()
+    try:
+        admin = moto.client("iam")
+        admin_s3 = moto.client("s3")
+        admin_s3.create_bucket(Bucket=bucket)
+        admin_s3.put_object(Bucket=bucket, Key="elsewhere/secret", Body=b"x")
+        clients = {}
+        for name in ("milvus-s3", "segment-cache-s3"):
+            admin.create_user(UserName=name)
+            arn = admin.create_policy(PolicyName=name, PolicyDocument=(IAM / f"{name}-policy.json").read_text())
+            admin.attach_user_policy(UserName=name, PolicyArn=arn["Policy"]["Arn"])
+            key = admin.create_access_key(UserName=name)["AccessKey"]
+            clients[name] = boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1",
+                                         aws_access_key_id=key["AccessKeyId"],
+                                         aws_secret_access_key=key["SecretAccessKey"],
+                                         config=Config(s3={"addressing_style": "path"}))
+        assert requests.post(f"{moto.url}/moto-api/reset-auth", data=b"0", timeout=10).status_code == 200
+        for name, c in clients.items():
+            key = f"{root}/index_files/1/2/3/4/{name}"
+            c.put_object(Bucket=bucket, Key=key, Body=b"segment")          # write (write-through for the cache)
+            assert c.get_object(Bucket=bucket, Key=key)["Body"].read() == b"segment"
+            assert c.head_object(Bucket=bucket, Key=key)["ContentLength"] == 7
+            up = c.create_multipart_upload(Bucket=bucket, Key=f"{key}.mpu")
+            c.abort_multipart_upload(Bucket=bucket, Key=f"{key}.mpu", UploadId=up["UploadId"])
+            for call in (lambda: c.get_object(Bucket=bucket, Key="elsewhere/secret"),
+                         lambda: c.put_object(Bucket=bucket, Key="elsewhere/x", Body=b"x"),
+                         lambda: c.delete_bucket(Bucket=bucket)):
+                with pytest.raises(Exception, match="AccessDenied"):
+                    call()
+        clients["milvus-s3"].delete_object(Bucket=bucket, Key=f"{root}/index_files/1/2/3/4/milvus-s3")
+        with pytest.raises(Exception, match="AccessDenied"):  # query nodes never delete
+            clients["segment-cache-s3"].delete_object(Bucket=bucket, Key=f"{root}/index_files/1/2/3/4/segment-cache-s3")
+    finally:
+        moto.stop()
+
+
 # ---------------------------------------------------------------------------------------------- S3
 
 def s3_doc(name: str) -> dict:
