@@ -309,6 +309,29 @@ def test_monitors_point_at_named_ports_that_exist():
     assert {e["port"] for e in sm["spec"]["endpoints"]} <= {p["name"] for s in services for p in s["spec"]["ports"]}
 
 
+def test_scaler_scrape_targets_resolve_to_headless_services_of_milvus_components():
+    """Every dns+http scrape target in milvus-scaler's config names a headless Service in the eks overlay that
+    selects the pods of one Milvus component on its metrics port."""
+    from urllib.parse import urlsplit
+    docs = render(MANIFESTS / "overlays" / "eks")
+    cm = find(docs, "ConfigMap", "milvus-scaler-config", "milvus-scaler")
+    config = yaml.safe_load(cm["data"]["config.yaml"])
+    chart_components = {"proxy", "querynode", "mixcoord", "indexnode", "datanode"}
+    targets = [t for m in config["milvus"] for t in (m.get("scrape") or {}).get("targets", [])]
+    dns_targets = [t for t in targets if t.startswith("dns+")]
+    assert dns_targets, targets
+    for target in dns_targets:
+        url = urlsplit(target[len("dns+"):])
+        name, ns = url.hostname.split(".")[:2]
+        assert url.hostname == f"{name}.{ns}.svc.cluster.local", target
+        svc = find(docs, "Service", name, ns)
+        assert svc["spec"].get("clusterIP") == "None", f"{name}: not headless, DNS would give one VIP"
+        assert url.port in {p["port"] for p in svc["spec"]["ports"]}, target
+        assert svc["spec"]["selector"]["app.kubernetes.io/instance"] == "milvus"
+        assert svc["spec"]["selector"]["component"] in chart_components, svc["spec"]["selector"]
+    assert {m["namespace"] for m in config["milvus"]} == {MILVUS_NAMESPACE}
+
+
 # --------------------------------------------------------------------------------------------- checkov
 
 def sidecar_only_deployment() -> dict:
