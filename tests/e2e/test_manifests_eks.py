@@ -751,9 +751,10 @@ HARMLESS_ACTIONS = ("NoncurrentVersionExpiration", "NoncurrentVersionTransitions
 
 
 def acts_on_current_versions(rule: dict) -> bool:
-    if rule.get("Transitions") or rule.get("Transition"):
+    transitions, expiration = CURRENT_ACTIONS[:2], CURRENT_ACTIONS[2]
+    if any(rule.get(t) for t in transitions):
         return True
-    exp = rule.get("Expiration") or {}
+    exp = rule.get(expiration) or {}
     return "Days" in exp or "Date" in exp
 
 
