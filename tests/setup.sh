@@ -31,4 +31,15 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   .venv/bin/pip install -q -r tests/requirements.txt
   echo "$want" > "$stamp"
 fi
+
+# checkov in its own virtualenv (it pins boto3 exactly; see tests/requirements-checkov.txt).
+stamp=.venv-checkov/.requirements.sha256
+want=$(sha256sum tests/requirements-checkov.txt | cut -d' ' -f1)
+if [ ! -x .venv-checkov/bin/checkov ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: creating .venv-checkov from tests/requirements-checkov.txt"
+  python3 -m venv .venv-checkov
+  .venv-checkov/bin/pip install -q --upgrade pip
+  .venv-checkov/bin/pip install -q -r tests/requirements-checkov.txt
+  echo "$want" > "$stamp"
+fi
 echo "setup: ok"
