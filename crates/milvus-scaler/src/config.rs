@@ -21,6 +21,9 @@ pub struct Config {
     /// Where `serve` exposes its own metrics and health endpoints.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Serve the Kubernetes external metrics API (`external.metrics.k8s.io`); absent: not served.
+    #[serde(default)]
+    pub external_metrics: Option<metrics_api::ExternalMetricsConfig>,
 }
 
 /// One Milvus instance and where its metrics come from.
@@ -330,6 +333,10 @@ milvus:
     scrape: { targets: ["http://127.0.0.1:9091/metrics"], interval: 1s }
 signals: { window: 30s, stale_after: 10s }
 telemetry: { listen: 127.0.0.1:9100 }
+external_metrics:
+  listen: 127.0.0.1:6443
+  tls: { cert_file: /tls/tls.crt, key_file: /tls/tls.key }
+  client_auth: { client_ca_file: /front-proxy/ca.crt, allowed_names: [front-proxy-client] }
 "#;
 
     #[test]
@@ -340,6 +347,12 @@ telemetry: { listen: 127.0.0.1:9100 }
             Duration::from_secs(1)
         );
         assert_eq!(c.signals.window, Duration::from_secs(30));
+        let em = c.external_metrics.unwrap();
+        assert_eq!(em.listen.port(), 6443);
+        assert_eq!(
+            em.client_auth.unwrap().allowed_names,
+            ["front-proxy-client"]
+        );
     }
 
     #[test]
@@ -369,6 +382,14 @@ telemetry: { listen: 127.0.0.1:9100 }
             (
                 GOOD.replace("scrape:", "prometheus: { url: http://p:9090 }\n    scrape:"),
                 "milvus[0]",
+            ),
+            (
+                GOOD.replace("key_file: /tls/tls.key", "key: /tls/tls.key"),
+                "external_metrics.tls.key",
+            ),
+            (
+                GOOD.replace("listen: 127.0.0.1:6443", "listen: 6443"),
+                "external_metrics.listen",
             ),
             ("milvus: []".to_string(), "milvus"),
             ("milvus: 3".to_string(), "milvus"),

@@ -246,6 +246,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         metrics: handle,
         store: store.clone(),
     });
+    if let Some(em) = &cfg.external_metrics {
+        let api = metrics_api::MetricsApiServer::bind(em, store.clone())
+            .await
+            .context("starting the external metrics API")?;
+        tracing::info!(listen = %em.listen, "external metrics API serving (external.metrics.k8s.io/v1beta1)");
+        tasks.spawn(api.run(stop_rx.clone()));
+    }
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
