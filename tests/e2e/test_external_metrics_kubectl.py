@@ -11,9 +11,10 @@ import json
 from pathlib import Path
 
 import pytest
+import requests
 from kubernetes.utils import parse_quantity
 
-from harness.kube import StaticMetrics, TestPki, kubectl_raw
+from harness.kube import StaticMetrics, FrontProxyPki, kubectl_raw
 from harness.procs import free_port, wait_until
 from harness.services import Scaler, scaler_signal
 
@@ -24,7 +25,7 @@ QUEUE = f"{BASE}/namespaces/default/milvus_search_queue_depth?labelSelector=milv
 
 @pytest.fixture(scope="module")
 def pki():
-    return TestPki()
+    return FrontProxyPki()
 
 
 @pytest.fixture(scope="module")
@@ -97,16 +98,19 @@ def test_discovery_through_kubectl(pki, scaler):
 def test_refused_without_certificate_with_other_cn_and_with_wrong_ca(pki, scaler):
     anonymous = raw(pki, scaler, QUEUE, identity=None)
     assert anonymous.returncode != 0
-    assert "Unauthorized" in anonymous.stderr, anonymous.stderr
+    assert "You must be logged in" in anonymous.stderr and "client certificate" in anonymous.stderr, anonymous.stderr
+    # Plain HTTPS without any credential: a 401 Status, not data.
+    r = requests.get(f"https://127.0.0.1:{scaler.api_port}{QUEUE}", verify=pki.path("serving-ca.crt"), timeout=5)
+    assert r.status_code == 401
+    assert r.json()["reason"] == "Unauthorized" and r.json()["kind"] == "Status"
     other = raw(pki, scaler, QUEUE, identity="other-cn")
     assert other.returncode != 0
-    assert "Unauthorized" in other.stderr, other.stderr
+    assert "You must be logged in" in other.stderr and "someone-else" in other.stderr, other.stderr
     wrong = raw(pki, scaler, QUEUE, identity="wrong")
     assert wrong.returncode != 0
     assert wrong.stdout == ""
     # The handshake itself fails: no HTTP answer at all.
-    assert "Unauthorized" not in wrong.stderr and ("tls" in wrong.stderr.lower() or "certificate" in wrong.stderr.lower()
-                                                    or "connection" in wrong.stderr.lower()), wrong.stderr
+    assert "tls: unknown certificate authority" in wrong.stderr, wrong.stderr
 
 
 def test_errors_reach_kubectl_as_status(pki, scaler):

@@ -28,7 +28,7 @@ def _openssl(*args: str, cwd: Path) -> None:
         raise RuntimeError(f"openssl {' '.join(args)} failed: {out.stderr}")
 
 
-class TestPki:
+class FrontProxyPki:
     """Files in `dir`: serving-ca.crt, tls.crt/tls.key (SAN localhost, 127.0.0.1),
     front-proxy-ca.crt, client.crt/client.key (CN front-proxy-client), other-cn.crt/key
     (CN someone-else, same CA), wrong.crt/wrong.key (CN front-proxy-client, another CA)."""
@@ -69,7 +69,10 @@ class TestPki:
     def kubeconfig(self, port: int, identity: str | None) -> str:
         """A kubeconfig for https://127.0.0.1:PORT trusting the serving CA, authenticating with
         `identity` (`client`, `other-cn`, `wrong`) or with nothing."""
-        user: dict = {}
+        # Without a certificate kubectl would prompt for a username on 401; a bearer token (which
+        # this server ignores: only the front-proxy certificate authenticates) keeps it
+        # non-interactive and is what a direct caller without the certificate would send.
+        user: dict = {"token": "not-a-front-proxy-certificate"}
         if identity:
             user = {"client-certificate": self.path(f"{identity}.crt"), "client-key": self.path(f"{identity}.key")}
         config = {
@@ -89,7 +92,7 @@ def kubectl_raw(kubeconfig: str, path: str, timeout: float = 20) -> subprocess.C
     if not binary:
         raise RuntimeError("kubectl not found: install kubectl (https://kubernetes.io/docs/tasks/tools/)")
     return subprocess.run([binary, "--kubeconfig", kubeconfig, "get", "--raw", path],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 class StaticMetrics:
