@@ -342,3 +342,23 @@ impl MetricsApiServer {
         let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_labels_are_bounded() {
+        assert_eq!(
+            route_label("/apis/external.metrics.k8s.io/v1beta1/namespaces/x/milvus_search_rate"),
+            METRIC_ROUTE
+        );
+        assert_eq!(
+            route_label("/apis/external.metrics.k8s.io/v1beta1"),
+            "/apis/external.metrics.k8s.io/v1beta1"
+        );
+        assert_eq!(route_label("/apis"), "/apis");
+        assert_eq!(route_label("/readyz"), "/readyz");
+        assert_eq!(route_label("/api/v1/pods/anything-at-all"), "other");
+    }
+}

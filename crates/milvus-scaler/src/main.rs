@@ -55,6 +55,9 @@ enum Command {
         /// Overrides `telemetry.listen`.
         #[arg(long, env = "MILVUS_SCALER_TELEMETRY_LISTEN")]
         telemetry_listen: Option<std::net::SocketAddr>,
+        /// Overrides `external_metrics.listen` (only when `external_metrics` is configured).
+        #[arg(long, env = "MILVUS_SCALER_EXTERNAL_METRICS_LISTEN")]
+        external_metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Print a table of every signal, its value, age and source health.
     Signals {
@@ -140,10 +143,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve {
             config,
             telemetry_listen,
+            external_metrics_listen,
         } => {
             let mut cfg = Config::load(&config.config)?;
             if let Some(listen) = telemetry_listen {
                 cfg.telemetry.listen = listen;
+            }
+            if let (Some(listen), Some(em)) = (external_metrics_listen, &mut cfg.external_metrics) {
+                em.listen = listen;
             }
             serve(cfg).await
         }
