@@ -96,8 +96,13 @@ def median(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
+def loadavg() -> str:
+    return Path("/proc/loadavg").read_text().split(" ", 3)[0]
+
+
 def main() -> None:
     build()
+    load_before = loadavg()
     pki = FrontProxyPki()
     static = StaticMetrics(REPO / "tests" / "fixtures" / "milvus-2.3.5-metrics-under-load.prom")
     ours, theirs = [], []
@@ -150,6 +155,8 @@ def main() -> None:
         "Baseline: prometheus-adapter is not installable here; the figure is the PromQL instant query it would "
         "issue, against Debian's Prometheus over plain HTTP. A real adapter adds a hop, so this favours the baseline.",
         "Issue targets on this machine: >= 10000 req/s, p99 < 5 ms, RSS < 40 MiB.",
+        f"1-minute load average {load_before} before / {loadavg()} after on 2 cores (other work shares the machine: "
+        "p99 tails are scheduling noise as much as server time; compare side by side, not with the targets alone).",
         "Per-run ours: " + ", ".join(f"{r['rps']:.0f} req/s p99 {r['p99_ms']:.2f} ms" for r in ours),
         "Per-run baseline: " + ", ".join(f"{r['rps']:.0f} req/s p99 {r['p99_ms']:.2f} ms" for r in theirs),
     ]
