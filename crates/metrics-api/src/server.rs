@@ -256,7 +256,12 @@ pub struct MetricsApiServer {
     listener: TcpListener,
     acceptor: TlsAcceptor,
     router: Router,
+    reloader: tls::CertReloader,
+    reload_every: Duration,
 }
+
+/// How often the serving certificate files are checked for changes by default.
+pub const DEFAULT_CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
 
 impl MetricsApiServer {
     /// Loads the TLS material, binds `cfg.listen`, and builds the router over `store`.
@@ -264,7 +269,7 @@ impl MetricsApiServer {
         cfg: &ExternalMetricsConfig,
         store: Arc<SnapshotStore>,
     ) -> Result<Self, ServerError> {
-        let tls = tls::server_config(cfg)?;
+        let (tls, reloader) = tls::server_config_with_reload(cfg)?;
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -276,7 +281,15 @@ impl MetricsApiServer {
             listener,
             acceptor: TlsAcceptor::from(Arc::new(tls)),
             router: router(store, allowed),
+            reloader,
+            reload_every: DEFAULT_CERT_RELOAD_INTERVAL,
         })
+    }
+
+    /// Sets how often the certificate files are checked (default 30 s).
+    pub fn with_cert_reload_interval(mut self, every: Duration) -> Self {
+        self.reload_every = every;
+        self
     }
 
     /// The address actually bound (useful with port 0).
@@ -288,6 +301,26 @@ impl MetricsApiServer {
     /// lets in-flight requests finish for up to five seconds.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut reloader = self.reloader;
+        let every = self.reload_every;
+        let mut reload_stop = stop.clone();
+        let reload = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    _ = reload_stop.changed() => return,
+                }
+                // Two stat calls every interval (and a read when they changed): small enough
+                // to run inline on this timer task, never on a request.
+                match reloader.check() {
+                    Ok(true) => tracing::info!("external metrics: serving certificate reloaded"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "external metrics: serving certificate not reloaded; keeping the previous one")
+                    }
+                }
+            }
+        });
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
@@ -339,6 +372,7 @@ impl MetricsApiServer {
             }
         }
         drop(self.listener);
+        reload.abort();
         let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
     }
 }

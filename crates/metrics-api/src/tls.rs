@@ -3,6 +3,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
@@ -94,7 +99,22 @@ fn serving_identity(
 /// certificate is still accepted so that health probes work and API requests get a `401 Status`
 /// instead of a bare handshake failure; a certificate from another CA fails the handshake.
 pub fn server_config(cfg: &ExternalMetricsConfig) -> Result<rustls::ServerConfig, TlsError> {
-    let (certs, key) = serving_identity(cfg.tls.as_ref())?;
+    Ok(server_config_with_reload(cfg)?.0)
+}
+
+/// Like [`server_config`], and also returns the handle that reloads the serving certificate
+/// when its files change (cert-manager renewals).
+pub fn server_config_with_reload(
+    cfg: &ExternalMetricsConfig,
+) -> Result<(rustls::ServerConfig, CertReloader), TlsError> {
+    let current = Arc::new(ArcSwap::from_pointee(certified_key(cfg.tls.as_ref())?));
+    let reloader = CertReloader {
+        files: cfg.tls.clone().map(|t| {
+            let seen = modified(&t);
+            (t, seen)
+        }),
+        current: current.clone(),
+    };
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
@@ -107,11 +127,60 @@ pub fn server_config(cfg: &ExternalMetricsConfig) -> Result<rustls::ServerConfig
             builder.with_no_client_auth()
         }
     };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let mut config = builder.with_cert_resolver(Arc::new(Resolver(current)));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    Ok((config, reloader))
+}
+
+/// Serves whatever certificate is current: one atomic load per handshake.
+#[derive(Debug)]
+struct Resolver(Arc<ArcSwap<CertifiedKey>>);
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load_full())
+    }
+}
+
+/// Rereads the serving certificate files when they change and swaps them into the running
+/// server: new handshakes use the new certificate, open connections keep theirs. The file I/O
+/// happens here, on a timer, never on the request path.
+#[derive(Debug)]
+pub struct CertReloader {
+    files: Option<(TlsConfig, Option<SystemTime>)>,
+    current: Arc<ArcSwap<CertifiedKey>>,
+}
+
+impl CertReloader {
+    /// Checks the files once; returns whether a new certificate is now served. On error (e.g. a
+    /// half-written pair) the previous certificate stays in use and the next check retries.
+    pub fn check(&mut self) -> Result<bool, TlsError> {
+        let Some((tls, seen)) = &mut self.files else {
+            return Ok(false);
+        };
+        let now = modified(tls);
+        if now == *seen {
+            return Ok(false);
+        }
+        let key = certified_key(Some(tls))?;
+        *seen = now;
+        self.current.store(Arc::new(key));
+        Ok(true)
+    }
+}
+
+/// The newer of the two files' modification times (`None` if unreadable).
+fn modified(tls: &TlsConfig) -> Option<SystemTime> {
+    let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    m(&tls.cert_file).max(m(&tls.key_file))
+}
+
+fn certified_key(tls: Option<&TlsConfig>) -> Result<CertifiedKey, TlsError> {
+    let (certs, key) = serving_identity(tls)?;
+    CertifiedKey::from_der(certs, key, &provider()).map_err(|e| match tls {
+        Some(t) => file_error("tls.key_file", &t.key_file, e),
+        None => TlsError::SelfSigned(e.to_string()),
+    })
 }
 
 fn client_verifier(
@@ -173,5 +242,42 @@ mod tests {
         let err = server_config(&cfg).unwrap_err().to_string();
         assert!(err.contains("external_metrics.tls.cert_file"), "{err}");
         assert!(err.contains("/nonexistent/tls.crt"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod reload_tests {
+    use super::*;
+
+    fn write_pair(dir: &Path, cn: &str) -> Vec<u8> {
+        let c = rcgen::generate_simple_self_signed(vec![cn.to_string()]).unwrap();
+        std::fs::write(dir.join("tls.crt"), c.cert.pem()).unwrap();
+        std::fs::write(dir.join("tls.key"), c.signing_key.serialize_pem()).unwrap();
+        c.cert.der().to_vec()
+    }
+
+    #[test]
+    fn reloader_swaps_on_change_and_keeps_the_old_pair_on_error() {
+        let dir = std::env::temp_dir().join(format!("metrics-api-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let first = write_pair(&dir, "one");
+        let cfg = ExternalMetricsConfig {
+            tls: Some(TlsConfig {
+                cert_file: dir.join("tls.crt"),
+                key_file: dir.join("tls.key"),
+            }),
+            ..Default::default()
+        };
+        let (_, mut reloader) = server_config_with_reload(&cfg).unwrap();
+        let served = |r: &CertReloader| r.current.load().cert[0].to_vec();
+        assert_eq!(served(&reloader), first);
+        assert!(!reloader.check().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(dir.join("tls.key"), "garbage").unwrap();
+        assert!(reloader.check().is_err());
+        assert_eq!(served(&reloader), first);
+        let second = write_pair(&dir, "two");
+        assert!(reloader.check().unwrap());
+        assert_eq!(served(&reloader), second);
     }
 }

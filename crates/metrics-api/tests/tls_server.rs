@@ -126,7 +126,10 @@ fn store() -> Arc<SnapshotStore> {
 async fn start(
     cfg: ExternalMetricsConfig,
 ) -> (String, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-    let server = MetricsApiServer::bind(&cfg, store()).await.unwrap();
+    let server = MetricsApiServer::bind(&cfg, store())
+        .await
+        .unwrap()
+        .with_cert_reload_interval(Duration::from_millis(100));
     let addr = server.local_addr().unwrap();
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(server.run(rx));
@@ -380,6 +383,55 @@ async fn self_signed_without_tls_and_open_without_client_auth() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn serving_certificate_is_reloaded_when_its_files_change() {
+    let p = pki("reload");
+    let (url, stop, task) = start(secured(&p, vec![])).await;
+    let path = format!("{url}/healthz");
+    // A renewal signed by a new serving CA: clients trusting only the new CA fail until reload.
+    let (np, nk, new_ca_pem) = ca("renewed serving CA");
+    let (cert, key) = leaf(
+        "milvus-scaler",
+        vec!["localhost".into(), "127.0.0.1".into()],
+        &Issuer::new(np, nk),
+        false,
+    );
+    let trusting_new = || {
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .add_root_certificate(reqwest::Certificate::from_pem(new_ca_pem.as_bytes()).unwrap())
+            .resolve("localhost", "127.0.0.1:0".parse().unwrap())
+            .build()
+            .unwrap()
+    };
+    assert!(trusting_new().get(&path).send().await.is_err());
+    assert_eq!(get(&client(&p, None), &path).await.0, 200);
+    // A half-written pair (new cert, old key) is refused and the old certificate keeps serving.
+    std::fs::write(p.dir.join("tls.crt"), &cert).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(get(&client(&p, None), &path).await.0, 200);
+    std::fs::write(p.dir.join("tls.key"), &key).unwrap();
+    let mut last = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match trusting_new().get(&path).send().await {
+            Ok(r) => {
+                assert_eq!(r.status().as_u16(), 200);
+                last = None;
+                break;
+            }
+            Err(e) => last = Some(format!("{e:?}")),
+        }
+    }
+    assert_eq!(last, None, "the renewed certificate was never served");
+    assert!(
+        client(&p, None).get(&path).send().await.is_err(),
+        "old CA still accepted"
+    );
     stop.send(true).unwrap();
     task.await.unwrap();
 }
