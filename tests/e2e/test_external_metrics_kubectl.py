@@ -14,7 +14,7 @@ import pytest
 import requests
 from kubernetes.utils import parse_quantity
 
-from harness.kube import StaticMetrics, FrontProxyPki, kubectl_raw
+from harness.kube import FrontProxyPki, StaticMetrics, kubectl_raw, scale_counters
 from harness.procs import free_port, wait_until
 from harness.services import Scaler, scaler_signal
 
@@ -120,6 +120,36 @@ def test_errors_reach_kubectl_as_status(pki, scaler):
     assert missing.returncode != 0 and "not served" in missing.stderr, missing.stderr
     empty = raw(pki, scaler, f"{BASE}/namespaces/elsewhere/milvus_search_queue_depth")
     assert empty.returncode == 0 and json.loads(empty.stdout)["items"] == []
+
+
+def test_fractional_values_round_trip_through_parse_quantity(pki, static_milvus, scaler):
+    """Makes the proxy's search counters and latency buckets advance (the capture's own traffic,
+    once more), so rate and latency quantiles are fractional; each served quantity must parse back
+    (kubernetes.utils.parse_quantity) to the telemetry's value within a nano."""
+    base = (FIXTURES / "milvus-2.3.5-metrics-under-load.prom").read_text()
+    static_milvus.set_body(scale_counters(base, "milvus_proxy_", 2.0))
+    fractional = 0
+    try:
+        wait_until(lambda: (scaler_signal(scaler, "demo", "search_rate") or 0) > 0, 20, "search rate above 0")
+        for signal in ("search_rate", "search_latency_p50_seconds", "search_latency_p90_seconds",
+                       "search_latency_p99_seconds"):
+            for _ in range(5):  # values move while the window slides; retry a racing pair of reads
+                before = scaler_signal(scaler, "demo", signal)
+                out = raw(pki, scaler, f"{BASE}/namespaces/default/milvus_{signal}")
+                after = scaler_signal(scaler, "demo", signal)
+                if before == after:
+                    break
+            assert out.returncode == 0, (signal, out.stderr)
+            [item] = json.loads(out.stdout)["items"]
+            got = parse_quantity(item["value"])
+            assert float(got) == pytest.approx(after, abs=1e-9), (signal, item["value"], after)
+            assert after > 0, (signal, after)
+            if got != int(got):
+                fractional += 1
+                assert item["value"][-1] in "mun" or "e" in item["value"], item["value"]
+    finally:
+        static_milvus.set_body(base)
+    assert fractional >= 1, "no fractional value was exercised"
 
 
 def test_stale_source_is_503_never_zero(pki, static_milvus, scaler):

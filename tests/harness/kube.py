@@ -109,10 +109,23 @@ class StaticMetrics:
                                self.dir / "http.log")
         wait_until(lambda: http_ok(self.url), 15, "static metrics server", proc=self.service)
 
-    def replace(self, fixture: Path) -> None:
+    def set_body(self, text: str) -> None:
+        """Atomically replaces what /metrics serves."""
         tmp = self.dir / "metrics.tmp"
-        tmp.write_bytes(fixture.read_bytes())
+        tmp.write_text(text)
         tmp.replace(self.dir / "metrics")
 
     def stop(self) -> None:
         self.service.stop()
+
+
+def scale_counters(text: str, prefix: str, factor: float) -> str:
+    """`text` with every sample of the series whose name starts with `prefix` multiplied by
+    `factor`: makes counters and histogram buckets advance as if the same traffic happened again."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            name, _, value = line.rpartition(" ")
+            line = f"{name} {float(value) * factor!r}"
+        out.append(line)
+    return "\n".join(out) + "\n"
