@@ -24,6 +24,9 @@ pub struct Config {
     /// EC2 Auto Scaling node-group sizing (docs/node-groups.md); off when absent.
     #[serde(default)]
     pub node_groups: Option<node_groups::NodeGroupsConfig>,
+    /// Serve the Kubernetes external metrics API (`external.metrics.k8s.io`); absent: not served.
+    #[serde(default)]
+    pub external_metrics: Option<metrics_api::ExternalMetricsConfig>,
 }
 
 /// One Milvus instance and where its metrics come from.
@@ -344,6 +347,10 @@ milvus:
     scrape: { targets: ["http://127.0.0.1:9091/metrics"], interval: 1s }
 signals: { window: 30s, stale_after: 10s }
 telemetry: { listen: 127.0.0.1:9100 }
+external_metrics:
+  listen: 127.0.0.1:6443
+  tls: { cert_file: /tls/tls.crt, key_file: /tls/tls.key }
+  client_auth: { client_ca_file: /front-proxy/ca.crt, allowed_names: [front-proxy-client] }
 "#;
 
     /// The issue's example section (milvus renamed to this file's instance).
@@ -389,6 +396,12 @@ node_groups:
             Duration::from_secs(1)
         );
         assert_eq!(c.signals.window, Duration::from_secs(30));
+        let em = c.external_metrics.unwrap();
+        assert_eq!(em.listen.port(), 6443);
+        assert_eq!(
+            em.client_auth.unwrap().allowed_names,
+            ["front-proxy-client"]
+        );
     }
 
     #[test]
@@ -418,6 +431,14 @@ node_groups:
             (
                 GOOD.replace("scrape:", "prometheus: { url: http://p:9090 }\n    scrape:"),
                 "milvus[0]",
+            ),
+            (
+                GOOD.replace("key_file: /tls/tls.key", "key: /tls/tls.key"),
+                "external_metrics.tls.key",
+            ),
+            (
+                GOOD.replace("listen: 127.0.0.1:6443", "listen: 6443"),
+                "external_metrics.listen",
             ),
             ("milvus: []".to_string(), "milvus"),
             (

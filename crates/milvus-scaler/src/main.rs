@@ -61,6 +61,9 @@ enum Command {
         /// Overrides `telemetry.listen`.
         #[arg(long, env = "MILVUS_SCALER_TELEMETRY_LISTEN")]
         telemetry_listen: Option<std::net::SocketAddr>,
+        /// Overrides `external_metrics.listen` (only when `external_metrics` is configured).
+        #[arg(long, env = "MILVUS_SCALER_EXTERNAL_METRICS_LISTEN")]
+        external_metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Print a table of every signal, its value, age and source health.
     Signals {
@@ -168,10 +171,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve {
             config,
             telemetry_listen,
+            external_metrics_listen,
         } => {
             let mut cfg = Config::load(&config.config)?;
             if let Some(listen) = telemetry_listen {
                 cfg.telemetry.listen = listen;
+            }
+            if let (Some(listen), Some(em)) = (external_metrics_listen, &mut cfg.external_metrics) {
+                em.listen = listen;
             }
             serve(cfg).await
         }
@@ -288,6 +295,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         metrics: handle,
         store: store.clone(),
     });
+    if let Some(em) = &cfg.external_metrics {
+        let api = metrics_api::MetricsApiServer::bind(em, store.clone())
+            .await
+            .context("starting the external metrics API")?;
+        tracing::info!(listen = %em.listen, "external metrics API serving (external.metrics.k8s.io/v1beta1)");
+        tasks.spawn(api.run(stop_rx.clone()));
+    }
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -1,0 +1,398 @@
+//! The HTTPS server: TLS accept loop (rustls), per-connection client identity, the axum router,
+//! front-proxy authentication and request metrics.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use milvus_signals::SnapshotStore;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::api::{self, ApiError};
+use crate::config::ExternalMetricsConfig;
+use crate::tls::{self, TlsError};
+
+/// The metric route's template, as used in the `route` label of request metrics.
+pub const METRIC_ROUTE: &str =
+    "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}";
+
+/// Why the server could not start.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The TLS configuration is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The listen address could not be bound.
+    #[error("binding external_metrics.listen {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Who is on the other end of a TLS connection, as far as the handshake says.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// Whether the client presented a certificate (it was verified against the CA if so).
+    pub has_certificate: bool,
+    /// The certificate's subject CN.
+    pub common_name: Option<String>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    store: Arc<SnapshotStore>,
+    /// `Some` when client certificates are required; the CNs accepted (empty: any).
+    allowed_names: Option<Arc<Vec<String>>>,
+}
+
+fn json<T: Serialize>(code: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (
+            code,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn error(e: &ApiError) -> Response {
+    let code = StatusCode::from_u16(e.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json(code, &e.status())
+}
+
+/// The route label for a request path: one of the fixed routes, or `other`.
+pub fn route_label(path: &str) -> &'static str {
+    match path {
+        "/apis" | "/apis/" => "/apis",
+        "/apis/external.metrics.k8s.io" | "/apis/external.metrics.k8s.io/" => {
+            "/apis/external.metrics.k8s.io"
+        }
+        "/apis/external.metrics.k8s.io/v1beta1" | "/apis/external.metrics.k8s.io/v1beta1/" => {
+            "/apis/external.metrics.k8s.io/v1beta1"
+        }
+        "/openapi/v2" => "/openapi/v2",
+        "/healthz" => "/healthz",
+        "/livez" => "/livez",
+        "/readyz" => "/readyz",
+        p if p.starts_with("/apis/external.metrics.k8s.io/v1beta1/namespaces/") => METRIC_ROUTE,
+        _ => "other",
+    }
+}
+
+fn is_health(path: &str) -> bool {
+    matches!(path, "/healthz" | "/livez" | "/readyz")
+}
+
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let route = route_label(req.uri().path());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    metrics::counter!(
+        "milvus_scaler_http_requests_total",
+        "route" => route,
+        "code" => response.status().as_u16().to_string()
+    )
+    .increment(1);
+    metrics::histogram!("milvus_scaler_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect()
+}
+
+async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if let Some(allowed) = &state.allowed_names
+        && !is_health(path)
+    {
+        let peer = req.extensions().get::<Peer>().cloned().unwrap_or_default();
+        if !peer.has_certificate {
+            return error(&ApiError::Unauthorized(
+                "a client certificate signed by external_metrics.client_auth.client_ca_file is required".into(),
+            ));
+        }
+        if !allowed.is_empty()
+            && !peer
+                .common_name
+                .as_ref()
+                .is_some_and(|cn| allowed.iter().any(|a| a == cn))
+        {
+            return error(&ApiError::Unauthorized(format!(
+                "client certificate CN {:?} is not in external_metrics.client_auth.allowed_names",
+                peer.common_name.as_deref().unwrap_or("")
+            )));
+        }
+        tracing::debug!(
+            path,
+            proxy = peer.common_name.as_deref().unwrap_or(""),
+            user = ?header(req.headers(), "x-remote-user"),
+            groups = ?header(req.headers(), "x-remote-group"),
+            "external metrics request"
+        );
+    }
+    next.run(req).await
+}
+
+/// Query parameters of the metric route.
+#[derive(Debug, Deserialize)]
+struct MetricQuery {
+    #[serde(rename = "labelSelector")]
+    label_selector: Option<String>,
+}
+
+async fn metric(
+    State(state): State<AppState>,
+    Path((namespace, metric)): Path<(String, String)>,
+    query: Result<Query<MetricQuery>, QueryRejection>,
+) -> Response {
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return error(&ApiError::BadRequest(format!("invalid query string: {e}"))),
+    };
+    let snapshot = state.store.load();
+    match api::external_metric(
+        &snapshot,
+        &namespace,
+        &metric,
+        query.label_selector.as_deref(),
+        SystemTime::now(),
+    ) {
+        Ok(list) => json(StatusCode::OK, &list),
+        Err(e) => {
+            if e.code() == 503 {
+                tracing::debug!(error = %e, "external metric unavailable");
+            }
+            error(&e)
+        }
+    }
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.store.all_polled() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first round of every Milvus instance\n",
+        )
+            .into_response()
+    }
+}
+
+/// The router: discovery, metric values, OpenAPI, health; authentication when `allowed_names`
+/// is `Some`; request metrics around everything.
+pub fn router(store: Arc<SnapshotStore>, allowed_names: Option<Vec<String>>) -> Router {
+    let state = AppState {
+        store,
+        allowed_names: allowed_names.map(Arc::new),
+    };
+    Router::new()
+        .route(
+            "/apis",
+            get(|| async { json(StatusCode::OK, &api::api_group_list()) }),
+        )
+        .route(
+            "/apis/external.metrics.k8s.io",
+            get(|| async { json(StatusCode::OK, &api::api_group()) }),
+        )
+        .route(
+            "/apis/external.metrics.k8s.io/v1beta1",
+            get(|| async { json(StatusCode::OK, &api::api_resource_list()) }),
+        )
+        .route(METRIC_ROUTE, get(metric))
+        .route(
+            "/openapi/v2",
+            get(|| async { json(StatusCode::OK, &api::openapi_v2()) }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .fallback(|req: Request| async move {
+            error(&ApiError::NotFound(format!(
+                "the server could not find the requested resource {:?}",
+                req.uri().path()
+            )))
+        })
+        .method_not_allowed_fallback(|req: Request| async move {
+            error(&ApiError::MethodNotAllowed(format!(
+                "method {} is not supported on {:?}; this API is read-only (get)",
+                req.method(),
+                req.uri().path()
+            )))
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn(record_metrics))
+        .with_state(state)
+}
+
+/// A bound, configured server; [`MetricsApiServer::run`] serves until told to stop.
+pub struct MetricsApiServer {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: Router,
+    reloader: tls::CertReloader,
+    reload_every: Duration,
+}
+
+/// How often the serving certificate files are checked for changes by default.
+pub const DEFAULT_CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
+
+impl MetricsApiServer {
+    /// Loads the TLS material, binds `cfg.listen`, and builds the router over `store`.
+    pub async fn bind(
+        cfg: &ExternalMetricsConfig,
+        store: Arc<SnapshotStore>,
+    ) -> Result<Self, ServerError> {
+        let (tls, reloader) = tls::server_config_with_reload(cfg)?;
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        let allowed = cfg.client_auth.as_ref().map(|a| a.allowed_names.clone());
+        Ok(Self {
+            listener,
+            acceptor: TlsAcceptor::from(Arc::new(tls)),
+            router: router(store, allowed),
+            reloader,
+            reload_every: DEFAULT_CERT_RELOAD_INTERVAL,
+        })
+    }
+
+    /// Sets how often the certificate files are checked (default 30 s).
+    pub fn with_cert_reload_interval(mut self, every: Duration) -> Self {
+        self.reload_every = every;
+        self
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts and serves connections until `stop` turns true (or its sender is dropped), then
+    /// lets in-flight requests finish for up to five seconds.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut reloader = self.reloader;
+        let every = self.reload_every;
+        let mut reload_stop = stop.clone();
+        let reload = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    _ = reload_stop.changed() => return,
+                }
+                // Two stat calls every interval (and a read when they changed): small enough
+                // to run inline on this timer task, never on a request.
+                match reloader.check() {
+                    Ok(true) => tracing::info!("external metrics: serving certificate reloaded"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "external metrics: serving certificate not reloaded; keeping the previous one")
+                    }
+                }
+            }
+        });
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    let (tcp, remote) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "external metrics: accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = tcp.set_nodelay(true);
+                    let acceptor = self.acceptor.clone();
+                    let router = self.router.clone();
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                tracing::info!(%remote, error = %e, "external metrics: TLS handshake refused");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::info!(%remote, "external metrics: TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        let certs = tls.get_ref().1.peer_certificates();
+                        let peer = Peer {
+                            has_certificate: certs.is_some_and(|c| !c.is_empty()),
+                            common_name: certs.and_then(|c| c.first()).and_then(|c| tls::common_name(c)),
+                        };
+                        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                            req.extensions_mut().insert(peer.clone());
+                            router.clone().oneshot(req.map(Body::new))
+                        });
+                        let builder = auto::Builder::new(TokioExecutor::new());
+                        let conn = builder.serve_connection(TokioIo::new(tls), service).into_owned();
+                        if let Err(e) = watcher.watch(conn).await {
+                            tracing::debug!(%remote, error = %e, "external metrics: connection ended with an error");
+                        }
+                    });
+                }
+                () = &mut stopped => break,
+            }
+        }
+        drop(self.listener);
+        reload.abort();
+        let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_labels_are_bounded() {
+        assert_eq!(
+            route_label("/apis/external.metrics.k8s.io/v1beta1/namespaces/x/milvus_search_rate"),
+            METRIC_ROUTE
+        );
+        assert_eq!(
+            route_label("/apis/external.metrics.k8s.io/v1beta1"),
+            "/apis/external.metrics.k8s.io/v1beta1"
+        );
+        assert_eq!(route_label("/apis"), "/apis");
+        assert_eq!(route_label("/readyz"), "/readyz");
+        assert_eq!(route_label("/api/v1/pods/anything-at-all"), "other");
+    }
+}
