@@ -71,8 +71,16 @@ def test_every_served_value_round_trips_through_kubernetes_parse_quantity(pki, s
     checked = 0
     for signal in ("search_queue_depth", "loaded_entities", "loaded_bytes", "index_pending_builds",
                    "search_latency_p50_seconds", "search_latency_p99_seconds", "search_rate"):
-        out = raw(pki, scaler, f"{BASE}/namespaces/default/milvus_{signal}")
-        expected = scaler_signal(scaler, "demo", signal)
+        # Read the telemetry before and after the API call and use a read where both agree, so a
+        # round published in between (e.g. the end of the rate warm-up) cannot race the check.
+        for _ in range(10):
+            before = scaler_signal(scaler, "demo", signal)
+            out = raw(pki, scaler, f"{BASE}/namespaces/default/milvus_{signal}")
+            expected = scaler_signal(scaler, "demo", signal)
+            if before == expected:
+                break
+        else:
+            raise AssertionError(f"{signal} never held still across one API call")
         if expected is None:
             # Unknown signals must be an error, never a value.
             assert out.returncode != 0 and "ServiceUnavailable" in out.stderr, out

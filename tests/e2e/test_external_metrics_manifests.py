@@ -134,3 +134,20 @@ def test_hpa_example_renders_and_validates():
     fastest_up = max(p["value"] for p in up["policies"] if p["type"] == "Pods")
     slowest_down = max(p["value"] for p in down["policies"] if p["type"] == "Pods")
     assert fastest_up > slowest_down
+
+
+def test_hpa_reader_role_names_exactly_the_served_metrics():
+    """The HPA's read grant lists the metric names (no wildcard): they must be the catalogue's."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    catalogue = (root / "crates/milvus-signals/src/catalogue.rs").read_text()
+    names = {f"milvus_{n}" for n in re.findall(r'Signal::\w+ => "([a-z0-9_]+)"', catalogue)}
+    assert len(names) == 8, names
+    docs = list(yaml.safe_load_all((root / "manifests/components/external-metrics/rbac.yaml").read_text()))
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    granted = {r for rule in role["rules"] for r in rule["resources"]}
+    assert granted == names

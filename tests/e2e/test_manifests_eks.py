@@ -73,6 +73,8 @@ CRD_KINDS = {
     ("keda.sh/v1alpha1", "ScaledJob"): "KEDA CRD",
     ("keda.sh/v1alpha1", "TriggerAuthentication"): "KEDA CRD",
     ("keda.sh/v1alpha1", "ClusterTriggerAuthentication"): "KEDA CRD",
+    ("cert-manager.io/v1", "Certificate"): "cert-manager CRD (external-metrics serving certificate)",
+    ("cert-manager.io/v1", "Issuer"): "cert-manager CRD (external-metrics CA)",
 }
 
 # checkov: checks skipped everywhere, with the reason.
@@ -249,6 +251,10 @@ def check_crd(doc: dict, where: str) -> None:
         target = spec.get("scaleTargetRef") if kind == "ScaledObject" else spec.get("jobTargetRef")
         assert target, f"{where}: {kind} without its target ref"
         assert spec.get("triggers") and all(t.get("type") for t in spec["triggers"]), f"{where}: triggers"
+    elif kind == "Certificate":
+        assert spec.get("secretName") and spec.get("issuerRef", {}).get("name"), f"{where}: Certificate"
+    elif kind == "Issuer":
+        assert spec.get("ca") or "selfSigned" in spec, f"{where}: Issuer must be ca or selfSigned"
 
 
 @pytest.mark.parametrize("kdir", buildable_kustomizations(), ids=lambda p: str(p.relative_to(MANIFESTS)))
