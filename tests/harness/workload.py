@@ -14,6 +14,7 @@ DIM = 64
 
 
 def connect(uri: str = "http://127.0.0.1:19530", alias: str = "default") -> None:
+    connections.disconnect(alias)
     connections.connect(alias=alias, uri=uri, timeout=60)
 
 
