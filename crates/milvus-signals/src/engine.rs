@@ -55,6 +55,9 @@ impl CounterHistory {
 struct TargetHistory {
     latest: TargetSample,
     counters: HashMap<CounterKey, CounterHistory>,
+    /// When this target answered, inside the window: two answers make its rates known, even
+    /// when it exports no counter series yet (an idle proxy creates them on the first search).
+    answered: VecDeque<SystemTime>,
 }
 
 /// Keeps what the window needs and derives signal values from it.
@@ -94,6 +97,7 @@ impl SignalEngine {
                     .push(at, *raw);
             }
             history.latest = sample;
+            history.answered.push_back(at);
         }
         let window = self.window;
         let inside = |t: SystemTime| at.duration_since(t).unwrap_or_default() <= window;
@@ -109,7 +113,7 @@ impl SignalEngine {
         }
         // A target gone for a whole window (a pod that left DNS) is forgotten.
         self.targets
-            .retain(|name, history| answered.contains(name) || !history.counters.is_empty());
+            .retain(|name, history| answered.contains(name) || !history.answered.is_empty());
         self.latest_round = Some((at, answered));
     }
 
@@ -231,16 +235,21 @@ impl SignalEngine {
         let mut rates: BTreeMap<CounterKey, f64> = BTreeMap::new();
         let mut targets_with_rates = 0;
         for history in current.iter().filter(|h| h.latest.has_proxy) {
-            let mut counted = false;
+            let (Some(first), Some(last)) = (history.answered.front(), history.answered.back())
+            else {
+                continue;
+            };
+            if last.duration_since(*first).unwrap_or_default().is_zero() {
+                continue;
+            }
+            targets_with_rates += 1;
             for key in history.latest.counters.keys() {
                 if let Some((increase, span)) =
                     history.counters.get(key).and_then(CounterHistory::increase)
                 {
                     *rates.entry(key.clone()).or_insert(0.0) += increase / span;
-                    counted = true;
                 }
             }
-            targets_with_rates += usize::from(counted);
         }
         if targets_with_rates == 0 {
             fail_all(
@@ -417,6 +426,27 @@ mod tests {
         let v = e.compute();
         assert_eq!(value(&v, Signal::SearchRate), Ok(0.0));
         // No searches in the window and nothing queued: latency is a true zero.
+        assert_eq!(value(&v, Signal::SearchLatencyP99Seconds), Ok(0.0));
+    }
+
+    #[test]
+    fn an_idle_proxy_without_counter_series_has_a_zero_rate_after_two_rounds() {
+        // Milvus creates its search counters on the first search: an idle proxy exports none.
+        let idle = || TargetSample {
+            has_proxy: true,
+            has_querynode: true,
+            has_queue_gauge: true,
+            ..Default::default()
+        };
+        let mut e = SignalEngine::new(Duration::from_secs(30));
+        e.observe(t(0), one("a", idle()));
+        assert!(
+            value(&e.compute(), Signal::SearchRate).is_err(),
+            "one round: warming up"
+        );
+        e.observe(t(1), one("a", idle()));
+        let v = e.compute();
+        assert_eq!(value(&v, Signal::SearchRate), Ok(0.0));
         assert_eq!(value(&v, Signal::SearchLatencyP99Seconds), Ok(0.0));
     }
 
