@@ -21,6 +21,9 @@ pub struct Config {
     /// Where `serve` exposes its own metrics and health endpoints.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// KEDA external scaler (gRPC); not served when absent.
+    #[serde(default)]
+    pub keda: Option<keda_scaler::KedaConfig>,
 }
 
 /// One Milvus instance and where its metrics come from.
@@ -340,6 +343,20 @@ telemetry: { listen: 127.0.0.1:9100 }
             Duration::from_secs(1)
         );
         assert_eq!(c.signals.window, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn keda_section_is_optional_and_strict() {
+        assert!(Config::parse(GOOD, "c.yaml").unwrap().keda.is_none());
+        let with = format!(
+            "{GOOD}keda:\n  listen: 127.0.0.1:9090\n  tls: {{ cert_file: c.pem, key_file: k.pem }}\n"
+        );
+        let keda = Config::parse(&with, "c.yaml").unwrap().keda.unwrap();
+        assert_eq!(keda.listen.port(), 9090);
+        assert!(keda.tls.unwrap().client_ca_file.is_none());
+        let bad = format!("{GOOD}keda:\n  listen: 127.0.0.1:9090\n  tsl: {{}}\n");
+        let err = Config::parse(&bad, "c.yaml").unwrap_err().to_string();
+        assert!(err.contains("keda") && err.contains("tsl"), "{err}");
     }
 
     #[test]
