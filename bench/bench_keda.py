@@ -83,7 +83,7 @@ def throughput(scaler: ReleaseScaler) -> list[dict]:
     runs = []
     for i in range(3):
         cmd = [str(TARGET_DIR / "release" / "examples" / "loadgen"), "--addr", f"http://{scaler.address}",
-               "--concurrency", "64", "--connections", "4", "--seconds", "8", "--metric", "milvus_index_pending_builds"]
+               "--concurrency", "64", "--connections", "4", "--threads", "1", "--seconds", "8", "--metric", "milvus_index_pending_builds"]
         for k, v in META.items():
             cmd += ["--meta", f"{k}={v}"]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
@@ -186,7 +186,7 @@ def main():
     finally:
         scaler.stop()
     notes = [
-        "GetMetrics: 64 concurrent callers on 4 HTTP/2 connections over loopback, 8 s per run, median of 3 runs; "
+        "GetMetrics: 64 concurrent callers on 4 HTTP/2 connections (1 client thread) over loopback, 8 s per run, median of 3 runs; "
         "load client and server share the same 2-core machine.",
         f"Push: {len(push)} crossings; scrape interval {SCRAPE_INTERVAL:g} s, so expected latency is uniform in "
         "0..interval plus scrape and push time; issue target p99 <= interval + 100 ms.",

@@ -1,5 +1,5 @@
 //! Load client for the KEDA external scaler: `concurrency` callers issue unary `GetMetrics` back to
-//! back over `connections` HTTP/2 connections for `duration`, then print one JSON line with the
+//! back over `connections` HTTP/2 connections for `seconds` on `threads` runtime threads (default 1), then print one JSON line with the
 //! throughput and latency percentiles. Used by `bench/bench_keda.py`.
 //!
 //! ```text
@@ -24,6 +24,7 @@ struct Args {
     seconds: f64,
     meta: HashMap<String, String>,
     metric: String,
+    threads: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -34,6 +35,7 @@ fn parse_args() -> Result<Args, String> {
         seconds: 10.0,
         meta: HashMap::new(),
         metric: String::new(),
+        threads: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -44,6 +46,7 @@ fn parse_args() -> Result<Args, String> {
             "--connections" => a.connections = value()?.parse().map_err(|e| format!("{e}"))?,
             "--seconds" => a.seconds = value()?.parse().map_err(|e| format!("{e}"))?,
             "--metric" => a.metric = value()?,
+            "--threads" => a.threads = value()?.parse().map_err(|e| format!("{e}"))?,
             "--meta" => {
                 let kv = value()?;
                 let (k, v) = kv
@@ -65,9 +68,24 @@ fn percentile(sorted: &[u64], q: f64) -> f64 {
     sorted[idx] as f64 / 1000.0
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
+    // One client thread by default: on a small machine the load client should not starve the
+    // server it measures.
+    let runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut channels = Vec::new();
     for _ in 0..args.connections.max(1) {
         channels.push(Endpoint::from_shared(args.addr.clone())?.connect().await?);
