@@ -150,9 +150,13 @@ def prometheus_path(metrics: StaticMetrics) -> list[float]:
         phase = random.uniform(0, KEDA_POLL)
         next_poll = time.monotonic() + phase
         for i in range(PROM_SAMPLES):
+            # Independent phase of the crossing against both the scrape and the poll clocks.
+            time.sleep(random.uniform(0, KEDA_POLL))
             metrics.set_pending(3)
             crossed = metrics.changed_at
             while True:  # KEDA's poll loop: every 30 s, query, compare with activationTarget
+                while next_poll < crossed:
+                    next_poll += KEDA_POLL
                 time.sleep(max(0.0, next_poll - time.monotonic()))
                 polled = time.monotonic()
                 next_poll += KEDA_POLL

@@ -386,3 +386,34 @@ def test_push_latency_is_within_one_scrape_interval(pb, metrics, scaler):
         latency = got["at"] - metrics.changed_at
         assert latency < 1.0 + 1.0, f"push took {latency:.3f}s with a 1 s scrape interval"
         metrics.set_pending(0)
+
+
+def test_sigterm_with_open_streams_ends_them_and_exits_cleanly(pb):
+    pb2, pb2_grpc = pb
+    m = StaticMetrics(pending=0)
+    s = KedaScaler(m.url)
+    channel = grpc.insecure_channel(s.address)
+    opened = [channel]
+    try:
+        stub = pb2_grpc.ExternalScalerStub(channel)
+        wait_known(stub, pb2)
+        # An idle connection (KEDA keeps its channel open between polls) must not hold up shutdown.
+        idle = grpc.insecure_channel(s.address)
+        opened.append(idle)
+        pb2_grpc.ExternalScalerStub(idle).IsActive(scaled_object(pb2, GOOD), timeout=5)
+        streams = [stub.StreamIsActive(scaled_object(pb2, GOOD), timeout=60) for _ in range(5)]
+        for st in streams:
+            next(st)
+        started = time.monotonic()
+        code = s.stop()
+        assert code == 0, f"exit code {code}; log:\n{s.service.tail()}"
+        assert time.monotonic() - started < 3, "shutdown waited on open streams or idle connections"
+        for st in streams:
+            rest = list(st)  # ends without an error once the server stops
+            assert all(isinstance(x.result, bool) for x in rest), rest
+            assert st.code() == grpc.StatusCode.OK, st.code()
+    finally:
+        for c in opened:
+            c.close()
+        s.stop()
+        m.stop()

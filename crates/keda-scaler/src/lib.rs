@@ -122,6 +122,9 @@ pub fn tls_config(tls: &TlsConfig) -> Result<ServerTlsConfig, KedaError> {
     Ok(config)
 }
 
+/// How long shutdown waits for client connections to finish before dropping them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
 /// A running server: its bound address and its task.
 pub struct Running {
     /// The address actually bound (useful with port 0).
@@ -180,14 +183,30 @@ pub async fn start(
             scaler,
         ));
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut stop = stop;
+    let mut stop_serving = stop.clone();
+    let mut stop_grace = stop;
     let task = tokio::spawn(async move {
-        router
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop.wait_for(|s| *s).await;
-                health.set_not_serving::<proto::external_scaler_server::ExternalScalerServer<KedaScaler>>().await;
-            })
-            .await
+        let serve = router.serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop_serving.wait_for(|s| *s).await;
+            health
+                .set_not_serving::<proto::external_scaler_server::ExternalScalerServer<KedaScaler>>(
+                )
+                .await;
+        });
+        tokio::pin!(serve);
+        tokio::select! {
+            result = &mut serve => result,
+            // Streams end at once on stop and unary calls take microseconds, but graceful
+            // shutdown also waits for idle client connections (KEDA keeps its channel open):
+            // give in-flight calls a short grace, then drop the connections.
+            _ = async {
+                let _ = stop_grace.wait_for(|s| *s).await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::info!(grace = ?SHUTDOWN_GRACE, "KEDA external scaler: closing remaining idle connections");
+                Ok(())
+            }
+        }
     });
     tracing::info!(listen = %local_addr, tls = cfg.tls.is_some(), mtls = cfg.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()), "KEDA external scaler serving");
     Ok(Running { local_addr, task })
