@@ -27,6 +27,9 @@ pub struct Config {
     /// Serve the Kubernetes external metrics API (`external.metrics.k8s.io`); absent: not served.
     #[serde(default)]
     pub external_metrics: Option<metrics_api::ExternalMetricsConfig>,
+    /// KEDA external scaler (gRPC); not served when absent.
+    #[serde(default)]
+    pub keda: Option<keda_scaler::KedaConfig>,
 }
 
 /// One Milvus instance and where its metrics come from.
@@ -402,6 +405,20 @@ node_groups:
             em.client_auth.unwrap().allowed_names,
             ["front-proxy-client"]
         );
+    }
+
+    #[test]
+    fn keda_section_is_optional_and_strict() {
+        assert!(Config::parse(GOOD, "c.yaml").unwrap().keda.is_none());
+        let with = format!(
+            "{GOOD}keda:\n  listen: 127.0.0.1:9090\n  tls: {{ cert_file: c.pem, key_file: k.pem }}\n"
+        );
+        let keda = Config::parse(&with, "c.yaml").unwrap().keda.unwrap();
+        assert_eq!(keda.listen.port(), 9090);
+        assert!(keda.tls.unwrap().client_ca_file.is_none());
+        let bad = format!("{GOOD}keda:\n  listen: 127.0.0.1:9090\n  tsl: {{}}\n");
+        let err = Config::parse(&bad, "c.yaml").unwrap_err().to_string();
+        assert!(err.contains("keda") && err.contains("tsl"), "{err}");
     }
 
     #[test]

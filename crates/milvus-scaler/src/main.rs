@@ -302,6 +302,16 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(listen = %em.listen, "external metrics API serving (external.metrics.k8s.io/v1beta1)");
         tasks.spawn(api.run(stop_rx.clone()));
     }
+    let keda = match &cfg.keda {
+        Some(keda_cfg) => {
+            let names = cfg.milvus.iter().map(|m| m.name.clone()).collect();
+            let running = keda_scaler::start(keda_cfg, store.clone(), names, stop_rx.clone())
+                .await
+                .context("starting the KEDA external scaler")?;
+            Some(running.task)
+        }
+        None => None,
+    };
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -318,6 +328,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    if let Some(keda) = keda {
+        match tokio::time::timeout(Duration::from_secs(5), keda).await {
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "KEDA external scaler failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "KEDA external scaler task failed"),
+            Ok(Ok(Ok(()))) | Err(_) => {}
+        }
+    }
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(Ok(Ok(()))) => Ok(()),
         Ok(Ok(Err(e))) => Err(e).context("telemetry server failed"),

@@ -1,0 +1,247 @@
+//! KEDA external scaler for Milvus: serves KEDA's `externalscaler.proto` (`IsActive`,
+//! `StreamIsActive`, `GetMetricSpec`, `GetMetrics`) from the in-memory signal snapshot, with gRPC
+//! health and server reflection (`v1` and `v1alpha`), optionally over TLS or mTLS.
+//!
+//! Trigger metadata is parsed in [`metadata`] (pure, no I/O); the service is in [`service`];
+//! [`start`] binds the listener and runs the server until the stop signal.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod metadata;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use milvus_signals::SnapshotStore;
+use serde::Deserialize;
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+pub use service::KedaScaler;
+
+/// Code generated from `proto/externalscaler.proto` (package `externalscaler`).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("externalscaler");
+
+    /// Encoded `FileDescriptorSet` of the protocol, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("externalscaler_descriptor");
+}
+
+/// The `keda:` section of the configuration file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KedaConfig {
+    /// Address of the gRPC server (default `0.0.0.0:9090`).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// TLS; mTLS when `client_ca_file` is set. Plaintext when absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// How often an open `StreamIsActive` repeats its current state (default `10s`), so a
+    /// half-dead connection is noticed by both ends.
+    #[serde(default = "default_keepalive", with = "humantime_serde")]
+    pub stream_keepalive: Duration,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9090))
+}
+
+fn default_keepalive() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Server certificate, key and (for mTLS) the CA that client certificates must chain to.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the server.
+    pub cert_file: PathBuf,
+    /// PEM private key of the server.
+    pub key_file: PathBuf,
+    /// PEM CA bundle; when set, clients must present a certificate signed by it.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// Why the KEDA server could not start.
+#[derive(Debug, Error)]
+pub enum KedaError {
+    /// A TLS file could not be read.
+    #[error("keda.tls.{key}: cannot read {path}: {source}")]
+    ReadTls {
+        /// Which key (`cert_file`, `key_file`, `client_ca_file`).
+        key: &'static str,
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Binding `keda.listen` failed.
+    #[error("keda.listen {addr}: cannot bind: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TLS material was rejected.
+    #[error("keda.tls: {0}")]
+    Tls(tonic::transport::Error),
+    /// Reflection could not be built from the descriptor set.
+    #[error("building server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, KedaError> {
+    std::fs::read(path).map_err(|source| KedaError::ReadTls {
+        key,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Reads the TLS material of `tls`.
+pub fn tls_config(tls: &TlsConfig) -> Result<ServerTlsConfig, KedaError> {
+    let identity = Identity::from_pem(
+        read("cert_file", &tls.cert_file)?,
+        read("key_file", &tls.key_file)?,
+    );
+    let mut config = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca_file {
+        config = config.client_ca_root(Certificate::from_pem(read("client_ca_file", ca)?));
+    }
+    Ok(config)
+}
+
+/// How long shutdown waits for client connections to finish before dropping them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// A running server: its bound address and its task.
+pub struct Running {
+    /// The address actually bound (useful with port 0).
+    pub local_addr: SocketAddr,
+    /// Ends when the server has stopped.
+    pub task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+/// Binds `cfg.listen` and serves the external scaler, gRPC health (`grpc.health.v1.Health`,
+/// service `externalscaler.ExternalScaler` and `""` SERVING) and reflection (`v1` and `v1alpha`)
+/// until `stop` turns true. `instances` are the configured Milvus instance names.
+pub async fn start(
+    cfg: &KedaConfig,
+    store: Arc<SnapshotStore>,
+    instances: Vec<String>,
+    stop: watch::Receiver<bool>,
+) -> Result<Running, KedaError> {
+    let tls = cfg.tls.as_ref().map(tls_config).transpose()?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| KedaError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| KedaError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
+
+    let scaler = KedaScaler::new(store, instances, cfg.stream_keepalive, stop.clone());
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<proto::external_scaler_server::ExternalScalerServer<KedaScaler>>()
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let mut builder = Server::builder()
+        // Detect dead peers of long-lived StreamIsActive calls at the HTTP/2 level too.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).map_err(KedaError::Tls)?;
+    }
+    let router = builder
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(proto::external_scaler_server::ExternalScalerServer::new(
+            scaler,
+        ));
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let mut stop_serving = stop.clone();
+    let mut stop_grace = stop;
+    let task = tokio::spawn(async move {
+        let serve = router.serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop_serving.wait_for(|s| *s).await;
+            health
+                .set_not_serving::<proto::external_scaler_server::ExternalScalerServer<KedaScaler>>(
+                )
+                .await;
+        });
+        tokio::pin!(serve);
+        tokio::select! {
+            result = &mut serve => result,
+            // Streams end at once on stop and unary calls take microseconds, but graceful
+            // shutdown also waits for idle client connections (KEDA keeps its channel open):
+            // give in-flight calls a short grace, then drop the connections.
+            _ = async {
+                let _ = stop_grace.wait_for(|s| *s).await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::info!(grace = ?SHUTDOWN_GRACE, "KEDA external scaler: closing remaining idle connections");
+                Ok(())
+            }
+        }
+    });
+    tracing::info!(listen = %local_addr, tls = cfg.tls.is_some(), mtls = cfg.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()), "KEDA external scaler serving");
+    Ok(Running { local_addr, task })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_unknown_keys() {
+        let c: KedaConfig = serde_yaml::from_str("{}").unwrap();
+        assert_eq!(c.listen, default_listen());
+        assert_eq!(c.stream_keepalive, Duration::from_secs(10));
+        assert!(c.tls.is_none());
+        let c: KedaConfig = serde_yaml::from_str(
+            "listen: 127.0.0.1:19090\nstream_keepalive: 2s\ntls: {cert_file: a, key_file: b, client_ca_file: c}\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 19090);
+        assert_eq!(c.tls.unwrap().client_ca_file, Some(PathBuf::from("c")));
+        let err = serde_yaml::from_str::<KedaConfig>("listn: 1").unwrap_err();
+        assert!(err.to_string().contains("listn"), "{err}");
+        let err = serde_yaml::from_str::<KedaConfig>("tls: {cert_file: a}").unwrap_err();
+        assert!(err.to_string().contains("key_file"), "{err}");
+    }
+
+    #[test]
+    fn missing_tls_file_names_the_key() {
+        let err = tls_config(&TlsConfig {
+            cert_file: "/nonexistent/cert.pem".into(),
+            key_file: "/nonexistent/key.pem".into(),
+            client_ca_file: None,
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("keda.tls.cert_file"), "{err}");
+    }
+}
