@@ -34,16 +34,8 @@ class SegmentCache:
         self.url = f"http://127.0.0.1:{self.port}"
         self.telemetry = f"http://127.0.0.1:{self.telemetry_port}"
         self.bucket = bucket
-        cfg = {
-            "listen": f"127.0.0.1:{self.port}",
-            "auth": {"access_key": ACCESS_KEY, "secret_key": SECRET_KEY},
-            "upstream": {"endpoint_url": upstream_url, "region": "us-east-1", "bucket": bucket,
-                         "access_key": "testing", "secret_key": "testing", "timeout": "5s",
-                         **(upstream_extra or {})},
-            "cache": {"dir": str(self.dir), "capacity": capacity, **(extra_cache or {})},
-            "warm": warm if warm is not None else {"in_serve": False},
-            "telemetry": {"listen": f"127.0.0.1:{self.telemetry_port}"},
-        }
+        cfg = cache_config(upstream_url, bucket, capacity, self.dir, self.port, self.telemetry_port, warm,
+                           extra_cache, upstream_extra)
         self.config_path = self.run / "config.yaml"
         self.config_path.write_text(yaml.safe_dump(cfg))
         self.config = cfg
@@ -78,6 +70,31 @@ class SegmentCache:
 
     def kill(self) -> None:
         self.service.kill()
+
+
+def cache_config(upstream_url: str, bucket: str, capacity: str, cache_dir: Path, port: int, telemetry_port: int,
+                 warm: dict | None = None, extra_cache: dict | None = None, upstream_extra: dict | None = None) -> dict:
+    """A segment-cache configuration for tests (upstream credentials: moto's)."""
+    return {
+        "listen": f"127.0.0.1:{port}",
+        "auth": {"access_key": ACCESS_KEY, "secret_key": SECRET_KEY},
+        "upstream": {"endpoint_url": upstream_url, "region": "us-east-1", "bucket": bucket,
+                     "access_key": "testing", "secret_key": "testing", "timeout": "5s",
+                     **(upstream_extra or {})},
+        "cache": {"dir": str(cache_dir), "capacity": capacity, **(extra_cache or {})},
+        "warm": warm if warm is not None else {"in_serve": False},
+        "telemetry": {"listen": f"127.0.0.1:{telemetry_port}"},
+    }
+
+
+def s3_client(url: str, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY, attempts: int = 1):
+    """boto3 S3 client for the cache (path-style, no retries unless asked)."""
+    import boto3
+    from botocore.config import Config
+    return boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=access_key,
+                        aws_secret_access_key=secret_key,
+                        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": attempts, "mode": "standard"},
+                                      read_timeout=60, connect_timeout=5))
 
 
 def aws(args: list[str], endpoint: str, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY,

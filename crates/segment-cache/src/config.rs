@@ -237,7 +237,7 @@ impl FromStr for ByteSize {
             .map_err(|_| format!("expected a byte size like 800GiB, found {s:?}"))?;
         #[allow(clippy::cast_precision_loss)]
         let v = f * mult as f64;
-        if !v.is_finite() || v < 0.0 || v > 1.8e19 {
+        if !v.is_finite() || !(0.0..=1.8e19).contains(&v) {
             return Err(format!("byte size {s:?} is out of range"));
         }
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]

@@ -393,7 +393,7 @@ impl S3 for CacheS3 {
         let mut f = tokio::fs::File::from_std(file);
         f.seek(std::io::SeekFrom::Start(start))
             .await
-            .map_err(|e| S3Error::internal_error(e))?;
+            .map_err(S3Error::internal_error)?;
         let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 * 1024);
         let head = head_output(&entry);
         let out = GetObjectOutput {
