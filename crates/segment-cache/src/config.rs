@@ -40,7 +40,8 @@ fn default_listen() -> SocketAddr {
 pub struct AuthConfig {
     /// Access key id.
     pub access_key: String,
-    /// Secret access key.
+    /// Secret access key; may instead come from `SEGMENT_CACHE_SECRET_KEY` (or `--secret-key`).
+    #[serde(default)]
     pub secret_key: String,
 }
 
@@ -294,8 +295,25 @@ impl Config {
         Self::parse(&text, &file)
     }
 
+    /// Reads the file at `path` without the cross-field checks (call [`Config::validate`] after
+    /// applying flags and environment overrides).
+    pub fn load_unvalidated(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::parse_unvalidated(&text, &file)
+    }
+
     /// Parses and validates YAML `text`; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let config = Self::parse_unvalidated(text, file)?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    fn parse_unvalidated(text: &str, file: &str) -> Result<Config, ConfigError> {
         let deserializer = serde_yaml::Deserializer::from_str(text);
         let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let path = e.path().to_string();
@@ -310,7 +328,6 @@ impl Config {
                 message: e.into_inner().to_string(),
             }
         })?;
-        config.validate(file)?;
         Ok(config)
     }
 
@@ -325,7 +342,10 @@ impl Config {
             return Err(bad("auth.access_key", "must not be empty".into()));
         }
         if self.auth.secret_key.is_empty() {
-            return Err(bad("auth.secret_key", "must not be empty".into()));
+            return Err(bad(
+                "auth.secret_key",
+                "must not be empty (set it here or in SEGMENT_CACHE_SECRET_KEY)".into(),
+            ));
         }
         if !is_bucket_name(&self.upstream.bucket) {
             return Err(bad(

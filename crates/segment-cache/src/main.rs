@@ -63,6 +63,9 @@ struct Common {
     /// Overrides `warm.concurrency`.
     #[arg(long)]
     concurrency: Option<usize>,
+    /// Overrides `auth.secret_key` (keep it out of the config file).
+    #[arg(long, env = "SEGMENT_CACHE_SECRET_KEY", hide_env_values = true)]
+    secret_key: Option<String>,
 }
 
 #[derive(Args)]
@@ -82,7 +85,10 @@ struct WarmArgs {
 
 impl Common {
     fn load(&self) -> Result<Config, segment_cache::config::ConfigError> {
-        let mut c = Config::load(&self.config)?;
+        let mut c = Config::load_unvalidated(&self.config)?;
+        if let Some(v) = &self.secret_key {
+            c.auth.secret_key.clone_from(v);
+        }
         if let Some(v) = self.listen {
             c.listen = v;
         }
