@@ -181,7 +181,9 @@ impl Progress {
         #[allow(clippy::cast_precision_loss)]
         let rate = d as f64 / secs;
         #[allow(clippy::cast_precision_loss)]
-        let eta = if rate > 0.0 {
+        let eta = if d >= self.total {
+            0.0
+        } else if rate > 0.0 {
             (self.total.saturating_sub(d)) as f64 / rate
         } else {
             f64::INFINITY
