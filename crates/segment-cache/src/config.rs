@@ -1,0 +1,497 @@
+//! The configuration file: one YAML document, validated at start with the offending key named.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use thiserror::Error;
+
+/// The whole configuration of `segment-cache`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address of the S3 endpoint Milvus talks to (`minio.address`/`minio.port`).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The credentials Milvus signs its requests with (`minio.accessKeyID`/`secretAccessKey`).
+    pub auth: AuthConfig,
+    /// The real S3 bucket behind the cache.
+    pub upstream: UpstreamConfig,
+    /// The cache directory and its byte budget.
+    pub cache: CacheConfig,
+    /// What to warm and how fast.
+    #[serde(default)]
+    pub warm: WarmConfig,
+    /// Where `serve` exposes `/metrics`, `/healthz` and `/readyz`.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9000))
+}
+
+/// SigV4 credentials that clients of the cache must sign with.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Access key id.
+    pub access_key: String,
+    /// Secret access key; may instead come from `SEGMENT_CACHE_SECRET_KEY` (or `--secret-key`).
+    #[serde(default)]
+    pub secret_key: String,
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("access_key", &self.access_key)
+            .field("secret_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The upstream S3 service and bucket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Endpoint URL; empty means the AWS default for the region.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// AWS region.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// The bucket Milvus uses (`minio.bucketName`); requests for other buckets are refused.
+    pub bucket: String,
+    /// Path-style addressing (`http://host/bucket/key`); default true when `endpoint_url` is set.
+    #[serde(default)]
+    pub force_path_style: Option<bool>,
+    /// Static credentials for the upstream; by default the standard AWS chain (env, IRSA, profile, IMDS).
+    #[serde(default)]
+    pub access_key: Option<String>,
+    /// Secret for `access_key`.
+    #[serde(default)]
+    pub secret_key: Option<String>,
+    /// Timeout of one upstream attempt (connect + first byte).
+    #[serde(default = "default_upstream_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts per upstream request (the SDK's standard retry with backoff).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+
+/// The cache directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Directory on the NVMe mount; created if missing.
+    pub dir: PathBuf,
+    /// Byte budget, e.g. `800GiB`, `500MB`, `1048576`.
+    pub capacity: ByteSize,
+    /// Objects larger than this are not cached (passed through); default: the capacity.
+    #[serde(default)]
+    pub max_object_size: Option<ByteSize>,
+    /// Re-check the upstream ETag of a cached object when it was last checked longer ago than this;
+    /// `0s` (default) never revalidates: Milvus segment and index files are immutable.
+    #[serde(default = "default_revalidate", with = "humantime_serde")]
+    pub revalidate_after: Duration,
+    /// Keep an access log of keys read (`access.log` in `dir`), used by the warmer.
+    #[serde(default = "default_true")]
+    pub access_log: bool,
+    /// Largest size the access log may grow to before it is compacted.
+    #[serde(default = "default_access_log_max")]
+    pub access_log_max: ByteSize,
+}
+
+fn default_revalidate() -> Duration {
+    Duration::ZERO
+}
+fn default_true() -> bool {
+    true
+}
+fn default_access_log_max() -> ByteSize {
+    ByteSize(64 << 20)
+}
+
+/// Warm settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmConfig {
+    /// Key prefixes to warm, e.g. `files/index_files/`.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// A file with one key per line to warm.
+    #[serde(default)]
+    pub key_list: Option<PathBuf>,
+    /// Warm the keys of the access log (what this node read before), most recent first.
+    #[serde(default = "default_true")]
+    pub from_access_log: bool,
+    /// Parallel ranged requests in flight.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Objects at least this big are fetched in parallel ranges of `part_size`.
+    #[serde(default = "default_part_size")]
+    pub part_size: ByteSize,
+    /// Run a warm in the background of `serve`.
+    #[serde(default = "default_true")]
+    pub in_serve: bool,
+    /// `/readyz` answers 503 until the background warm is done.
+    #[serde(default)]
+    pub ready_after_warm: bool,
+}
+
+fn default_concurrency() -> usize {
+    32
+}
+fn default_part_size() -> ByteSize {
+    ByteSize(8 << 20)
+}
+
+impl Default for WarmConfig {
+    fn default() -> Self {
+        Self {
+            prefixes: Vec::new(),
+            key_list: None,
+            from_access_log: true,
+            concurrency: default_concurrency(),
+            part_size: default_part_size(),
+            in_serve: true,
+            ready_after_warm: false,
+        }
+    }
+}
+
+/// Telemetry endpoint settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[serde(default = "default_telemetry_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_telemetry_listen(),
+        }
+    }
+}
+
+fn default_telemetry_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9101))
+}
+
+/// A byte count written as a number with an optional unit (`B`, `KB`, `KiB`, `MB`, `MiB`, ... `TiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let unit = unit.trim();
+        let mult: u64 = match unit {
+            "" | "B" => 1,
+            "KB" | "kB" | "K" => 1000,
+            "MB" | "M" => 1000_u64.pow(2),
+            "GB" | "G" => 1000_u64.pow(3),
+            "TB" | "T" => 1000_u64.pow(4),
+            "KiB" | "Ki" => 1 << 10,
+            "MiB" | "Mi" => 1 << 20,
+            "GiB" | "Gi" => 1 << 30,
+            "TiB" | "Ti" => 1 << 40,
+            _ => {
+                return Err(format!(
+                    "expected a byte size like 800GiB or 500MB, unknown unit {unit:?} in {s:?}"
+                ));
+            }
+        };
+        if num.is_empty() {
+            return Err(format!("expected a byte size like 800GiB, found {s:?}"));
+        }
+        if let Ok(n) = num.parse::<u64>() {
+            return n
+                .checked_mul(mult)
+                .map(ByteSize)
+                .ok_or_else(|| format!("byte size {s:?} is too large"));
+        }
+        let f: f64 = num
+            .parse()
+            .map_err(|_| format!("expected a byte size like 800GiB, found {s:?}"))?;
+        #[allow(clippy::cast_precision_loss)]
+        let v = f * mult as f64;
+        if !v.is_finite() || !(0.0..=1.8e19).contains(&v) {
+            return Err(format!("byte size {s:?} is out of range"));
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Ok(ByteSize(v as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A configuration problem: which file, which key, what was expected.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A key has a wrong type or value, or is unknown.
+    #[error("{file}: {path}: {message}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// Dotted path of the offending key, e.g. `cache.capacity`.
+        path: String,
+        /// What was expected.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Reads the file at `path` without the cross-field checks (call [`Config::validate`] after
+    /// applying flags and environment overrides).
+    pub fn load_unvalidated(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::parse_unvalidated(&text, &file)
+    }
+
+    /// Parses and validates YAML `text`; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let config = Self::parse_unvalidated(text, file)?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    fn parse_unvalidated(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let deserializer = serde_yaml::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." {
+                "(top level)".to_string()
+            } else {
+                path
+            };
+            ConfigError::Invalid {
+                file: file.to_string(),
+                path,
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        Ok(config)
+    }
+
+    /// Checks cross-field rules; called by `parse` and again after flags override fields.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let bad = |path: &str, message: String| ConfigError::Invalid {
+            file: file.to_string(),
+            path: path.to_string(),
+            message,
+        };
+        if self.auth.access_key.is_empty() {
+            return Err(bad("auth.access_key", "must not be empty".into()));
+        }
+        if self.auth.secret_key.is_empty() {
+            return Err(bad(
+                "auth.secret_key",
+                "must not be empty (set it here or in SEGMENT_CACHE_SECRET_KEY)".into(),
+            ));
+        }
+        if !is_bucket_name(&self.upstream.bucket) {
+            return Err(bad(
+                "upstream.bucket",
+                format!(
+                    "expected an S3 bucket name (3-63 of a-z 0-9 . -), found {:?}",
+                    self.upstream.bucket
+                ),
+            ));
+        }
+        if let Some(url) = &self.upstream.endpoint_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(bad(
+                "upstream.endpoint_url",
+                format!("expected an http:// or https:// URL, found {url:?}"),
+            ));
+        }
+        if self.upstream.region.is_empty() {
+            return Err(bad("upstream.region", "must not be empty".into()));
+        }
+        if self.upstream.access_key.is_some() != self.upstream.secret_key.is_some() {
+            return Err(bad(
+                "upstream.access_key",
+                "set both upstream.access_key and upstream.secret_key, or neither".into(),
+            ));
+        }
+        if self.upstream.max_attempts == 0 {
+            return Err(bad("upstream.max_attempts", "must be at least 1".into()));
+        }
+        if self.cache.capacity.0 == 0 {
+            return Err(bad("cache.capacity", "must be more than 0 bytes".into()));
+        }
+        if self.cache.dir.as_os_str().is_empty() {
+            return Err(bad("cache.dir", "must not be empty".into()));
+        }
+        if let Some(m) = self.cache.max_object_size
+            && m > self.cache.capacity
+        {
+            return Err(bad(
+                "cache.max_object_size",
+                format!(
+                    "must not exceed cache.capacity ({} bytes), found {} bytes",
+                    self.cache.capacity.0, m.0
+                ),
+            ));
+        }
+        if self.warm.concurrency == 0 || self.warm.concurrency > 1024 {
+            return Err(bad(
+                "warm.concurrency",
+                format!("expected 1..=1024, found {}", self.warm.concurrency),
+            ));
+        }
+        if self.warm.part_size.0 < (1 << 20) {
+            return Err(bad(
+                "warm.part_size",
+                format!(
+                    "expected at least 1MiB, found {} bytes",
+                    self.warm.part_size.0
+                ),
+            ));
+        }
+        for (i, p) in self.warm.prefixes.iter().enumerate() {
+            if p.len() > 1024 {
+                return Err(bad(
+                    &format!("warm.prefixes[{i}]"),
+                    "longer than 1024 bytes".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Largest object the cache keeps.
+    #[must_use]
+    pub fn max_object_size(&self) -> u64 {
+        self.cache.max_object_size.unwrap_or(self.cache.capacity).0
+    }
+}
+
+fn is_bucket_name(s: &str) -> bool {
+    (3..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+listen: 127.0.0.1:9000
+auth: { access_key: milvus, secret_key: s3cr3t }
+upstream: { endpoint_url: https://s3.us-east-1.amazonaws.com, region: us-east-1, bucket: milvus-bucket }
+cache: { dir: /mnt/nvme/segment-cache, capacity: 800GiB }
+warm: { prefixes: ["files/index_files/", "files/insert_log/4471/"], concurrency: 32 }
+telemetry: { listen: 0.0.0.0:9101 }
+"#;
+
+    #[test]
+    fn issue_example_parses() {
+        let c = Config::parse(EXAMPLE, "x.yaml").unwrap();
+        assert_eq!(c.cache.capacity, ByteSize(800 << 30));
+        assert_eq!(c.warm.prefixes.len(), 2);
+        assert_eq!(c.upstream.bucket, "milvus-bucket");
+        assert_eq!(c.telemetry.listen.port(), 9101);
+        assert_eq!(c.max_object_size(), 800 << 30);
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!("500MB".parse::<ByteSize>().unwrap(), ByteSize(500_000_000));
+        assert_eq!("1.5GiB".parse::<ByteSize>().unwrap(), ByteSize(3 << 29));
+        assert_eq!("42".parse::<ByteSize>().unwrap(), ByteSize(42));
+        assert!("12 parsecs".parse::<ByteSize>().is_err());
+        assert!("GiB".parse::<ByteSize>().is_err());
+        assert!("99999999999TiB".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::parse(&EXAMPLE.replace("800GiB", "lots"), "x.yaml").unwrap_err();
+        assert!(e.to_string().contains("cache.capacity"), "{e}");
+        let e = Config::parse(
+            &EXAMPLE.replace("concurrency: 32", "concurency: 32"),
+            "x.yaml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("warm"), "{e}");
+        assert!(e.to_string().contains("concurency"), "{e}");
+        let e =
+            Config::parse(&EXAMPLE.replace("milvus-bucket", "Bad_Bucket"), "x.yaml").unwrap_err();
+        assert!(e.to_string().contains("upstream.bucket"), "{e}");
+        let e = Config::parse(
+            &EXAMPLE.replace("concurrency: 32", "concurrency: 0"),
+            "x.yaml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("warm.concurrency"), "{e}");
+    }
+
+    #[test]
+    fn secret_is_not_debug_printed() {
+        let c = Config::parse(EXAMPLE, "x.yaml").unwrap();
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+}

@@ -1,0 +1,21 @@
+//! segment-cache: an NVMe read-through cache of an S3 bucket for Milvus query nodes.
+//!
+//! - [`s3`]: the S3 endpoint (s3s) — reads from the cache, everything else forwarded upstream;
+//! - [`store`]: the cache directory (atomic, verified commits; index rebuilt at start);
+//! - [`index`], [`keys`], [`accesslog`], [`verify`]: pure bookkeeping, tested without sockets;
+//! - [`upstream`]: the aws-sdk-s3 client and the whole/ranged fetchers;
+//! - [`warm`]: the parallel warmer; [`telemetry`]: `/metrics`, `/healthz`, `/readyz`;
+//! - [`config`]: the YAML configuration.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod accesslog;
+pub mod config;
+pub mod index;
+pub mod keys;
+pub mod s3;
+pub mod store;
+pub mod telemetry;
+pub mod upstream;
+pub mod verify;
+pub mod warm;

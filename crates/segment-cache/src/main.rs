@@ -1,0 +1,384 @@
+//! `segment-cache`: parses configuration and flags, and wires the parts of the library together.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use segment_cache::config::{ByteSize, Config};
+use segment_cache::s3::{BucketAccess, CacheS3, SingleKeyAuth};
+use segment_cache::store::{Store, StoreOptions};
+use segment_cache::telemetry::{self, Readiness};
+use segment_cache::upstream::{Upstream, build_client};
+use segment_cache::warm::{self, Sources, WarmOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "segment-cache",
+    version,
+    about = "NVMe read-through S3 cache for Milvus query nodes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the S3 endpoint (and warm in the background).
+    Serve(Common),
+    /// Warm the cache once and exit (for an init container).
+    Warm(WarmArgs),
+    /// Validate the configuration file and exit (0 valid, 2 invalid).
+    CheckConfig(Common),
+}
+
+#[derive(Args)]
+struct Common {
+    /// The YAML configuration file.
+    #[arg(long, env = "SEGMENT_CACHE_CONFIG")]
+    config: PathBuf,
+    /// Overrides `listen`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Overrides `cache.dir`.
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Overrides `cache.capacity` (e.g. 800GiB).
+    #[arg(long)]
+    capacity: Option<ByteSize>,
+    /// Overrides `upstream.endpoint_url`.
+    #[arg(long)]
+    upstream_endpoint: Option<String>,
+    /// Overrides `upstream.bucket`.
+    #[arg(long)]
+    bucket: Option<String>,
+    /// Overrides `telemetry.listen`.
+    #[arg(long)]
+    telemetry_listen: Option<SocketAddr>,
+    /// Overrides `warm.concurrency`.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Overrides `auth.secret_key` (keep it out of the config file).
+    #[arg(long, env = "SEGMENT_CACHE_SECRET_KEY", hide_env_values = true)]
+    secret_key: Option<String>,
+}
+
+#[derive(Args)]
+struct WarmArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Extra prefixes to warm (added to `warm.prefixes`).
+    #[arg(long = "prefix")]
+    prefixes: Vec<String>,
+    /// Overrides `warm.key_list`.
+    #[arg(long)]
+    key_list: Option<PathBuf>,
+    /// Show a progress bar even when stderr is not a terminal (`true`/`false`).
+    #[arg(long)]
+    progress_bar: Option<bool>,
+}
+
+impl Common {
+    fn load(&self) -> Result<Config, segment_cache::config::ConfigError> {
+        let mut c = Config::load_unvalidated(&self.config)?;
+        if let Some(v) = &self.secret_key {
+            c.auth.secret_key.clone_from(v);
+        }
+        if let Some(v) = self.listen {
+            c.listen = v;
+        }
+        if let Some(v) = &self.cache_dir {
+            c.cache.dir.clone_from(v);
+        }
+        if let Some(v) = self.capacity {
+            c.cache.capacity = v;
+        }
+        if let Some(v) = &self.upstream_endpoint {
+            c.upstream.endpoint_url = Some(v.clone());
+        }
+        if let Some(v) = &self.bucket {
+            c.upstream.bucket.clone_from(v);
+        }
+        if let Some(v) = self.telemetry_listen {
+            c.telemetry.listen = v;
+        }
+        if let Some(v) = self.concurrency {
+            c.warm.concurrency = v;
+        }
+        c.validate(&format!("{} (with flags)", self.config.display()))?;
+        Ok(c)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let common = match &cli.cmd {
+        Cmd::Serve(c) | Cmd::CheckConfig(c) => c,
+        Cmd::Warm(w) => &w.common,
+    };
+    let config = match common.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = match cli.cmd {
+        Cmd::CheckConfig(_) => {
+            println!("{}: ok", common.config.display());
+            Ok(())
+        }
+        Cmd::Serve(_) => rt.block_on(serve(config)),
+        Cmd::Warm(w) => rt.block_on(warm_once(config, &w)),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open_store(config: &Config) -> anyhow::Result<Arc<Store>> {
+    Store::open(
+        &config.cache.dir,
+        &StoreOptions {
+            capacity: config.cache.capacity.0,
+            access_log: config.cache.access_log,
+            access_log_max: config.cache.access_log_max.0,
+        },
+    )
+    .context("opening the cache directory")
+}
+
+fn sources(config: &Config, store: &Store) -> anyhow::Result<Sources> {
+    let keys = match &config.warm.key_list {
+        Some(p) => warm::read_key_list(p)
+            .with_context(|| format!("reading warm.key_list {}", p.display()))?,
+        None => Vec::new(),
+    };
+    let recent = if config.warm.from_access_log {
+        store.access_log_keys().into_iter().map(|r| r.key).collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Sources {
+        prefixes: config.warm.prefixes.clone(),
+        keys,
+        recent,
+    })
+}
+
+fn warm_options(config: &Config, bar: Option<bool>) -> WarmOptions {
+    WarmOptions {
+        concurrency: config.warm.concurrency,
+        part_size: config.warm.part_size.0,
+        max_object_size: config.max_object_size(),
+        progress_bar: bar,
+    }
+}
+
+async fn warm_once(mut config: Config, args: &WarmArgs) -> anyhow::Result<()> {
+    config.warm.prefixes.extend(args.prefixes.iter().cloned());
+    if let Some(k) = &args.key_list {
+        config.warm.key_list = Some(k.clone());
+    }
+    let store = open_store(&config)?;
+    let client = build_client(&config.upstream).await;
+    let up = Upstream::new(client, config.upstream.bucket.clone(), false);
+    let src = sources(&config, &store)?;
+    let report = warm::warm(&up, &store, &src, &warm_options(&config, args.progress_bar))
+        .await
+        .context("warming")?;
+    let (used, cap, _, n) = store.usage();
+    println!(
+        "warm done: fetched {} objects ({} bytes), {} already cached, {} over capacity, {} failed; cache {n} objects, {used}/{cap} bytes",
+        report.fetched_objects,
+        report.fetched_bytes,
+        report.already_cached,
+        report.over_capacity,
+        report.failed
+    );
+    if report.failed > 0 {
+        anyhow::bail!("{} objects failed to warm", report.failed);
+    }
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let handle = telemetry::install_recorder().context("installing the metrics recorder")?;
+    let store = tokio::task::spawn_blocking({
+        let c = config.clone();
+        move || open_store(&c)
+    })
+    .await??;
+    let client = build_client(&config.upstream).await;
+    let up = Upstream::new(client, config.upstream.bucket.clone(), false);
+    let s3 = CacheS3::new(
+        store.clone(),
+        up.clone(),
+        config.max_object_size(),
+        config.cache.revalidate_after,
+    );
+    let service = {
+        let mut b = s3s::service::S3ServiceBuilder::new(s3);
+        b.set_auth(SingleKeyAuth::new(
+            &config.auth.access_key,
+            &config.auth.secret_key,
+        ));
+        b.set_access(BucketAccess::new(config.upstream.bucket.clone()));
+        b.build()
+    };
+    let ready = Arc::new(Readiness::default());
+    ready
+        .wait_for_warm
+        .store(config.warm.ready_after_warm, Ordering::Release);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    let tel = tokio::net::TcpListener::bind(config.telemetry.listen)
+        .await
+        .with_context(|| format!("binding telemetry.listen {}", config.telemetry.listen))?;
+    let router = telemetry::router(handle, ready.clone());
+    let mut tel_stop = stop_rx.clone();
+    let tel_task = tokio::spawn(async move {
+        let _ = axum::serve(tel, router)
+            .with_graceful_shutdown(async move {
+                let _ = tel_stop.wait_for(|s| *s).await;
+            })
+            .await;
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding listen {}", config.listen))?;
+    tracing::info!(listen = %config.listen, telemetry = %config.telemetry.listen,
+        dir = %config.cache.dir.display(), "segment-cache serving");
+    ready.serving.store(true, Ordering::Release);
+
+    // Background warm.
+    let warm_task = if config.warm.in_serve {
+        let (store, up, ready) = (store.clone(), up.clone(), ready.clone());
+        let src = sources(&config, &store)?;
+        let opts = warm_options(&config, Some(false));
+        Some(tokio::spawn(async move {
+            if let Err(e) = warm::warm(&up, &store, &src, &opts).await {
+                tracing::warn!(error = %e, "background warm failed");
+            }
+            ready.warm_done.store(true, Ordering::Release);
+        }))
+    } else {
+        ready.warm_done.store(true, Ordering::Release);
+        metrics::gauge!("segment_cache_warm_done").set(1.0);
+        None
+    };
+
+    // Save the LRU order now and then.
+    let saver = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                t.tick().await;
+                let s = store.clone();
+                let _ = tokio::task::spawn_blocking(move || s.save_index()).await;
+            }
+        })
+    };
+
+    let mut accept_stop = stop_rx.clone();
+    let conns = tokio_util_task_tracker();
+    loop {
+        tokio::select! {
+            r = listener.accept() => {
+                let (sock, _) = match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let svc = service.clone();
+                let mut conn_stop = stop_rx.clone();
+                conns.spawn(async move {
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc);
+                    let mut conn = std::pin::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        () = async { let _ = conn_stop.wait_for(|s| *s).await; } => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+                        }
+                    }
+                });
+            }
+            () = shutdown_signal() => break,
+            _ = accept_stop.wait_for(|s| *s) => break,
+        }
+    }
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    drop(listener);
+    conns.close();
+    let _ = tokio::time::timeout(Duration::from_secs(10), conns.wait()).await;
+    if let Some(w) = warm_task {
+        w.abort();
+    }
+    saver.abort();
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || s.save_index())
+        .await?
+        .context("saving the index")?;
+    let _ = tel_task.await;
+    Ok(())
+}
+
+fn tokio_util_task_tracker() -> tokio_util::task::TaskTracker {
+    tokio_util::task::TaskTracker::new()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,589 @@
+//! The S3 endpoint Milvus talks to: `GetObject`/`HeadObject` from the cache (fetching on a miss,
+//! single-flight), every other operation forwarded upstream through s3s-aws's proxy (re-signed
+//! with the sidecar's credentials); writes and deletes invalidate the cached key.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use s3s::access::{S3Access, S3AccessContext};
+#[allow(clippy::wildcard_imports)]
+use s3s::dto::*;
+use s3s::dto::{
+    ETag, ETagCondition, GetObjectInput, GetObjectOutput, HeadObjectInput, HeadObjectOutput,
+    StreamingBlob, Timestamp,
+};
+use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+use s3s_aws::Proxy;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::index::Entry;
+use crate::keys;
+use crate::store::Store;
+use crate::upstream::{FetchError, Upstream};
+
+/// The S3 service of the cache.
+pub struct CacheS3 {
+    proxy: Proxy,
+    store: Arc<Store>,
+    upstream: Upstream,
+    max_object_size: u64,
+    revalidate_after: Duration,
+}
+
+impl std::fmt::Debug for CacheS3 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheS3").finish_non_exhaustive()
+    }
+}
+
+fn count(op: &'static str, result: &'static str) {
+    metrics::counter!("segment_cache_requests_total", "op" => op, "result" => result).increment(1);
+}
+
+fn to_s3_error(e: &FetchError) -> S3Error {
+    match e {
+        FetchError::Upstream {
+            status,
+            code,
+            message,
+        } => {
+            let mut err = S3Error::with_message(
+                S3ErrorCode::from_bytes(code.as_bytes())
+                    .unwrap_or(S3ErrorCode::Custom(code.clone().into())),
+                message.clone(),
+            );
+            if let Ok(s) = http::StatusCode::from_u16(*status) {
+                err.set_status_code(s);
+            }
+            err
+        }
+        other => S3Error::with_message(
+            S3ErrorCode::ServiceUnavailable,
+            format!("segment-cache could not read the object from upstream S3: {other}"),
+        ),
+    }
+}
+
+/// The upstream answered 200 but its body could not be decoded.
+fn upstream_said_ok(e: &S3Error) -> bool {
+    *e.code() == S3ErrorCode::InternalError && e.status_code() == Some(http::StatusCode::OK)
+}
+
+/// An error must never go out with a 2xx status (s3s-aws copies the upstream status).
+fn fix_status(mut e: S3Error) -> S3Error {
+    if e.status_code().is_some_and(|s| s.is_success()) {
+        e.set_status_code(http::StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    e
+}
+
+fn unquoted(etag: &str) -> &str {
+    etag.trim_matches('"')
+}
+
+fn ts(secs: Option<i64>) -> Option<Timestamp> {
+    secs.and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .map(Timestamp::from)
+}
+
+fn ts_secs(t: &Timestamp) -> i64 {
+    time::OffsetDateTime::from(t.clone()).unix_timestamp()
+}
+
+fn etag_matches(cond: &ETagCondition, etag: &str) -> bool {
+    match cond {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(e) => e.value() == unquoted(etag),
+    }
+}
+
+/// Evaluates conditional headers as S3 does (RFC 9110 order).
+fn check_conditions(
+    e: &Entry,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    let lm = e.last_modified.unwrap_or(0);
+    if let Some(c) = if_match {
+        if !etag_matches(c, &e.etag) {
+            return Err(s3_error!(
+                PreconditionFailed,
+                "At least one of the pre-conditions you specified did not hold"
+            ));
+        }
+    } else if let Some(t) = if_unmodified_since
+        && lm > ts_secs(t)
+    {
+        return Err(s3_error!(
+            PreconditionFailed,
+            "At least one of the pre-conditions you specified did not hold"
+        ));
+    }
+    if let Some(c) = if_none_match {
+        if etag_matches(c, &e.etag) {
+            return Err(S3Error::new(S3ErrorCode::NotModified));
+        }
+    } else if let Some(t) = if_modified_since
+        && lm <= ts_secs(t)
+    {
+        return Err(S3Error::new(S3ErrorCode::NotModified));
+    }
+    Ok(())
+}
+
+include!("forwarded.rs");
+
+enum Lookup {
+    Hit(Entry, std::fs::File),
+    Miss(Entry, std::fs::File),
+    Bypass,
+}
+
+// `async_trait` rewrites `async fn`s before macros expand, so the generated methods are written
+// in its desugared form.
+macro_rules! forward_ops {
+    ($($name:ident: $in:ident => $out:ident,)*) => {
+        $(
+            fn $name<'life0, 'async_trait>(
+                &'life0 self,
+                req: S3Request<$in>,
+            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = S3Result<S3Response<$out>>> + Send + 'async_trait>>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(async move {
+                    let t = Instant::now();
+                    let r = self.proxy.$name(req).await.map_err(fix_status);
+                    self.forwarded(stringify!($name), t, r.is_ok());
+                    r
+                })
+            }
+        )*
+    };
+}
+
+impl CacheS3 {
+    /// The service over `store`, fetching misses from `upstream`.
+    #[must_use]
+    pub fn new(
+        store: Arc<Store>,
+        upstream: Upstream,
+        max_object_size: u64,
+        revalidate_after: Duration,
+    ) -> Self {
+        Self {
+            proxy: Proxy::from(upstream.client().clone()),
+            store,
+            upstream,
+            max_object_size,
+            revalidate_after,
+        }
+    }
+
+    #[allow(clippy::unused_self)]
+    fn forwarded(&self, op: &'static str, t: Instant, ok: bool) {
+        count("other", if ok { "bypass" } else { "error" });
+        metrics::histogram!("segment_cache_upstream_request_duration_seconds", "op" => op)
+            .record(t.elapsed().as_secs_f64());
+        metrics::counter!("segment_cache_upstream_requests_total", "op" => op,
+            "outcome" => if ok { "ok" } else { "error" })
+        .increment(1);
+    }
+
+    fn open_cached(&self, key: &str) -> Option<(Entry, std::fs::File)> {
+        let e = self.store.lookup(key)?;
+        match std::fs::File::open(self.store.data_path(key)) {
+            Ok(f) if f.metadata().is_ok_and(|m| m.len() == e.size) => Some((e, f)),
+            _ => {
+                // Evicted or replaced between lookup and open: treat as a miss.
+                None
+            }
+        }
+    }
+
+    async fn revalidate(&self, e: &Entry) -> bool {
+        if self.revalidate_after.is_zero() {
+            return true;
+        }
+        let age = Store::now() - e.checked_at;
+        if age < i64::try_from(self.revalidate_after.as_secs()).unwrap_or(i64::MAX) {
+            return true;
+        }
+        match self.upstream.head(&e.key).await {
+            Ok(info) if info.etag == e.etag => {
+                self.store.mark_checked(&e.key);
+                true
+            }
+            Ok(_) => {
+                tracing::info!(key = %e.key, "object changed upstream; refetching");
+                self.store.invalidate(&e.key);
+                false
+            }
+            // Upstream unreachable: the cached copy is still the best answer.
+            Err(_) => true,
+        }
+    }
+
+    async fn cached_or_fetch(&self, key: &str) -> S3Result<Lookup> {
+        if let Some((e, f)) = self.open_cached(key)
+            && self.revalidate(&e).await
+        {
+            return Ok(Lookup::Hit(e, f));
+        }
+        let flight = self.store.flight(key);
+        let guard = flight.lock().await;
+        let res = self.fetch_locked(key).await;
+        drop(guard);
+        self.store.end_flight(key, &flight);
+        res
+    }
+
+    async fn fetch_locked(&self, key: &str) -> S3Result<Lookup> {
+        if let Some((e, f)) = self.open_cached(key) {
+            // Another request fetched it while we waited.
+            return Ok(Lookup::Hit(e, f));
+        }
+        let mut last = None;
+        for attempt in 0..3 {
+            match self
+                .upstream
+                .fetch_whole(&self.store, key, self.max_object_size)
+                .await
+            {
+                Ok(_) => {
+                    if let Some((e, f)) = self.open_cached(key) {
+                        return Ok(Lookup::Miss(e, f));
+                    }
+                    return Ok(Lookup::Bypass);
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(key, attempt, error = %e, "upstream fetch failed");
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                }
+                Err(e @ FetchError::Upstream { .. }) => return Err(to_s3_error(&e)),
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "not caching; passing the read through");
+                    return Ok(Lookup::Bypass);
+                }
+            }
+        }
+        let e = last.unwrap_or(FetchError::Unavailable("retries exhausted".into()));
+        Err(to_s3_error(&e))
+    }
+
+    fn check_bucket(&self, bucket: &str) -> S3Result<()> {
+        if bucket == self.upstream.bucket() {
+            Ok(())
+        } else {
+            Err(s3_error!(AccessDenied, "Access Denied"))
+        }
+    }
+
+    async fn invalidate(&self, key: &str) {
+        // Wait for a fetch of the key in flight so it cannot re-cache the old version after us.
+        let flight = self.store.flight(key);
+        let guard = flight.lock().await;
+        self.store.invalidate(key);
+        drop(guard);
+        self.store.end_flight(key, &flight);
+    }
+}
+
+fn head_output(e: &Entry) -> HeadObjectOutput {
+    HeadObjectOutput {
+        accept_ranges: Some("bytes".into()),
+        content_length: Some(i64::try_from(e.size).unwrap_or(i64::MAX)),
+        content_type: e.content_type.clone(),
+        e_tag: Some(ETag::Strong(unquoted(&e.etag).to_string())),
+        last_modified: ts(e.last_modified),
+        metadata: (!e.metadata.is_empty()).then(|| {
+            e.metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }),
+        ..Default::default()
+    }
+}
+
+fn key_error(key: &str) -> S3Result<()> {
+    keys::validate(key).map_err(|e| match e {
+        keys::KeyError::TooLong(_) => s3_error!(KeyTooLongError, "Your key is too long"),
+        other => S3Error::with_message(S3ErrorCode::InvalidArgument, other.to_string()),
+    })
+}
+
+#[async_trait::async_trait]
+impl S3 for CacheS3 {
+    with_forwarded_ops!(forward_ops);
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let i = &req.input;
+        self.check_bucket(&i.bucket)?;
+        key_error(&i.key)?;
+        if i.part_number.is_some()
+            || i.version_id.is_some()
+            || i.sse_customer_key.is_some()
+            || i.response_content_type.is_some()
+            || i.response_content_disposition.is_some()
+            || i.response_cache_control.is_some()
+            || i.response_content_encoding.is_some()
+            || i.response_content_language.is_some()
+            || i.response_expires.is_some()
+        {
+            let t = Instant::now();
+            let r = self.proxy.get_object(req).await;
+            self.forwarded("get_object", t, r.is_ok());
+            return r;
+        }
+        let key = i.key.clone();
+        let (entry, file, result) = match self.cached_or_fetch(&key).await {
+            Ok(Lookup::Hit(e, f)) => (e, f, "hit"),
+            Ok(Lookup::Miss(e, f)) => (e, f, "miss"),
+            Ok(Lookup::Bypass) => {
+                let t = Instant::now();
+                let r = self.proxy.get_object(req).await;
+                count("get", if r.is_ok() { "bypass" } else { "error" });
+                metrics::histogram!("segment_cache_upstream_request_duration_seconds", "op" => "get_object")
+                    .record(t.elapsed().as_secs_f64());
+                return r;
+            }
+            Err(e) => {
+                count("get", "error");
+                return Err(e);
+            }
+        };
+        let i = &req.input;
+        if let Err(e) = check_conditions(
+            &entry,
+            i.if_match.as_ref(),
+            i.if_none_match.as_ref(),
+            i.if_modified_since.as_ref(),
+            i.if_unmodified_since.as_ref(),
+        ) {
+            count("get", result);
+            return Err(e);
+        }
+        let (start, len, content_range) = match &i.range {
+            None => (0, entry.size, None),
+            Some(r) => {
+                let Ok(rg) = r.check(entry.size) else {
+                    count("get", "error");
+                    let mut err = s3_error!(InvalidRange, "The requested range is not satisfiable");
+                    err.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+                    return Err(err);
+                };
+                (
+                    rg.start,
+                    rg.end - rg.start,
+                    Some(format!("bytes {}-{}/{}", rg.start, rg.end - 1, entry.size)),
+                )
+            }
+        };
+        count("get", result);
+        metrics::counter!("segment_cache_served_bytes_total", "result" => result).increment(len);
+        self.store.log_access(&key, entry.size);
+        let mut f = tokio::fs::File::from_std(file);
+        f.seek(std::io::SeekFrom::Start(start))
+            .await
+            .map_err(S3Error::internal_error)?;
+        let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 * 1024);
+        let head = head_output(&entry);
+        let out = GetObjectOutput {
+            body: Some(StreamingBlob::wrap(stream)),
+            accept_ranges: head.accept_ranges,
+            content_length: Some(i64::try_from(len).unwrap_or(i64::MAX)),
+            content_range,
+            content_type: head.content_type,
+            e_tag: head.e_tag,
+            last_modified: head.last_modified,
+            metadata: head.metadata,
+            ..Default::default()
+        };
+        Ok(S3Response::new(out))
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let i = &req.input;
+        self.check_bucket(&i.bucket)?;
+        key_error(&i.key)?;
+        let cached = if i.part_number.is_none()
+            && i.version_id.is_none()
+            && i.sse_customer_key.is_none()
+            && i.range.is_none()
+        {
+            self.store.lookup(&i.key)
+        } else {
+            None
+        };
+        let Some(entry) = cached else {
+            let t = Instant::now();
+            let r = self.proxy.head_object(req).await;
+            count("head", if r.is_ok() { "miss" } else { "error" });
+            metrics::histogram!("segment_cache_upstream_request_duration_seconds", "op" => "head_object")
+                .record(t.elapsed().as_secs_f64());
+            return r;
+        };
+        count("head", "hit");
+        check_conditions(
+            &entry,
+            i.if_match.as_ref(),
+            i.if_none_match.as_ref(),
+            i.if_modified_since.as_ref(),
+            i.if_unmodified_since.as_ref(),
+        )?;
+        Ok(S3Response::new(head_output(&entry)))
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let key = req.input.key.clone();
+        let t = Instant::now();
+        let r = self.proxy.put_object(req).await;
+        self.forwarded("put_object", t, r.is_ok());
+        self.invalidate(&key).await;
+        r
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let key = req.input.key.clone();
+        let t = Instant::now();
+        let r = self.proxy.delete_object(req).await;
+        self.forwarded("delete_object", t, r.is_ok());
+        self.invalidate(&key).await;
+        r
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let keys: Vec<String> = req
+            .input
+            .delete
+            .objects
+            .iter()
+            .map(|o| o.key.clone())
+            .collect();
+        let t = Instant::now();
+        let r = self.proxy.delete_objects(req).await;
+        self.forwarded("delete_objects", t, r.is_ok());
+        for k in keys {
+            self.invalidate(&k).await;
+        }
+        r
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let key = req.input.key.clone();
+        let t = Instant::now();
+        let r = self.proxy.copy_object(req).await;
+        self.forwarded("copy_object", t, r.is_ok());
+        self.invalidate(&key).await;
+        r
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let key = req.input.key.clone();
+        let bucket = req.input.bucket.clone();
+        let t = Instant::now();
+        let r = self.proxy.complete_multipart_upload(req).await;
+        self.invalidate(&key).await;
+        // Some S3-compatible servers (moto) answer 200 with a `CompleteMultipartUploadResponse`
+        // root element that aws-sdk-s3 refuses to decode. A 200 means the upload completed: read
+        // the new object's ETag with a HEAD and answer as S3 would.
+        let r = match r {
+            Err(e) if upstream_said_ok(&e) => match self.upstream.head(&key).await {
+                Ok(info) => Ok(S3Response::new(CompleteMultipartUploadOutput {
+                    bucket: Some(bucket),
+                    key: Some(key),
+                    e_tag: Some(ETag::Strong(unquoted(&info.etag).to_string())),
+                    ..Default::default()
+                })),
+                Err(_) => Err(fix_status(e)),
+            },
+            other => other.map_err(fix_status),
+        };
+        self.forwarded("complete_multipart_upload", t, r.is_ok());
+        r
+    }
+}
+
+/// Access control: every request must be signed with the configured key (s3s has verified the
+/// signature by then), and may only address the configured bucket (or list buckets).
+#[derive(Debug, Clone)]
+pub struct BucketAccess {
+    bucket: String,
+}
+
+impl BucketAccess {
+    /// Access limited to `bucket`.
+    #[must_use]
+    pub fn new(bucket: String) -> Self {
+        Self { bucket }
+    }
+}
+
+#[async_trait::async_trait]
+impl S3Access for BucketAccess {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        if cx.credentials().is_none() {
+            return Err(s3_error!(AccessDenied, "Access Denied"));
+        }
+        match cx.s3_path() {
+            s3s::path::S3Path::Root => Ok(()),
+            s3s::path::S3Path::Bucket { bucket } | s3s::path::S3Path::Object { bucket, .. } => {
+                if **bucket == *self.bucket {
+                    Ok(())
+                } else {
+                    Err(s3_error!(AccessDenied, "Access Denied"))
+                }
+            }
+        }
+    }
+}
+
+/// The one key pair Milvus signs with; an unknown access key gets S3's own error for it.
+#[derive(Debug)]
+pub struct SingleKeyAuth(s3s::auth::SimpleAuth);
+
+impl SingleKeyAuth {
+    /// Accepts requests signed with `access_key`/`secret_key`.
+    #[must_use]
+    pub fn new(access_key: &str, secret_key: &str) -> Self {
+        Self(s3s::auth::SimpleAuth::from_single(access_key, secret_key))
+    }
+}
+
+#[async_trait::async_trait]
+impl s3s::auth::S3Auth for SingleKeyAuth {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<s3s::auth::SecretKey> {
+        self.0.lookup(access_key).cloned().ok_or_else(|| {
+            s3_error!(
+                InvalidAccessKeyId,
+                "The AWS Access Key Id you provided does not exist in our records."
+            )
+        })
+    }
+}

@@ -1,0 +1,537 @@
+//! The upstream S3 bucket: an aws-sdk-s3 client with the sidecar's own credentials, and the two
+//! ways an object is brought into the store (one whole GET, or parallel ranged GETs), both
+//! verified against the ETag before they are committed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    retry::RetryConfig, timeout::TimeoutConfig,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use thiserror::Error;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+use crate::config::UpstreamConfig;
+use crate::index::{Entry, NoRoom};
+use crate::store::{Store, StoreError};
+use crate::verify::{Mismatch, Verifier};
+
+/// Why an object could not be brought into the cache.
+#[derive(Debug, Error)]
+pub enum FetchError {
+    /// Upstream answered with an S3 error (passed on to the client as is).
+    #[error("upstream S3 error {status} {code}: {message}")]
+    Upstream {
+        /// HTTP status.
+        status: u16,
+        /// S3 error code.
+        code: String,
+        /// Message.
+        message: String,
+    },
+    /// Upstream could not be reached, timed out, or cut the body.
+    #[error("upstream S3 unavailable: {0}")]
+    Unavailable(String),
+    /// The object changed while it was being downloaded in parts.
+    #[error("the object changed upstream during the download")]
+    Changed,
+    /// The object is larger than the cache keeps.
+    #[error("object of {0} bytes is larger than cache.max_object_size")]
+    TooBig(u64),
+    /// No room even after eviction.
+    #[error(transparent)]
+    NoRoom(#[from] NoRoom),
+    /// Local disk error (e.g. disk full).
+    #[error("cache disk: {0}")]
+    Disk(String),
+    /// The bytes do not match the ETag.
+    #[error("verification failed: {0}")]
+    Verify(#[from] Mismatch),
+}
+
+impl From<StoreError> for FetchError {
+    fn from(e: StoreError) -> Self {
+        FetchError::Disk(e.to_string())
+    }
+}
+
+impl FetchError {
+    fn disk(e: &std::io::Error) -> Self {
+        FetchError::Disk(e.to_string())
+    }
+
+    fn from_sdk<E>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        match e {
+            SdkError::ServiceError(se) => {
+                let status = se.raw().status().as_u16();
+                let code = match (se.err().code(), status) {
+                    (Some(c), _) => c.to_string(),
+                    (None, 404) => "NoSuchKey".into(),
+                    (None, 403) => "AccessDenied".into(),
+                    (None, 412) => "PreconditionFailed".into(),
+                    (None, _) => "InternalError".into(),
+                };
+                let code = if code == "NotFound" {
+                    "NoSuchKey".into()
+                } else {
+                    code
+                };
+                if status == 412 {
+                    return FetchError::Changed;
+                }
+                FetchError::Upstream {
+                    status,
+                    code,
+                    message: se.err().message().unwrap_or("").to_string(),
+                }
+            }
+            other => FetchError::Unavailable(DisplayErrorContext(other).to_string()),
+        }
+    }
+
+    /// True for errors worth another attempt (network, cut body, object changed mid-way).
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, FetchError::Unavailable(_) | FetchError::Changed)
+            || matches!(self, FetchError::Upstream { status, .. } if *status >= 500)
+    }
+}
+
+/// Size and ETag of an upstream object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag with quotes.
+    pub etag: String,
+}
+
+/// The upstream bucket.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: Client,
+    bucket: String,
+    size_only: bool,
+}
+
+/// Builds the aws-sdk-s3 client for `cfg`: static keys if configured, else the standard chain.
+pub async fn build_client(cfg: &UpstreamConfig) -> Client {
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).region(Region::new(cfg.region.clone()));
+    if let (Some(a), Some(s)) = (&cfg.access_key, &cfg.secret_key) {
+        loader = loader.credentials_provider(Credentials::new(
+            a.clone(),
+            s.clone(),
+            None,
+            None,
+            "segment-cache-config",
+        ));
+    }
+    let shared = loader.load().await;
+    let mut b = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(cfg.force_path_style.unwrap_or(cfg.endpoint_url.is_some()))
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .retry_config(RetryConfig::standard().with_max_attempts(cfg.max_attempts))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(cfg.timeout)
+                .read_timeout(cfg.timeout)
+                .build(),
+        );
+    if let Some(url) = &cfg.endpoint_url {
+        b = b.endpoint_url(url);
+    }
+    Client::from_conf(b.build())
+}
+
+fn record(op: &'static str, started: Instant, ok: bool) {
+    metrics::histogram!("segment_cache_upstream_request_duration_seconds", "op" => op)
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("segment_cache_upstream_requests_total", "op" => op,
+        "outcome" => if ok { "ok" } else { "error" })
+    .increment(1);
+}
+
+fn unix(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<i64> {
+    t.map(aws_sdk_s3::primitives::DateTime::secs)
+}
+
+impl Upstream {
+    /// The upstream bucket through `client`; `size_only` skips ETag digests.
+    #[must_use]
+    pub fn new(client: Client, bucket: String, size_only: bool) -> Self {
+        Self {
+            client,
+            bucket,
+            size_only,
+        }
+    }
+
+    /// The SDK client.
+    #[must_use]
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The bucket.
+    #[must_use]
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// `HeadObject`.
+    pub async fn head(&self, key: &str) -> Result<ObjectInfo, FetchError> {
+        let t = Instant::now();
+        let r = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await;
+        record("head", t, r.is_ok());
+        let out = r.map_err(|e| FetchError::from_sdk(&e))?;
+        Ok(ObjectInfo {
+            key: key.to_string(),
+            size: u64::try_from(out.content_length.unwrap_or(0)).unwrap_or(0),
+            etag: out.e_tag.unwrap_or_default(),
+        })
+    }
+
+    /// Every object under `prefix` (`ListObjectsV2`, all pages).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, FetchError> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let t = Instant::now();
+            let r = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await;
+            record("list", t, r.is_ok());
+            let page = r.map_err(|e| FetchError::from_sdk(&e))?;
+            for o in page.contents() {
+                if let Some(k) = o.key() {
+                    out.push(ObjectInfo {
+                        key: k.to_string(),
+                        size: u64::try_from(o.size().unwrap_or(0)).unwrap_or(0),
+                        etag: o.e_tag().unwrap_or_default().to_string(),
+                    });
+                }
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fetches `key` with one GET, verifies it and commits it to `store`.
+    pub async fn fetch_whole(
+        &self,
+        store: &Arc<Store>,
+        key: &str,
+        max_size: u64,
+    ) -> Result<Entry, FetchError> {
+        let t = Instant::now();
+        let r = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await;
+        if r.is_err() {
+            record("get", t, false);
+        }
+        let out = r.map_err(|e| FetchError::from_sdk(&e))?;
+        let size = u64::try_from(out.content_length.unwrap_or(0)).unwrap_or(0);
+        if size > max_size {
+            record("get", t, true);
+            return Err(FetchError::TooBig(size));
+        }
+        let etag = out.e_tag.clone().unwrap_or_default();
+        let reservation = store.reserve(size)?;
+        let tmp = store.temp_path();
+        let res = async {
+            let mut f = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| FetchError::disk(&e))?;
+            let mut v = Verifier::new(size, &etag, self.size_only);
+            let mut body = out.body;
+            loop {
+                let chunk = match body.try_next().await {
+                    Ok(Some(c)) => c,
+                    Ok(None) => break,
+                    Err(e) => {
+                        return Err(FetchError::Unavailable(format!(
+                            "body cut: {}",
+                            DisplayErrorContext(&e)
+                        )));
+                    }
+                };
+                v.update(&chunk);
+                f.write_all(&chunk)
+                    .await
+                    .map_err(|e| FetchError::disk(&e))?;
+            }
+            f.sync_all().await.map_err(|e| FetchError::disk(&e))?;
+            let how = v.finish()?;
+            Ok(how)
+        }
+        .await;
+        record("get", t, res.is_ok());
+        let how = match res {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
+        let entry = Entry {
+            key: key.to_string(),
+            size,
+            etag,
+            last_modified: unix(out.last_modified.as_ref()),
+            content_type: out.content_type.clone(),
+            metadata: out
+                .metadata
+                .clone()
+                .map(|m| m.into_iter().collect::<BTreeMap<_, _>>())
+                .unwrap_or_default(),
+            checked_at: Store::now(),
+            verified_by: how.to_string(),
+        };
+        let st = store.clone();
+        let e2 = entry.clone();
+        let tmp2 = tmp.clone();
+        tokio::task::spawn_blocking(move || st.commit(reservation, &tmp2, e2))
+            .await
+            .map_err(|e| FetchError::Disk(e.to_string()))?
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })?;
+        Ok(entry)
+    }
+
+    /// Fetches `info` in parallel ranges of `part_size` (each range GET waits for a permit of
+    /// `permits`), verifies the whole file against the ETag and commits it to `store`.
+    /// `progress` is called with the byte count of each finished range.
+    pub async fn fetch_ranged(
+        &self,
+        store: &Arc<Store>,
+        info: &ObjectInfo,
+        part_size: u64,
+        permits: &Arc<Semaphore>,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Entry, FetchError> {
+        let size = info.size;
+        let reservation = store.reserve(size)?;
+        let tmp = store.temp_path();
+        let res = self
+            .ranged_into(&tmp, info, part_size, permits, progress)
+            .await;
+        let (meta, how) = match res {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
+        let entry = Entry {
+            key: info.key.clone(),
+            size,
+            etag: info.etag.clone(),
+            last_modified: meta.0,
+            content_type: meta.1,
+            metadata: meta.2,
+            checked_at: Store::now(),
+            verified_by: how.to_string(),
+        };
+        let st = store.clone();
+        let e2 = entry.clone();
+        let tmp2 = tmp.clone();
+        tokio::task::spawn_blocking(move || st.commit(reservation, &tmp2, e2))
+            .await
+            .map_err(|e| FetchError::Disk(e.to_string()))?
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })?;
+        Ok(entry)
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn ranged_into(
+        &self,
+        tmp: &Path,
+        info: &ObjectInfo,
+        part_size: u64,
+        permits: &Arc<Semaphore>,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<
+        (
+            (Option<i64>, Option<String>, BTreeMap<String, String>),
+            &'static str,
+        ),
+        FetchError,
+    > {
+        let size = info.size;
+        let f = tokio::fs::File::create(tmp)
+            .await
+            .map_err(|e| FetchError::disk(&e))?;
+        f.set_len(size).await.map_err(|e| FetchError::disk(&e))?;
+        drop(f);
+        let starts: Vec<u64> = if size == 0 {
+            vec![]
+        } else {
+            (0..size)
+                .step_by(usize::try_from(part_size).unwrap_or(usize::MAX))
+                .collect()
+        };
+        let parts = starts.iter().map(|&a| {
+            let b = (a + part_size).min(size) - 1;
+            async move {
+                let _permit = permits
+                    .acquire()
+                    .await
+                    .map_err(|e| FetchError::Unavailable(e.to_string()))?;
+                let mut last = None;
+                for attempt in 0..3 {
+                    match self.range_once(tmp, &info.key, &info.etag, a, b).await {
+                        Ok(meta) => {
+                            progress(b + 1 - a);
+                            return Ok(meta);
+                        }
+                        Err(e) if e.is_transient() && !matches!(e, FetchError::Changed) => {
+                            tracing::debug!(key = %info.key, attempt, error = %e, "range retry");
+                            last = Some(e);
+                            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(last.unwrap_or(FetchError::Unavailable("retries exhausted".into())))
+            }
+        });
+        let metas = futures::future::try_join_all(parts).await?;
+        let meta = metas.into_iter().next().unwrap_or_default();
+        // Verify the assembled file (sequential read; the pages are still cached) off the runtime.
+        let path = tmp.to_path_buf();
+        let etag = info.etag.clone();
+        let size_only = self.size_only;
+        let how = tokio::task::spawn_blocking(move || -> Result<&'static str, FetchError> {
+            use std::io::Read;
+            let mut f = std::fs::File::open(&path).map_err(|e| FetchError::disk(&e))?;
+            let mut v = Verifier::new(size, &etag, size_only);
+            let mut buf = vec![0_u8; 1 << 20];
+            loop {
+                let n = f.read(&mut buf).map_err(|e| FetchError::disk(&e))?;
+                if n == 0 {
+                    break;
+                }
+                v.update(&buf[..n]);
+            }
+            let how = v.finish()?;
+            f.sync_all().map_err(|e| FetchError::disk(&e))?;
+            Ok(how)
+        })
+        .await
+        .map_err(|e| FetchError::Disk(e.to_string()))??;
+        Ok((meta, how))
+    }
+
+    async fn range_once(
+        &self,
+        tmp: &Path,
+        key: &str,
+        etag: &str,
+        a: u64,
+        b: u64,
+    ) -> Result<(Option<i64>, Option<String>, BTreeMap<String, String>), FetchError> {
+        let t = Instant::now();
+        let mut req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={a}-{b}"));
+        if !etag.is_empty() {
+            req = req.if_match(etag);
+        }
+        let r = req.send().await;
+        if r.is_err() {
+            record("get_range", t, false);
+        }
+        let out = r.map_err(|e| FetchError::from_sdk(&e))?;
+        if !etag.is_empty() && out.e_tag.as_deref().is_some_and(|e| e != etag) {
+            record("get_range", t, false);
+            return Err(FetchError::Changed);
+        }
+        let mut f = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(tmp)
+            .await
+            .map_err(|e| FetchError::disk(&e))?;
+        f.seek(std::io::SeekFrom::Start(a))
+            .await
+            .map_err(|e| FetchError::disk(&e))?;
+        let mut body = out.body;
+        let mut got = 0_u64;
+        let want = b + 1 - a;
+        loop {
+            match body.try_next().await {
+                Ok(Some(c)) => {
+                    got += c.len() as u64;
+                    if got > want {
+                        record("get_range", t, false);
+                        return Err(FetchError::Unavailable(format!(
+                            "range {a}-{b}: upstream sent more than {want} bytes"
+                        )));
+                    }
+                    f.write_all(&c).await.map_err(|e| FetchError::disk(&e))?;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    record("get_range", t, false);
+                    return Err(FetchError::Unavailable(format!(
+                        "body cut: {}",
+                        DisplayErrorContext(&e)
+                    )));
+                }
+            }
+        }
+        if got != want {
+            record("get_range", t, false);
+            return Err(FetchError::Unavailable(format!(
+                "range {a}-{b}: got {got} of {want} bytes"
+            )));
+        }
+        f.flush().await.map_err(|e| FetchError::disk(&e))?;
+        record("get_range", t, true);
+        Ok((
+            unix(out.last_modified.as_ref()),
+            out.content_type.clone(),
+            out.metadata
+                .clone()
+                .map(|m| m.into_iter().collect())
+                .unwrap_or_default(),
+        ))
+    }
+}
