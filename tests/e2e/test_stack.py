@@ -40,7 +40,7 @@ def keda_queue(stub, pb2) -> float | None:
     ref = pb2.ScaledObjectRef(name="querynode", namespace="default", scalerMetadata={
         "milvus": "demo", "signal": "search_queue_depth", "target": str(QUEUE_TARGET_PER_POD)})
     try:
-        reply = stub.GetMetrics(pb2.GetMetricsRequest(scaledObjectRef=ref, metricName="search_queue_depth"), timeout=5)
+        reply = stub.GetMetrics(pb2.GetMetricsRequest(scaledObjectRef=ref, metricName="milvus_search_queue_depth"), timeout=5)
     except grpc.RpcError:
         return None
     return reply.metricValues[0].metricValueFloat
@@ -59,7 +59,7 @@ def test_spike_moves_signals_apis_and_node_group_then_reload_hits_the_cache(stac
 
     seen = {"signal": 0.0, "api": 0.0, "keda": 0.0}
     crossed_at = raised_at = None
-    with workload.SearchLoad(coll, threads=16, nq=50, nprobe=128) as load:
+    with workload.SearchLoad(coll, threads=24, nq=50, nprobe=128) as load:
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
             q = scaler_signal(stack.scaler, "demo", "search_queue_depth") or 0

@@ -17,9 +17,10 @@ from .services import Milvus, Moto, Prometheus, Scaler, run_dir
 
 BUCKET = "milvus-bucket"
 ASG = "eks-milvus-querynode"
-# What an HPA / the planner is told: one query node per 2 queued read tasks; a 4-CPU query-node
-# pod fits once on an r6i.2xlarge, so every extra pod asks for one more node.
-QUEUE_TARGET_PER_POD = 2
+# What an HPA / the planner is told: one query node per queued read task (a single standalone Milvus
+# queues only a few). A 4-CPU query-node pod fits once on an r6i.2xlarge, so every extra pod asks
+# for one more node.
+QUEUE_TARGET_PER_POD = 1
 
 
 class Stack:
@@ -113,7 +114,7 @@ class Stack:
   milvus-scaler telemetry: {self.scaler.telemetry}/metrics
   external metrics API:    kubectl --kubeconfig {self.kubeconfig} get --raw \\
       '/apis/external.metrics.k8s.io/v1beta1/namespaces/default/milvus_search_queue_depth?labelSelector=milvus%3Ddemo'
-  KEDA external scaler:    grpcurl -plaintext -d '{{"scaledObjectRef":{{"name":"q","namespace":"default","scalerMetadata":{{"milvus":"demo","signal":"search_queue_depth","target":"{QUEUE_TARGET_PER_POD}"}}}},"metricName":"search_queue_depth"}}' \\
+  KEDA external scaler:    grpcurl -plaintext -d '{{"scaledObjectRef":{{"name":"q","namespace":"default","scalerMetadata":{{"milvus":"demo","signal":"search_queue_depth","target":"{QUEUE_TARGET_PER_POD}"}}}},"metricName":"milvus_search_queue_depth"}}' \\
       127.0.0.1:{self.keda_port} externalscaler.ExternalScaler/GetMetrics{prom}
   config:                  {self.scaler.config_path}"""
 
