@@ -276,7 +276,13 @@ impl Store {
 
     /// Reserves `size` bytes, evicting LRU objects (their files are deleted).
     pub fn reserve(self: &Arc<Self>, size: u64) -> Result<Reservation, NoRoom> {
-        let evicted = self.lock().reserve(size)?;
+        let mut ix = self.lock();
+        let evicted = ix.reserve(size)?;
+        // Delete under the index lock: a concurrent commit of the same key cannot interleave.
+        for e in &evicted {
+            remove_files(&self.objects, &e.key);
+        }
+        drop(ix);
         if !evicted.is_empty() {
             let bytes: u64 = evicted.iter().map(|e| e.size).sum();
             self.evictions
@@ -285,7 +291,6 @@ impl Store {
             metrics::counter!("segment_cache_evicted_bytes_total").increment(bytes);
             for e in evicted {
                 tracing::debug!(key = %e.key, size = e.size, "evicted");
-                remove_files(&self.objects, &e.key);
             }
             self.publish_gauges();
         }
