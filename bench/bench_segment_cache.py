@@ -193,7 +193,7 @@ def main() -> None:
             }
             for name, cmd in runs.items():
                 if name == "rclone" and rep > 0:
-                    continue  # rclone pulls ~4 MB/s from s3s-fs here: one run only
+                    continue  # rclone pulls 4-13 MB/s from s3s-fs here: one run only
                 shutil.rmtree(cache_dir, ignore_errors=True)
                 shutil.rmtree(dest, ignore_errors=True)
                 dest.mkdir()
