@@ -24,3 +24,17 @@ def moto():
     server = Moto()
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_pymilvus_connections():
+    """pymilvus keeps its connections in the process: a module must not inherit one to a Milvus
+    (and port) that an earlier module started and stopped."""
+    yield
+    try:
+        from pymilvus import connections
+    except ImportError:
+        return
+    for alias, _ in connections.list_connections():
+        connections.disconnect(alias)
+        connections.remove_connection(alias)

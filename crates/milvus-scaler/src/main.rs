@@ -98,6 +98,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Both rustls providers end up compiled in (aws-lc-rs for the external metrics API, ring via
+    // tonic and reqwest), so rustls cannot pick one by itself: choose aws-lc-rs for the process.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
