@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.segment_cache import ACCESS_KEY, SECRET_KEY, SegmentCache, moto_object_gets  # noqa: E402
 from harness.services import Milvus, Moto, run_dir  # noqa: E402
+from harness import workload  # noqa: E402
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -40,7 +41,8 @@ def _workload(uri: str, create: bool) -> list[list[tuple[int, float]]]:
             coll.create_index("vec", {"index_type": "IVF_FLAT", "metric_type": "L2", "params": {"nlist": NLIST}})
             utility.wait_for_index_building_complete(COLL)
         coll = Collection(COLL)
-        coll.load(timeout=300)
+        # A restarted Milvus answers "node not found" until its query node has registered.
+        workload.load_when_ready(coll, timeout=300)
         q = random.Random(99)
         vectors = [[q.random() for _ in range(DIM)] for _ in range(5)]
         # nprobe == nlist: exhaustive, so the answer does not depend on k-means training.

@@ -77,7 +77,8 @@ def test_spike_moves_signals_apis_and_node_group_then_reload_hits_the_cache(stac
     assert seen["signal"] > QUEUE_TARGET_PER_POD, f"the spike never queued enough work: {seen}"
     assert seen["api"] > 0 and seen["keda"] > 0, f"both APIs report the queue: {seen}"
     assert raised_at is not None, "the query-node group was never raised"
-    assert crossed_at is not None and raised_at - crossed_at <= 2 * PLANNER_INTERVAL + 1.5, \
+    # Two planner intervals, plus a few seconds for a machine busy running Milvus and the load.
+    assert crossed_at is not None and raised_at - crossed_at <= 2 * PLANNER_INTERVAL + 4, \
         f"group raised {raised_at - crossed_at:.1f}s after the signal crossed its target"
 
     # After the spike: the queue falls, and scale-in is left to Cluster Autoscaler (no scale_in).
@@ -93,8 +94,7 @@ def test_spike_moves_signals_apis_and_node_group_then_reload_hits_the_cache(stac
     stack.restart_milvus()
     workload.connect(stack.milvus.uri, alias="default")
     from pymilvus import Collection
-    reloaded = Collection("stack_e2e")
-    reloaded.load()
+    workload.load_when_ready(Collection("stack_e2e"))
     hits = (telemetry_value(metrics, "segment_cache_served_bytes_total", result="hit") or 0) - hits0
     misses = (telemetry_value(metrics, "segment_cache_served_bytes_total", result="miss") or 0) - miss0
     assert hits > 0 and hits / (hits + misses) >= 0.9, f"reload: {hits} hit bytes, {misses} miss bytes"

@@ -46,6 +46,23 @@ def build_index(coll: Collection, wait: bool = True) -> None:
         utility.wait_for_index_building_complete(coll.name)
 
 
+def load_when_ready(coll: Collection, timeout: float = 120) -> None:
+    """`coll.load()`, retried while a restarted Milvus has not registered its query node yet
+    (it answers "node not found" / "session not found" for a few seconds after start)."""
+    from pymilvus.exceptions import MilvusException
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            coll.load()
+            return
+        except MilvusException as e:
+            transient = any(s in str(e) for s in ("node not found", "session not found", "unrecoverable error"))
+            if not transient or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
 class SearchLoad:
     """`threads` threads searching `coll` back to back until stopped; counts completed searches."""
 
