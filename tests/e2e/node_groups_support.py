@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from harness.exporter import StaticExporter
 from harness.procs import REPO, free_port
 from harness.services import cargo_bin, run_dir
 
@@ -24,40 +25,24 @@ FIXTURE = REPO / "tests" / "fixtures" / "milvus-2.3.5-metrics-under-load.prom"
 QUEUE_LINE = re.compile(r'^milvus_querynode_read_task_unsolved_len\{node_id="3"\} .*$', re.M)
 
 
-class ScriptedMilvusMetrics:
-    """A Milvus-format /metrics endpoint whose search queue depth the test sets."""
+class ScriptedMilvusMetrics(StaticExporter):
+    """A Milvus-format /metrics endpoint whose search queue depth the test sets
+    (`.queue_depth = n` rewrites the capture's read_task_unsolved_len line)."""
 
     def __init__(self, queue_depth: float = 0.0):
-        self.body = FIXTURE.read_text()
-        assert QUEUE_LINE.search(self.body), "fixture lost its read_task_unsolved_len line"
+        self.template = FIXTURE.read_text()
+        assert QUEUE_LINE.search(self.template), "fixture lost its read_task_unsolved_len line"
+        super().__init__(self.template)
         self.queue_depth = queue_depth
-        outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                if self.path != "/metrics":
-                    self.send_error(404)
-                    return
-                body = QUEUE_LINE.sub(
-                    f'milvus_querynode_read_task_unsolved_len{{node_id="3"}} {outer.queue_depth}', outer.body
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    @property
+    def queue_depth(self) -> float:
+        return self._queue_depth
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/metrics"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+    @queue_depth.setter
+    def queue_depth(self, value: float) -> None:
+        self._queue_depth = value
+        self.set(QUEUE_LINE.sub(f'milvus_querynode_read_task_unsolved_len{{node_id="3"}} {value}', self.template))
 
 
 class FaultProxy:
