@@ -10,7 +10,7 @@ from pymilvus import Collection, CollectionSchema, DataType, FieldSchema, utilit
 
 from harness import workload
 from harness.procs import http_ok, wait_until
-from harness.services import Scaler, scaler_signal
+from harness.services import Scaler, scaler_reading, scaler_signal
 
 STALE_AFTER = 5
 
@@ -92,11 +92,19 @@ def test_index_build_shows_pending_then_returns_to_zero(scaler, milvus, collecti
 def test_killed_milvus_makes_signals_unknown_and_serve_survives(scaler, milvus, collection):
     assert scaler_signal(scaler, "demo", "search_queue_depth") is not None
     milvus.kill()
-    killed = time.monotonic()
-    wait_until(lambda: all(scaler_signal(scaler, "demo", s) is None for s in
-                           ("search_queue_depth", "search_rate", "loaded_entities", "index_pending_builds")),
-               STALE_AFTER + 2, "every signal to turn unknown")
-    assert time.monotonic() - killed <= STALE_AFTER + 2
+    signals = ("search_queue_depth", "search_rate", "loaded_entities", "index_pending_builds")
+    served_ages: list[float] = []
+
+    def all_unknown() -> bool:
+        # Until a signal turns unknown, what is still served must be younger than stale_after:
+        # the scaler never hands out a value older than it was told to trust.
+        readings = [scaler_reading(scaler, "demo", s) for s in signals]
+        served_ages.extend(age for known, _, age in readings if known and age is not None)
+        return all(known is False for known, _, _ in readings)
+
+    # A liveness deadline (generous for a busy machine), not a speed target.
+    wait_until(all_unknown, STALE_AFTER + 30, "every signal to turn unknown")
+    assert all(age <= STALE_AFTER for age in served_ages), f"served a stale reading: ages {sorted(served_ages)[-3:]}"
     time.sleep(2)
     assert scaler.service.alive(), "serve must keep running when Milvus is down"
     assert http_ok(f"{scaler.telemetry}/healthz")

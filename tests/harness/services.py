@@ -231,10 +231,9 @@ def signals_table(config_path: Path) -> str:
 import urllib.parse  # noqa: E402  (used by Prometheus.query)
 
 
-def scaler_signal(scaler: Scaler, instance: str, signal: str) -> float | None:
-    """The value `milvus-scaler` reports on its telemetry for `signal`, or None while unknown."""
-    known = None
-    value = None
+def scaler_reading(scaler: Scaler, instance: str, signal: str) -> tuple[bool | None, float | None, float | None]:
+    """What `milvus-scaler`'s telemetry says of `signal`: (known, value, age in seconds), None where absent."""
+    known = value = age = None
     for line in scaler.metrics_text().splitlines():
         if line.startswith("#") or f'milvus="{instance}"' not in line or f'signal="{signal}"' not in line:
             continue
@@ -243,4 +242,12 @@ def scaler_signal(scaler: Scaler, instance: str, signal: str) -> float | None:
             known = float(number) == 1.0
         elif name.startswith("milvus_scaler_signal_value{"):
             value = float(number)
+        elif name.startswith("milvus_scaler_signal_age_seconds{"):
+            age = float(number)
+    return known, value, age
+
+
+def scaler_signal(scaler: Scaler, instance: str, signal: str) -> float | None:
+    """The value `milvus-scaler` reports on its telemetry for `signal`, or None while unknown."""
+    known, value, _ = scaler_reading(scaler, instance, signal)
     return value if known else None
