@@ -69,7 +69,7 @@ def test_stream_follows_a_real_index_build(pb, scaler, stub, milvus):
 
     t = threading.Thread(target=reader, daemon=True)
     t.start()
-    wait_until(lambda: messages, 10, "the first StreamIsActive message")
+    wait_until(lambda: messages, 30, "the first StreamIsActive message")
     assert messages[0][1] is False, "inactive before any index build"
 
     coll.create_index("vec", {"index_type": "HNSW", "metric_type": "L2", "params": {"M": 16, "efConstruction": 200}})
@@ -108,7 +108,7 @@ def test_stopped_milvus_gives_unavailable(pb, scaler, stub, milvus):
             return False
         except grpc.RpcError as e:
             return e if e.code() == grpc.StatusCode.UNAVAILABLE else False
-    err = wait_until(unavailable, 15, "GetMetrics UNAVAILABLE with Milvus stopped")
+    err = wait_until(unavailable, 30, "GetMetrics UNAVAILABLE with Milvus stopped")
     assert "index_pending_builds" in err.details(), err.details()
     with pytest.raises(grpc.RpcError) as e:
         stub.IsActive(scaled_object(pb2, META), timeout=5)

@@ -111,5 +111,5 @@ def test_promql_source_serves_the_same_signals(stack):
     assert ours(scaler, "viaprom", "index_pending_builds") == 1
     # Prometheus down: the PromQL source reports unknown, never zero.
     prom.stop()
-    wait_until(lambda: ours(scaler, "viaprom", "loaded_entities") is None, 10, "unknown once Prometheus is gone")
+    wait_until(lambda: ours(scaler, "viaprom", "loaded_entities") is None, 30, "unknown once Prometheus is gone")
     assert ours(scaler, "direct", "loaded_entities") == 250_000

@@ -107,7 +107,7 @@ class StaticMetrics:
         self.service = Service("static-metrics", [sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
                                                   "--directory", str(self.dir), str(self.port)],
                                self.dir / "http.log")
-        wait_until(lambda: http_ok(self.url), 15, "static metrics server", proc=self.service)
+        wait_until(lambda: http_ok(self.url), 30, "static metrics server", proc=self.service)
 
     def set_body(self, text: str) -> None:
         """Atomically replaces what /metrics serves."""
