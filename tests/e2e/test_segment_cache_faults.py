@@ -92,6 +92,57 @@ def test_upstream_down_slow_and_cut_mid_body(upstream):
         cache.stop()
 
 
+def test_corrupted_bytes_are_refused_never_cached_or_served(upstream):
+    """A bit flipped on the wire (a bad NIC or middlebox: TCP's checksum does not always catch it)
+    fails verification against upstream's full-object CRC, on the one-GET path of a read and on
+    the parallel-range path of a warm: retried, then a clear error; nothing cached."""
+    moto, proxy = upstream
+    small = put_objects(moto, 1, 3_000_000)
+    big = put_objects(moto, 1, 20_000_000, prefix="files/index_files/9/1/2/3/")
+    # boto3 stores a CRC32 with each object; this is the check the cache relies on here.
+    head = moto.client("s3").head_object(Bucket=BUCKET, Key=next(iter(small)), ChecksumMode="ENABLED")
+    assert head.get("ChecksumCRC32"), f"moto kept no CRC: {head}"
+
+    cache = SegmentCache(proxy.url, BUCKET, upstream_extra={"timeout": "5s", "max_attempts": 1})
+    try:
+        c = s3_client(cache.url)
+        proxy.mode = "flip"  # a bit every 1 MB: inside the body of every answer of an object
+        key = next(iter(small))
+        with pytest.raises(ClientError) as e:
+            c.get_object(Bucket=BUCKET, Key=key)
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503, e.value.response
+        assert "does not match" in e.value.response["Error"]["Message"], e.value.response
+        assert proxy.flips >= 3, "each attempt saw a corrupted body"
+        assert cache.metric("segment_cache_objects") == 0
+        assert not list((cache.dir / "tmp").iterdir()), "a refused download left a temp file"
+
+        proxy.mode = "pass"
+        assert sha(c.get_object(Bucket=BUCKET, Key=key)["Body"].read()) == small[key]
+        assert cache.metric("segment_cache_verified_objects_total", by="crc32") == 1
+    finally:
+        cache.stop()
+
+    run = run_dir("sc-flip-warm")
+    cfg = cache_config(proxy.url, BUCKET, "1GiB", run / "cache", free_port(), free_port(),
+                       warm={"prefixes": ["files/index_files/"], "concurrency": 4, "part_size": "4MiB",
+                             "in_serve": False})
+    cfg["upstream"].update({"max_attempts": 1})
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    warm = [cargo_bin("segment-cache"), "warm", "--config", str(run / "config.yaml")]
+    proxy.mode = "flip"
+    r = subprocess.run(warm, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "1 failed" in r.stdout + r.stderr, (r.stdout, r.stderr[-2000:])
+    assert data_bytes(run / "cache") == 0 and not list((run / "cache" / "tmp").iterdir())
+    proxy.mode = "pass"
+    r = subprocess.run(warm, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert data_bytes(run / "cache") == 20_000_000
+    meta = next((run / "cache" / "objects").rglob("*.meta")).read_text()
+    assert '"verified_by":"crc32"' in meta.replace(" ", ""), meta
+    path = next(p for p in (run / "cache" / "objects").rglob("*") if p.is_file() and not p.name.endswith(".meta"))
+    assert sha(path.read_bytes()) == next(iter(big.values()))
+
+
 def test_capacity_smaller_than_data(upstream):
     moto, proxy = upstream
     objs = put_objects(moto, 10, 3_000_000)

@@ -130,13 +130,17 @@ def moto_object_gets(log_path: Path, bucket: str) -> list[str]:
 class FaultProxy:
     """A TCP proxy between the cache and its upstream that can be told to misbehave:
     `mode` = "pass" | "down" (refuse: connections are closed at once) | "slow" (delay each chunk) |
-    "cut" (close after `cut_after` bytes of the upstream's answer). Test-only fault injection."""
+    "cut" (close after `cut_after` bytes of the upstream's answer) | "flip" (invert one bit every
+    `flip_every` bytes of the upstream's answers: corruption TCP would not notice).
+    Test-only fault injection."""
 
     def __init__(self, target_port: int):
         self.target_port = target_port
         self.mode = "pass"
         self.delay = 0.0
         self.cut_after = 0
+        self.flip_every = 1_000_000
+        self.flips = 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -182,6 +186,13 @@ class FaultProxy:
                         break
                     if self.mode == "slow":
                         time.sleep(self.delay)
+                    if self.mode == "flip":
+                        buf = bytearray(d)
+                        first = -(-sent_back // self.flip_every) * self.flip_every
+                        for at in range(max(first, self.flip_every), sent_back + len(d), self.flip_every):
+                            buf[at - sent_back] ^= 0x10
+                            self.flips += 1
+                        d = bytes(buf)
                     if self.mode == "cut" and sent_back + len(d) > self.cut_after:
                         c.sendall(d[: max(0, self.cut_after - sent_back)])
                         self.cuts += 1

@@ -1,6 +1,11 @@
 //! The upstream S3 bucket: an aws-sdk-s3 client with the sidecar's own credentials, and the two
 //! ways an object is brought into the store (one whole GET, or parallel ranged GETs), both
-//! verified against the ETag before they are committed.
+//! verified before they are committed: against the full-object CRC upstream keeps, else the
+//! ETag (see `verify`).
+//!
+//! Bodies are written through a 1 MiB buffer: tokio's file writes each hop to a blocking
+//! thread, and the SDK hands the body over in chunks of a few KiB, so unbuffered writes cost
+//! more CPU than the download itself.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,13 +19,13 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use thiserror::Error;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
 use tokio::sync::Semaphore;
 
 use crate::config::UpstreamConfig;
 use crate::index::{Entry, NoRoom};
 use crate::store::{Store, StoreError};
-use crate::verify::{Mismatch, Verifier};
+use crate::verify::{FullObjectCrc, Mismatch, Verifier};
 
 /// Why an object could not be brought into the cache.
 #[derive(Debug, Error)]
@@ -98,10 +103,12 @@ impl FetchError {
         }
     }
 
-    /// True for errors worth another attempt (network, cut body, object changed mid-way).
+    /// True for errors worth another attempt (network, cut body, object changed mid-way, bytes
+    /// that do not match their checksum: corrupted on the way, never to be served).
     #[must_use]
     pub fn is_transient(&self) -> bool {
         matches!(self, FetchError::Unavailable(_) | FetchError::Changed)
+            || matches!(self, FetchError::Verify(m) if !matches!(m, Mismatch::Unverifiable(_)))
             || matches!(self, FetchError::Upstream { status, .. } if *status >= 500)
     }
 }
@@ -164,6 +171,38 @@ fn record(op: &'static str, started: Instant, ok: bool) {
     .increment(1);
 }
 
+/// Write buffer between the SDK's body chunks and the cache file.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// Asks upstream for its stored checksums (`x-amz-checksum-mode: ENABLED`). The header is set
+/// on the request rather than through the SDK's `checksum_mode`, which would also make the SDK
+/// verify the body: we verify it ourselves (and would otherwise compute the CRC twice, and see a
+/// mismatch reported as a cut body).
+fn ask_for_checksums(req: &mut aws_sdk_s3::config::http::HttpRequest) {
+    req.headers_mut().insert("x-amz-checksum-mode", "ENABLED");
+}
+
+/// The full-object CRC in a `GetObject`/`HeadObject` answer, if there is one.
+macro_rules! full_object_crc {
+    ($out:expr) => {
+        FullObjectCrc::from_response(
+            $out.checksum_crc64_nvme(),
+            $out.checksum_crc32_c(),
+            $out.checksum_crc32(),
+            matches!(
+                $out.checksum_type(),
+                Some(aws_sdk_s3::types::ChecksumType::Composite)
+            ),
+        )
+    };
+}
+
+/// Counts an object verified by `how` (`crc64nvme`, `md5`, `size`, ...) and passes `how` on.
+fn count_verified(how: &'static str) -> &'static str {
+    metrics::counter!("segment_cache_verified_objects_total", "by" => how).increment(1);
+    how
+}
+
 fn unix(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<i64> {
     t.map(aws_sdk_s3::primitives::DateTime::secs)
 }
@@ -208,6 +247,34 @@ impl Upstream {
             size: u64::try_from(out.content_length.unwrap_or(0)).unwrap_or(0),
             etag: out.e_tag.unwrap_or_default(),
         })
+    }
+
+    /// `HeadObject` asking for the stored checksums: the object and its full-object CRC.
+    async fn head_with_crc(
+        &self,
+        key: &str,
+    ) -> Result<(ObjectInfo, Option<FullObjectCrc>), FetchError> {
+        let t = Instant::now();
+        let r = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .customize()
+            .mutate_request(ask_for_checksums)
+            .send()
+            .await;
+        record("head", t, r.is_ok());
+        let out = r.map_err(|e| FetchError::from_sdk(&e))?;
+        let crc = full_object_crc!(out);
+        Ok((
+            ObjectInfo {
+                key: key.to_string(),
+                size: u64::try_from(out.content_length.unwrap_or(0)).unwrap_or(0),
+                etag: out.e_tag.unwrap_or_default(),
+            },
+            crc,
+        ))
     }
 
     /// Every object under `prefix` (`ListObjectsV2`, all pages).
@@ -256,6 +323,8 @@ impl Upstream {
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            .customize()
+            .mutate_request(ask_for_checksums)
             .send()
             .await;
         if r.is_err() {
@@ -268,13 +337,17 @@ impl Upstream {
             return Err(FetchError::TooBig(size));
         }
         let etag = out.e_tag.clone().unwrap_or_default();
+        let crc = full_object_crc!(out);
         let reservation = store.reserve(size)?;
         let tmp = store.temp_path();
         let res = async {
-            let mut f = tokio::fs::File::create(&tmp)
-                .await
-                .map_err(|e| FetchError::disk(&e))?;
-            let mut v = Verifier::new(size, &etag, self.size_only);
+            let mut f = BufWriter::with_capacity(
+                WRITE_BUFFER,
+                tokio::fs::File::create(&tmp)
+                    .await
+                    .map_err(|e| FetchError::disk(&e))?,
+            );
+            let mut v = Verifier::new(size, &etag, crc, self.size_only);
             let mut body = out.body;
             loop {
                 let chunk = match body.try_next().await {
@@ -292,14 +365,18 @@ impl Upstream {
                     .await
                     .map_err(|e| FetchError::disk(&e))?;
             }
-            f.sync_all().await.map_err(|e| FetchError::disk(&e))?;
+            f.flush().await.map_err(|e| FetchError::disk(&e))?;
+            f.get_ref()
+                .sync_all()
+                .await
+                .map_err(|e| FetchError::disk(&e))?;
             let how = v.finish()?;
             Ok(how)
         }
         .await;
         record("get", t, res.is_ok());
         let how = match res {
-            Ok(h) => h,
+            Ok(h) => count_verified(h),
             Err(e) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
                 return Err(e);
@@ -332,7 +409,10 @@ impl Upstream {
     }
 
     /// Fetches `info` in parallel ranges of `part_size` (each range GET waits for a permit of
-    /// `permits`), verifies the whole file against the ETag and commits it to `store`.
+    /// `permits`), verifies the whole object and commits it to `store`. A `HeadObject` first
+    /// reads the full-object CRC; with one, each range's CRC is taken as it streams in and the
+    /// CRCs are combined, so the file is never read back. Without one, the assembled file is
+    /// read back once for the ETag's MD5.
     /// `progress` is called with the byte count of each finished range.
     pub async fn fetch_ranged(
         &self,
@@ -342,14 +422,18 @@ impl Upstream {
         permits: &Arc<Semaphore>,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Entry, FetchError> {
+        let (head, crc) = self.head_with_crc(&info.key).await?;
+        // The listing may be older than the object: what HEAD says now is what we fetch
+        // (ranges are conditional on its ETag, so a change mid-way is caught too).
+        let info = &head;
         let size = info.size;
         let reservation = store.reserve(size)?;
         let tmp = store.temp_path();
         let res = self
-            .ranged_into(&tmp, info, part_size, permits, progress)
+            .ranged_into(&tmp, info, crc, part_size, permits, progress)
             .await;
         let (meta, how) = match res {
-            Ok(x) => x,
+            Ok((meta, how)) => (meta, count_verified(how)),
             Err(e) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
                 return Err(e);
@@ -359,9 +443,9 @@ impl Upstream {
             key: info.key.clone(),
             size,
             etag: info.etag.clone(),
-            last_modified: meta.0,
-            content_type: meta.1,
-            metadata: meta.2,
+            last_modified: meta.last_modified,
+            content_type: meta.content_type,
+            metadata: meta.metadata,
             checked_at: Store::now(),
             verified_by: how.to_string(),
         };
@@ -377,35 +461,23 @@ impl Upstream {
         Ok(entry)
     }
 
-    #[allow(clippy::type_complexity)]
     async fn ranged_into(
         &self,
         tmp: &Path,
         info: &ObjectInfo,
+        crc: Option<FullObjectCrc>,
         part_size: u64,
         permits: &Arc<Semaphore>,
         progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<
-        (
-            (Option<i64>, Option<String>, BTreeMap<String, String>),
-            &'static str,
-        ),
-        FetchError,
-    > {
+    ) -> Result<(RangeMeta, &'static str), FetchError> {
         let size = info.size;
         let f = tokio::fs::File::create(tmp)
             .await
             .map_err(|e| FetchError::disk(&e))?;
         f.set_len(size).await.map_err(|e| FetchError::disk(&e))?;
         drop(f);
-        let starts: Vec<u64> = if size == 0 {
-            vec![]
-        } else {
-            (0..size)
-                .step_by(usize::try_from(part_size).unwrap_or(usize::MAX))
-                .collect()
-        };
-        let parts = starts.iter().map(|&a| {
+        let crc = crc.filter(|_| !self.size_only);
+        let parts = range_starts(size, part_size).map(|a| {
             let b = (a + part_size).min(size) - 1;
             async move {
                 let _permit = permits
@@ -414,10 +486,10 @@ impl Upstream {
                     .map_err(|e| FetchError::Unavailable(e.to_string()))?;
                 let mut last = None;
                 for attempt in 0..3 {
-                    match self.range_once(tmp, &info.key, &info.etag, a, b).await {
-                        Ok(meta) => {
+                    match self.range_once(tmp, &info.key, &info.etag, crc, a, b).await {
+                        Ok(got) => {
                             progress(b + 1 - a);
-                            return Ok(meta);
+                            return Ok(got);
                         }
                         Err(e) if e.is_transient() && !matches!(e, FetchError::Changed) => {
                             tracing::debug!(key = %info.key, attempt, error = %e, "range retry");
@@ -430,26 +502,40 @@ impl Upstream {
                 Err(last.unwrap_or(FetchError::Unavailable("retries exhausted".into())))
             }
         });
-        let metas = futures::future::try_join_all(parts).await?;
-        let meta = metas.into_iter().next().unwrap_or_default();
-        // Verify the assembled file (sequential read; the pages are still cached) off the runtime.
+        let ranges = futures::future::try_join_all(parts).await?;
+        let mut digests = Vec::with_capacity(ranges.len());
+        let mut meta = None;
+        for (m, d) in ranges {
+            meta.get_or_insert(m);
+            digests.extend(d);
+        }
+        let meta = meta.unwrap_or_default();
         let path = tmp.to_path_buf();
         let etag = info.etag.clone();
         let size_only = self.size_only;
         let how = tokio::task::spawn_blocking(move || -> Result<&'static str, FetchError> {
-            use std::io::Read;
-            let mut f = std::fs::File::open(&path).map_err(|e| FetchError::disk(&e))?;
-            let mut v = Verifier::new(size, &etag, size_only);
-            let mut buf = vec![0_u8; 1 << 20];
-            loop {
-                let n = f.read(&mut buf).map_err(|e| FetchError::disk(&e))?;
-                if n == 0 {
-                    break;
+            let how = match crc {
+                Some(c) => c.check_ranges(size, digests)?,
+                // The MD5 of the ETag is one serial pass: read the file back (its pages are
+                // still in the page cache).
+                None => {
+                    use std::io::Read;
+                    let mut f = std::fs::File::open(&path).map_err(|e| FetchError::disk(&e))?;
+                    let mut v = Verifier::new(size, &etag, None, size_only);
+                    let mut buf = vec![0_u8; 1 << 20];
+                    loop {
+                        let n = f.read(&mut buf).map_err(|e| FetchError::disk(&e))?;
+                        if n == 0 {
+                            break;
+                        }
+                        v.update(&buf[..n]);
+                    }
+                    v.finish()?
                 }
-                v.update(&buf[..n]);
-            }
-            let how = v.finish()?;
-            f.sync_all().map_err(|e| FetchError::disk(&e))?;
+            };
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| FetchError::disk(&e))?;
             Ok(how)
         })
         .await
@@ -457,14 +543,17 @@ impl Upstream {
         Ok((meta, how))
     }
 
+    /// One ranged GET of `a..=b` written at its offset in `tmp`; with `crc`, also the CRC of
+    /// the range's bytes.
     async fn range_once(
         &self,
         tmp: &Path,
         key: &str,
         etag: &str,
+        crc: Option<FullObjectCrc>,
         a: u64,
         b: u64,
-    ) -> Result<(Option<i64>, Option<String>, BTreeMap<String, String>), FetchError> {
+    ) -> Result<(RangeMeta, Option<crc_fast::Digest>), FetchError> {
         let t = Instant::now();
         let mut req = self
             .client
@@ -484,14 +573,16 @@ impl Upstream {
             record("get_range", t, false);
             return Err(FetchError::Changed);
         }
-        let mut f = tokio::fs::OpenOptions::new()
+        let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .open(tmp)
             .await
             .map_err(|e| FetchError::disk(&e))?;
-        f.seek(std::io::SeekFrom::Start(a))
+        file.seek(std::io::SeekFrom::Start(a))
             .await
             .map_err(|e| FetchError::disk(&e))?;
+        let mut f = BufWriter::with_capacity(WRITE_BUFFER, file);
+        let mut digest = crc.map(FullObjectCrc::digest);
         let mut body = out.body;
         let mut got = 0_u64;
         let want = b + 1 - a;
@@ -504,6 +595,9 @@ impl Upstream {
                         return Err(FetchError::Unavailable(format!(
                             "range {a}-{b}: upstream sent more than {want} bytes"
                         )));
+                    }
+                    if let Some(d) = &mut digest {
+                        d.update(&c);
                     }
                     f.write_all(&c).await.map_err(|e| FetchError::disk(&e))?;
                 }
@@ -525,13 +619,40 @@ impl Upstream {
         }
         f.flush().await.map_err(|e| FetchError::disk(&e))?;
         record("get_range", t, true);
-        Ok((
-            unix(out.last_modified.as_ref()),
-            out.content_type.clone(),
-            out.metadata
+        let meta = RangeMeta {
+            last_modified: unix(out.last_modified.as_ref()),
+            content_type: out.content_type.clone(),
+            metadata: out
+                .metadata
                 .clone()
                 .map(|m| m.into_iter().collect())
                 .unwrap_or_default(),
-        ))
+        };
+        Ok((meta, digest))
+    }
+}
+
+/// What a ranged GET says of the object besides its bytes.
+#[derive(Debug, Default)]
+struct RangeMeta {
+    last_modified: Option<i64>,
+    content_type: Option<String>,
+    metadata: BTreeMap<String, String>,
+}
+
+/// The first byte of each `part_size` range of a `size`-byte object.
+fn range_starts(size: u64, part_size: u64) -> impl Iterator<Item = u64> {
+    (0..size).step_by(usize::try_from(part_size.max(1)).unwrap_or(usize::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::range_starts;
+
+    #[test]
+    fn ranges_cover_the_object_once() {
+        assert_eq!(range_starts(0, 8).count(), 0);
+        assert_eq!(range_starts(8, 8).collect::<Vec<_>>(), [0]);
+        assert_eq!(range_starts(17, 8).collect::<Vec<_>>(), [0, 8, 16]);
     }
 }
