@@ -232,21 +232,7 @@ impl Upstream {
 
     /// `HeadObject`.
     pub async fn head(&self, key: &str) -> Result<ObjectInfo, FetchError> {
-        let t = Instant::now();
-        let r = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await;
-        record("head", t, r.is_ok());
-        let out = r.map_err(|e| FetchError::from_sdk(&e))?;
-        Ok(ObjectInfo {
-            key: key.to_string(),
-            size: u64::try_from(out.content_length.unwrap_or(0)).unwrap_or(0),
-            etag: out.e_tag.unwrap_or_default(),
-        })
+        Ok(self.head_with_crc(key).await?.0)
     }
 
     /// `HeadObject` asking for the stored checksums: the object and its full-object CRC.
@@ -338,6 +324,7 @@ impl Upstream {
         }
         let etag = out.e_tag.clone().unwrap_or_default();
         let crc = full_object_crc!(out);
+        let meta = ObjectMeta::of(&out);
         let reservation = store.reserve(size)?;
         let tmp = store.temp_path();
         let res = async {
@@ -382,30 +369,7 @@ impl Upstream {
                 return Err(e);
             }
         };
-        let entry = Entry {
-            key: key.to_string(),
-            size,
-            etag,
-            last_modified: unix(out.last_modified.as_ref()),
-            content_type: out.content_type.clone(),
-            metadata: out
-                .metadata
-                .clone()
-                .map(|m| m.into_iter().collect::<BTreeMap<_, _>>())
-                .unwrap_or_default(),
-            checked_at: Store::now(),
-            verified_by: how.to_string(),
-        };
-        let st = store.clone();
-        let e2 = entry.clone();
-        let tmp2 = tmp.clone();
-        tokio::task::spawn_blocking(move || st.commit(reservation, &tmp2, e2))
-            .await
-            .map_err(|e| FetchError::Disk(e.to_string()))?
-            .inspect_err(|_| {
-                let _ = std::fs::remove_file(&tmp);
-            })?;
-        Ok(entry)
+        commit(store, reservation, tmp, key, size, etag, meta, how).await
     }
 
     /// Fetches `info` in parallel ranges of `part_size` (each range GET waits for a permit of
@@ -439,26 +403,17 @@ impl Upstream {
                 return Err(e);
             }
         };
-        let entry = Entry {
-            key: info.key.clone(),
+        commit(
+            store,
+            reservation,
+            tmp,
+            &info.key,
             size,
-            etag: info.etag.clone(),
-            last_modified: meta.last_modified,
-            content_type: meta.content_type,
-            metadata: meta.metadata,
-            checked_at: Store::now(),
-            verified_by: how.to_string(),
-        };
-        let st = store.clone();
-        let e2 = entry.clone();
-        let tmp2 = tmp.clone();
-        tokio::task::spawn_blocking(move || st.commit(reservation, &tmp2, e2))
-            .await
-            .map_err(|e| FetchError::Disk(e.to_string()))?
-            .inspect_err(|_| {
-                let _ = std::fs::remove_file(&tmp);
-            })?;
-        Ok(entry)
+            info.etag.clone(),
+            meta,
+            how,
+        )
+        .await
     }
 
     async fn ranged_into(
@@ -469,7 +424,7 @@ impl Upstream {
         part_size: u64,
         permits: &Arc<Semaphore>,
         progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<(RangeMeta, &'static str), FetchError> {
+    ) -> Result<(ObjectMeta, &'static str), FetchError> {
         let size = info.size;
         let f = tokio::fs::File::create(tmp)
             .await
@@ -553,7 +508,7 @@ impl Upstream {
         crc: Option<FullObjectCrc>,
         a: u64,
         b: u64,
-    ) -> Result<(RangeMeta, Option<crc_fast::Digest>), FetchError> {
+    ) -> Result<(ObjectMeta, Option<crc_fast::Digest>), FetchError> {
         let t = Instant::now();
         let mut req = self
             .client
@@ -581,6 +536,7 @@ impl Upstream {
         file.seek(std::io::SeekFrom::Start(a))
             .await
             .map_err(|e| FetchError::disk(&e))?;
+        let meta = ObjectMeta::of(&out);
         let mut f = BufWriter::with_capacity(WRITE_BUFFER, file);
         let mut digest = crc.map(FullObjectCrc::digest);
         let mut body = out.body;
@@ -619,7 +575,21 @@ impl Upstream {
         }
         f.flush().await.map_err(|e| FetchError::disk(&e))?;
         record("get_range", t, true);
-        let meta = RangeMeta {
+        Ok((meta, digest))
+    }
+}
+
+/// What a GET says of the object besides its bytes.
+#[derive(Debug, Default)]
+struct ObjectMeta {
+    last_modified: Option<i64>,
+    content_type: Option<String>,
+    metadata: BTreeMap<String, String>,
+}
+
+impl ObjectMeta {
+    fn of(out: &aws_sdk_s3::operation::get_object::GetObjectOutput) -> Self {
+        Self {
             last_modified: unix(out.last_modified.as_ref()),
             content_type: out.content_type.clone(),
             metadata: out
@@ -627,17 +597,43 @@ impl Upstream {
                 .clone()
                 .map(|m| m.into_iter().collect())
                 .unwrap_or_default(),
-        };
-        Ok((meta, digest))
+        }
     }
 }
 
-/// What a ranged GET says of the object besides its bytes.
-#[derive(Debug, Default)]
-struct RangeMeta {
-    last_modified: Option<i64>,
-    content_type: Option<String>,
-    metadata: BTreeMap<String, String>,
+/// Commits the verified temp file `tmp` as `key` (off the runtime: it renames and fsyncs the
+/// directory), deleting it if the commit fails.
+#[allow(clippy::too_many_arguments)]
+async fn commit(
+    store: &Arc<Store>,
+    reservation: crate::store::Reservation,
+    tmp: std::path::PathBuf,
+    key: &str,
+    size: u64,
+    etag: String,
+    meta: ObjectMeta,
+    how: &'static str,
+) -> Result<Entry, FetchError> {
+    let entry = Entry {
+        key: key.to_string(),
+        size,
+        etag,
+        last_modified: meta.last_modified,
+        content_type: meta.content_type,
+        metadata: meta.metadata,
+        checked_at: Store::now(),
+        verified_by: how.to_string(),
+    };
+    let st = store.clone();
+    let committed = entry.clone();
+    let path = tmp.clone();
+    tokio::task::spawn_blocking(move || st.commit(reservation, &path, committed))
+        .await
+        .map_err(|e| FetchError::Disk(e.to_string()))?
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
+    Ok(entry)
 }
 
 /// The first byte of each `part_size` range of a `size`-byte object.
