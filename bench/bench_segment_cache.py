@@ -8,6 +8,7 @@ Prints one JSON line last: {"name": ..., "rows": [...], "notes": [...]}.
 """
 from __future__ import annotations
 
+import collections
 import datetime
 import hashlib
 import json
@@ -174,6 +175,7 @@ def main() -> None:
         upload(up_url, objs)
         env = tool_env()
         results: dict[str, list[tuple[float, float]]] = {k: [] for k in ("segment-cache", "s5cmd", "aws", "rclone")}
+        verified_by: collections.Counter = collections.Counter()
         cache_dir = WORK / "cache"
         cfg = cache_config(up_url, BUCKET, "100GiB", cache_dir, free_port(), free_port(),
                            warm={"prefixes": ["files/"], "concurrency": 32, "in_serve": False})
@@ -200,7 +202,9 @@ def main() -> None:
                 wall, cpu = timed(cmd, env)
                 got = dir_bytes(cache_dir / "objects") if name == "segment-cache" else dir_bytes(dest)
                 if name == "segment-cache":
-                    got -= sum(p.stat().st_size for p in (cache_dir / "objects").rglob("*.meta"))
+                    metas = list((cache_dir / "objects").rglob("*.meta"))
+                    got -= sum(p.stat().st_size for p in metas)
+                    verified_by = collections.Counter(json.loads(p.read_text())["verified_by"] for p in metas)
                 if got != total:
                     raise RuntimeError(f"{name} downloaded {got} bytes, expected {total}")
                 results[name].append((wall, cpu))
@@ -240,7 +244,9 @@ def main() -> None:
         notes = [
             f"{len(objs)} objects, {total / 1e6:.0f} MB (4 index files 50-200 MB scaled, binlogs 1-30 MB), "
             f"upstream s3s-fs 0.14.1 on loopback, {REPEAT} runs each, medians; all tools read the same page-cached files",
-            "segment-cache warm verifies every object (MD5 vs ETag) and fsyncs before commit; the other tools do neither",
+            "segment-cache warm verifies every object and fsyncs it before commit; the other tools do neither. "
+            "Verified by: " + ", ".join(f"{k} {v}" for k, v in sorted(verified_by.items())) + " (boto3 uploads with a "
+            "CRC32 that s3s-fs keeps, as S3 keeps a CRC-64/NVME for every object; without one it is the ETag's MD5)",
             "MB/s by tool: " + ", ".join(f"{k} {v:.0f}" for k, v in mbps.items()),
             "ratio to s5cmd: " + ", ".join(f"{k} {v / mbps['s5cmd']:.2f}x" for k, v in mbps.items()),
             "rclone (1 run only): 4-13 MB/s against s3s-fs 0.14.1 on this machine with --transfers 16, with or "

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use milvus_signals::source::scrape::TargetSpec;
 use serde::Deserialize;
-use thiserror::Error;
 
 /// The whole configuration of `milvus-scaler`.
 #[derive(Debug, Clone, Deserialize)]
@@ -142,68 +141,26 @@ fn default_telemetry_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9100))
 }
 
-/// A configuration problem: which file, which key, what was expected.
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{file}: cannot read: {source}")]
-    Read {
-        /// The file.
-        file: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// A key has a wrong type or value, or is unknown.
-    #[error("{file}: {path}: {message}")]
-    Invalid {
-        /// The file.
-        file: String,
-        /// Dotted path of the offending key, e.g. `milvus[0].scrape.interval`.
-        path: String,
-        /// What was expected.
-        message: String,
-    },
-}
+pub use yaml_config::ConfigError;
 
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: file.clone(),
-            source,
-        })?;
-        Self::parse(&text, &file)
+        let config: Config = yaml_config::read(path)?;
+        config.checked(&file)
     }
 
     /// Parses and validates YAML `text`; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let invalid = |path: String, message: String| ConfigError::Invalid {
-            file: file.to_string(),
-            path,
-            message,
-        };
-        let deserializer = serde_yaml::Deserializer::from_str(text);
-        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." {
-                "(top level)".to_string()
-            } else {
-                path
-            };
-            // serde_yaml appends " at line L column C" (kept: it helps find the key) and sometimes
-            // prefixes the path itself, which is already in front of the message.
-            let message = e.into_inner().to_string();
-            let message = message
-                .strip_prefix(&format!("{path}: "))
-                .map(str::to_string)
-                .unwrap_or(message);
-            invalid(path, message)
-        })?;
-        config
-            .validate()
-            .map_err(|(path, message)| invalid(path, message))?;
-        Ok(config)
+        let config: Config = yaml_config::parse(text, file)?;
+        config.checked(file)
+    }
+
+    fn checked(self, file: &str) -> Result<Config, ConfigError> {
+        self.validate()
+            .map_err(|(path, message)| ConfigError::invalid(file, path, message))?;
+        Ok(self)
     }
 
     fn validate(&self) -> Result<(), (String, String)> {

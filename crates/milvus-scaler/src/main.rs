@@ -2,6 +2,7 @@
 //! telemetry endpoint and (as later features land) the serving APIs together.
 #![forbid(unsafe_code)]
 
+use shutdown_signal::shutdown_signal;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -231,29 +232,6 @@ fn spawn_poller(
         tasks.spawn(run_poller(source, meta, p.interval, store, shutdown));
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the process");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {

@@ -7,7 +7,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
-use thiserror::Error;
 
 /// The whole configuration of `segment-cache`.
 #[derive(Debug, Clone, Deserialize)]
@@ -261,73 +260,26 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
-/// A configuration problem: which file, which key, what was expected.
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{file}: cannot read: {source}")]
-    Read {
-        /// The file.
-        file: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// A key has a wrong type or value, or is unknown.
-    #[error("{file}: {path}: {message}")]
-    Invalid {
-        /// The file.
-        file: String,
-        /// Dotted path of the offending key, e.g. `cache.capacity`.
-        path: String,
-        /// What was expected.
-        message: String,
-    },
-}
+pub use yaml_config::ConfigError;
 
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: file.clone(),
-            source,
-        })?;
-        Self::parse(&text, &file)
+        let config = Self::load_unvalidated(path)?;
+        config.validate(&path.display().to_string())?;
+        Ok(config)
     }
 
     /// Reads the file at `path` without the cross-field checks (call [`Config::validate`] after
     /// applying flags and environment overrides).
     pub fn load_unvalidated(path: &Path) -> Result<Config, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: file.clone(),
-            source,
-        })?;
-        Self::parse_unvalidated(&text, &file)
+        yaml_config::read(path)
     }
 
     /// Parses and validates YAML `text`; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let config = Self::parse_unvalidated(text, file)?;
+        let config: Config = yaml_config::parse(text, file)?;
         config.validate(file)?;
-        Ok(config)
-    }
-
-    fn parse_unvalidated(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let deserializer = serde_yaml::Deserializer::from_str(text);
-        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." {
-                "(top level)".to_string()
-            } else {
-                path
-            };
-            ConfigError::Invalid {
-                file: file.to_string(),
-                path,
-                message: e.into_inner().to_string(),
-            }
-        })?;
         Ok(config)
     }
 

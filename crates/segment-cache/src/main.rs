@@ -1,5 +1,6 @@
 //! `segment-cache`: parses configuration and flags, and wires the parts of the library together.
 
+use shutdown_signal::shutdown_signal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -358,27 +359,4 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 fn tokio_util_task_tracker() -> tokio_util::task::TaskTracker {
     tokio_util::task::TaskTracker::new()
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
