@@ -316,7 +316,7 @@ impl Store {
         let write_meta = || -> io::Result<()> {
             let mut f = fs::File::create(&meta_tmp)?;
             f.write_all(&serde_json::to_vec(&entry).map_err(io::Error::other)?)?;
-            f.sync_all()
+            f.sync_data()
         };
         if let Err(e) = write_meta() {
             let _ = fs::remove_file(&meta_tmp);
@@ -324,9 +324,7 @@ impl Store {
         }
         // Hold the index lock across the renames so a concurrent invalidation cannot interleave.
         let mut ix = self.lock();
-        let res = fs::rename(&meta_tmp, &meta)
-            .and_then(|()| fs::rename(temp, &data))
-            .and_then(|()| fs::File::open(&parent)?.sync_all());
+        let res = fs::rename(&meta_tmp, &meta).and_then(|()| fs::rename(temp, &data));
         if let Err(e) = res {
             let _ = fs::remove_file(&meta_tmp);
             let _ = fs::remove_file(&meta);
@@ -338,6 +336,12 @@ impl Store {
         reservation.done = true;
         ix.commit(entry);
         drop(ix);
+        // Make the names durable outside the index lock (a directory fsync is a journal commit,
+        // and lookups must not wait on it). The files themselves are fsynced already: a crash
+        // before this point can lose the names, which is a miss, never a wrong byte.
+        if let Err(e) = fs::File::open(&parent).and_then(|d| d.sync_all()) {
+            tracing::warn!(dir = %parent.display(), error = %e, "could not fsync the cache directory");
+        }
         self.publish_gauges();
         Ok(())
     }

@@ -354,7 +354,7 @@ impl Upstream {
             }
             f.flush().await.map_err(|e| FetchError::disk(&e))?;
             f.get_ref()
-                .sync_all()
+                .sync_data()
                 .await
                 .map_err(|e| FetchError::disk(&e))?;
             let how = v.finish()?;
@@ -489,7 +489,7 @@ impl Upstream {
                 }
             };
             std::fs::File::open(&path)
-                .and_then(|f| f.sync_all())
+                .and_then(|f| f.sync_data())
                 .map_err(|e| FetchError::disk(&e))?;
             Ok(how)
         })
