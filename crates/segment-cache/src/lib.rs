@@ -3,13 +3,15 @@
 //! - [`s3`]: the S3 endpoint (s3s) — reads from the cache, everything else forwarded upstream;
 //! - [`store`]: the cache directory (atomic, verified commits; index rebuilt at start);
 //! - [`index`], [`keys`], [`accesslog`], [`verify`]: pure bookkeeping, tested without sockets;
-//! - [`upstream`]: the aws-sdk-s3 client and the whole/ranged fetchers;
+//! - [`upstream`]: the aws-sdk-s3 client and the whole/ranged fetchers ([`chunk_file`] writes
+//!   their bodies);
 //! - [`warm`]: the parallel warmer; [`telemetry`]: `/metrics`, `/healthz`, `/readyz`;
 //! - [`config`]: the YAML configuration.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod accesslog;
+pub mod chunk_file;
 pub mod config;
 pub mod index;
 pub mod keys;

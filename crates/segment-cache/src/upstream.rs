@@ -3,9 +3,8 @@
 //! verified before they are committed: against the full-object CRC upstream keeps, else the
 //! ETag (see `verify`).
 //!
-//! Bodies are written through a 1 MiB buffer: tokio's file writes each hop to a blocking
-//! thread, and the SDK hands the body over in chunks of a few KiB, so unbuffered writes cost
-//! more CPU than the download itself.
+//! Bodies go to disk through [`ChunkFile`]: the SDK hands them over in chunks of a few KiB, and
+//! one blocking-pool hop per chunk would cost more CPU than the download itself.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,9 +18,9 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use thiserror::Error;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
 use tokio::sync::Semaphore;
 
+use crate::chunk_file::ChunkFile;
 use crate::config::UpstreamConfig;
 use crate::index::{Entry, NoRoom};
 use crate::store::{Store, StoreError};
@@ -170,9 +169,6 @@ fn record(op: &'static str, started: Instant, ok: bool) {
         "outcome" => if ok { "ok" } else { "error" })
     .increment(1);
 }
-
-/// Write buffer between the SDK's body chunks and the cache file.
-const WRITE_BUFFER: usize = 1 << 20;
 
 /// Asks upstream for its stored checksums (`x-amz-checksum-mode: ENABLED`). The header is set
 /// on the request rather than through the SDK's `checksum_mode`, which would also make the SDK
@@ -328,12 +324,9 @@ impl Upstream {
         let reservation = store.reserve(size)?;
         let tmp = store.temp_path();
         let res = async {
-            let mut f = BufWriter::with_capacity(
-                WRITE_BUFFER,
-                tokio::fs::File::create(&tmp)
-                    .await
-                    .map_err(|e| FetchError::disk(&e))?,
-            );
+            let mut f = ChunkFile::create(&tmp)
+                .await
+                .map_err(|e| FetchError::disk(&e))?;
             let mut v = Verifier::new(size, &etag, crc, self.size_only);
             let mut body = out.body;
             loop {
@@ -348,16 +341,11 @@ impl Upstream {
                     }
                 };
                 v.update(&chunk);
-                f.write_all(&chunk)
-                    .await
-                    .map_err(|e| FetchError::disk(&e))?;
+                f.write(chunk).await.map_err(|e| FetchError::disk(&e))?;
             }
-            f.flush().await.map_err(|e| FetchError::disk(&e))?;
-            f.get_ref()
-                .sync_data()
-                .await
-                .map_err(|e| FetchError::disk(&e))?;
+            // Verified before it is made durable: bad bytes are never fsynced, only deleted.
             let how = v.finish()?;
+            f.finish(true).await.map_err(|e| FetchError::disk(&e))?;
             Ok(how)
         }
         .await;
@@ -528,16 +516,10 @@ impl Upstream {
             record("get_range", t, false);
             return Err(FetchError::Changed);
         }
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(tmp)
-            .await
-            .map_err(|e| FetchError::disk(&e))?;
-        file.seek(std::io::SeekFrom::Start(a))
-            .await
-            .map_err(|e| FetchError::disk(&e))?;
         let meta = ObjectMeta::of(&out);
-        let mut f = BufWriter::with_capacity(WRITE_BUFFER, file);
+        let mut f = ChunkFile::at_offset(tmp, a)
+            .await
+            .map_err(|e| FetchError::disk(&e))?;
         let mut digest = crc.map(FullObjectCrc::digest);
         let mut body = out.body;
         let mut got = 0_u64;
@@ -555,7 +537,7 @@ impl Upstream {
                     if let Some(d) = &mut digest {
                         d.update(&c);
                     }
-                    f.write_all(&c).await.map_err(|e| FetchError::disk(&e))?;
+                    f.write(c).await.map_err(|e| FetchError::disk(&e))?;
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -573,7 +555,8 @@ impl Upstream {
                 "range {a}-{b}: got {got} of {want} bytes"
             )));
         }
-        f.flush().await.map_err(|e| FetchError::disk(&e))?;
+        // Durability comes once for the whole file, after it is verified.
+        f.finish(false).await.map_err(|e| FetchError::disk(&e))?;
         record("get_range", t, true);
         Ok((meta, digest))
     }
