@@ -177,3 +177,50 @@ def test_malformed_input(env):
             assert (work / "r.out").read_bytes() == b"0123456789", bad
         else:
             assert "(InvalidArgument)" in r.stderr or "(InvalidRange)" in r.stderr, (bad, r.stderr)
+
+
+def test_large_read_miss_is_fetched_in_parallel_parts_and_verified():
+    """A miss of an object of at least two `cache.miss_part_size` parts: the first part comes from
+    the GET's own body, the rest from ranged GETs; the object is verified whole (CRC32 that moto
+    keeps from boto3's upload, or the ETag's MD5 for an object uploaded with no checksum) and the
+    client gets exactly the upstream bytes, for a whole and for a ranged read."""
+    import boto3
+    from botocore.config import Config
+
+    from harness.segment_cache import s3_client
+    moto = Moto()
+    try:
+        moto.client("s3").create_bucket(Bucket=BUCKET)
+        with_crc = os.urandom(20_000_000)
+        moto.client("s3").put_object(Bucket=BUCKET, Key="files/index_files/1/crc", Body=with_crc)
+        plain = boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1", aws_access_key_id="testing",
+                             aws_secret_access_key="testing",
+                             config=Config(request_checksum_calculation="when_required"))
+        no_crc = os.urandom(9_000_000)
+        plain.put_object(Bucket=BUCKET, Key="files/index_files/1/md5", Body=no_crc)
+        assert not plain.head_object(Bucket=BUCKET, Key="files/index_files/1/md5",
+                                     ChecksumMode="ENABLED").get("ChecksumCRC32")
+
+        cache = SegmentCache(moto.url, BUCKET, capacity="512MiB",
+                             extra_cache={"miss_part_size": "4MiB", "miss_concurrency": 3})
+        try:
+            c = s3_client(cache.url)
+            body = c.get_object(Bucket=BUCKET, Key="files/index_files/1/crc")["Body"].read()
+            assert hashlib.sha256(body).digest() == hashlib.sha256(with_crc).digest()
+            # 20 MB in 4 MiB parts: 5 parts, the first from the GET, 4 ranged.
+            assert cache.metric("segment_cache_upstream_requests_total", op="get", outcome="ok") == 1
+            assert cache.metric("segment_cache_upstream_requests_total", op="get_range", outcome="ok") == 4
+            assert cache.metric("segment_cache_verified_objects_total", by="crc32") == 1
+
+            part = c.get_object(Bucket=BUCKET, Key="files/index_files/1/md5", Range="bytes=8000000-")["Body"].read()
+            assert part == no_crc[8_000_000:]
+            assert cache.metric("segment_cache_upstream_requests_total", op="get_range", outcome="ok") == 4 + 2
+            assert cache.metric("segment_cache_verified_objects_total", by="md5") == 1
+            assert cache.metric("segment_cache_requests_total", op="get", result="miss") == 2
+            # Both are now hits.
+            assert c.get_object(Bucket=BUCKET, Key="files/index_files/1/md5")["Body"].read() == no_crc
+            assert cache.metric("segment_cache_requests_total", op="get", result="hit") == 1
+        finally:
+            cache.stop()
+    finally:
+        moto.stop()

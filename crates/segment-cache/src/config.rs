@@ -113,6 +113,13 @@ pub struct CacheConfig {
     /// Largest size the access log may grow to before it is compacted.
     #[serde(default = "default_access_log_max")]
     pub access_log_max: ByteSize,
+    /// A read miss of an object of at least two of these is fetched in parts of this size, in
+    /// parallel; `0` fetches every miss with one GET.
+    #[serde(default = "default_part_size")]
+    pub miss_part_size: ByteSize,
+    /// Part requests in flight across all read misses.
+    #[serde(default = "default_miss_concurrency")]
+    pub miss_concurrency: usize,
 }
 
 fn default_revalidate() -> Duration {
@@ -120,6 +127,9 @@ fn default_revalidate() -> Duration {
 }
 fn default_true() -> bool {
     true
+}
+fn default_miss_concurrency() -> usize {
+    16
 }
 fn default_access_log_max() -> ByteSize {
     ByteSize(64 << 20)
@@ -349,6 +359,21 @@ impl Config {
             return Err(bad(
                 "warm.concurrency",
                 format!("expected 1..=1024, found {}", self.warm.concurrency),
+            ));
+        }
+        if self.cache.miss_concurrency == 0 || self.cache.miss_concurrency > 1024 {
+            return Err(bad(
+                "cache.miss_concurrency",
+                format!("expected 1..=1024, found {}", self.cache.miss_concurrency),
+            ));
+        }
+        if self.cache.miss_part_size.0 != 0 && self.cache.miss_part_size.0 < (1 << 20) {
+            return Err(bad(
+                "cache.miss_part_size",
+                format!(
+                    "expected 0 (off) or at least 1MiB, found {} bytes",
+                    self.cache.miss_part_size.0
+                ),
             ));
         }
         if self.warm.part_size.0 < (1 << 20) {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use segment_cache::config::{ByteSize, Config};
-use segment_cache::s3::{BucketAccess, CacheS3, SingleKeyAuth};
+use segment_cache::s3::{BucketAccess, CacheS3, MissParts, SingleKeyAuth};
 use segment_cache::store::{Store, StoreOptions};
 use segment_cache::telemetry::{self, Readiness};
 use segment_cache::upstream::{Upstream, build_client};
@@ -242,6 +242,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         up.clone(),
         config.max_object_size(),
         config.cache.revalidate_after,
+        MissParts::new(config.cache.miss_part_size.0, config.cache.miss_concurrency),
     );
     let service = {
         let mut b = s3s::service::S3ServiceBuilder::new(s3);

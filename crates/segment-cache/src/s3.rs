@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use crate::index::Entry;
 use crate::keys;
 use crate::store::Store;
-use crate::upstream::{FetchError, Upstream};
+use crate::upstream::{FetchError, Ranges, Upstream};
 
 /// The S3 service of the cache.
 pub struct CacheS3 {
@@ -28,6 +28,28 @@ pub struct CacheS3 {
     upstream: Upstream,
     max_object_size: u64,
     revalidate_after: Duration,
+    miss_parts: Option<MissParts>,
+}
+
+/// How read misses of large objects are fetched: in parts of `part_size`, with the part
+/// requests of all misses sharing `permits`.
+#[derive(Debug, Clone)]
+pub struct MissParts {
+    /// Part size (objects of at least two parts are fetched in parts).
+    pub part_size: u64,
+    /// Part requests in flight across all misses.
+    pub permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl MissParts {
+    /// `concurrency` part requests of `part_size`; `None` when `part_size` is 0 (off).
+    #[must_use]
+    pub fn new(part_size: u64, concurrency: usize) -> Option<Self> {
+        (part_size > 0).then(|| Self {
+            part_size,
+            permits: Arc::new(tokio::sync::Semaphore::new(concurrency)),
+        })
+    }
 }
 
 impl std::fmt::Debug for CacheS3 {
@@ -166,13 +188,14 @@ macro_rules! forward_ops {
 }
 
 impl CacheS3 {
-    /// The service over `store`, fetching misses from `upstream`.
+    /// The service over `store`, fetching misses from `upstream` (large ones in `miss_parts`).
     #[must_use]
     pub fn new(
         store: Arc<Store>,
         upstream: Upstream,
         max_object_size: u64,
         revalidate_after: Duration,
+        miss_parts: Option<MissParts>,
     ) -> Self {
         Self {
             proxy: Proxy::from(upstream.client().clone()),
@@ -180,6 +203,7 @@ impl CacheS3 {
             upstream,
             max_object_size,
             revalidate_after,
+            miss_parts,
         }
     }
 
@@ -248,9 +272,15 @@ impl CacheS3 {
         }
         let mut last = None;
         for attempt in 0..3 {
+            let no_progress = |_| {};
+            let ranges = self.miss_parts.as_ref().map(|m| Ranges {
+                part_size: m.part_size,
+                permits: &m.permits,
+                progress: &no_progress,
+            });
             match self
                 .upstream
-                .fetch_whole(&self.store, key, self.max_object_size)
+                .fetch(&self.store, key, self.max_object_size, ranges.as_ref())
                 .await
             {
                 Ok(_) => {

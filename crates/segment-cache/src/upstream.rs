@@ -17,6 +17,7 @@ use aws_sdk_s3::config::{
     retry::RetryConfig, timeout::TimeoutConfig,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
 use thiserror::Error;
 use tokio::sync::Semaphore;
 
@@ -178,7 +179,7 @@ fn ask_for_checksums(req: &mut aws_sdk_s3::config::http::HttpRequest) {
     req.headers_mut().insert("x-amz-checksum-mode", "ENABLED");
 }
 
-/// The full-object CRC in a `GetObject`/`HeadObject` answer, if there is one.
+/// The full-object CRC in a `GetObject` answer, if there is one.
 macro_rules! full_object_crc {
     ($out:expr) => {
         FullObjectCrc::from_response(
@@ -228,35 +229,21 @@ impl Upstream {
 
     /// `HeadObject`.
     pub async fn head(&self, key: &str) -> Result<ObjectInfo, FetchError> {
-        Ok(self.head_with_crc(key).await?.0)
-    }
-
-    /// `HeadObject` asking for the stored checksums: the object and its full-object CRC.
-    async fn head_with_crc(
-        &self,
-        key: &str,
-    ) -> Result<(ObjectInfo, Option<FullObjectCrc>), FetchError> {
         let t = Instant::now();
         let r = self
             .client
             .head_object()
             .bucket(&self.bucket)
             .key(key)
-            .customize()
-            .mutate_request(ask_for_checksums)
             .send()
             .await;
         record("head", t, r.is_ok());
         let out = r.map_err(|e| FetchError::from_sdk(&e))?;
-        let crc = full_object_crc!(out);
-        Ok((
-            ObjectInfo {
-                key: key.to_string(),
-                size: u64::try_from(out.content_length.unwrap_or(0)).unwrap_or(0),
-                etag: out.e_tag.unwrap_or_default(),
-            },
-            crc,
-        ))
+        Ok(ObjectInfo {
+            key: key.to_string(),
+            size: u64::try_from(out.content_length.unwrap_or(0)).unwrap_or(0),
+            etag: out.e_tag.unwrap_or_default(),
+        })
     }
 
     /// Every object under `prefix` (`ListObjectsV2`, all pages).
@@ -292,13 +279,30 @@ impl Upstream {
         Ok(out)
     }
 
-    /// Fetches `key` with one GET, verifies it and commits it to `store`.
-    pub async fn fetch_whole(
+    /// Fetches `key`, verifies it and commits it to `store`. One GET asks for the whole object
+    /// (and its stored CRC). With `ranges`, an object of at least two parts is not read as one
+    /// stream: the first part comes from that GET's body, which is then dropped, and the other
+    /// parts from parallel ranged GETs conditional on the ETag the first answer gave (a change
+    /// mid-way is caught). One stream from S3 gives a fraction of what the instance's network can
+    /// take; a Milvus load waits for whole index files.
+    pub async fn fetch(
         &self,
         store: &Arc<Store>,
         key: &str,
         max_size: u64,
+        ranges: Option<&Ranges<'_>>,
     ) -> Result<Entry, FetchError> {
+        // The first GET of a ranged fetch is one of its requests in flight.
+        let permit = match ranges {
+            Some(r) => Some(
+                r.permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| FetchError::Unavailable(e.to_string()))?,
+            ),
+            None => None,
+        };
         let t = Instant::now();
         let r = self
             .client
@@ -318,37 +322,25 @@ impl Upstream {
             record("get", t, true);
             return Err(FetchError::TooBig(size));
         }
-        let etag = out.e_tag.clone().unwrap_or_default();
-        let crc = full_object_crc!(out);
+        let info = ObjectInfo {
+            key: key.to_string(),
+            size,
+            etag: out.e_tag.clone().unwrap_or_default(),
+        };
+        let crc = full_object_crc!(out).filter(|_| !self.size_only);
         let meta = ObjectMeta::of(&out);
         let reservation = store.reserve(size)?;
         let tmp = store.temp_path();
-        let res = async {
-            let mut f = ChunkFile::create(&tmp)
-                .await
-                .map_err(|e| FetchError::disk(&e))?;
-            let mut v = Verifier::new(size, &etag, crc, self.size_only);
-            let mut body = out.body;
-            loop {
-                let chunk = match body.try_next().await {
-                    Ok(Some(c)) => c,
-                    Ok(None) => break,
-                    Err(e) => {
-                        return Err(FetchError::Unavailable(format!(
-                            "body cut: {}",
-                            DisplayErrorContext(&e)
-                        )));
-                    }
-                };
-                v.update(&chunk);
-                f.write(chunk).await.map_err(|e| FetchError::disk(&e))?;
+        let res = match ranges {
+            Some(r) if size >= r.part_size.saturating_mul(2) => {
+                self.ranged_into(&tmp, &info, crc, r, Some((out.body, permit)))
+                    .await
             }
-            // Verified before it is made durable: bad bytes are never fsynced, only deleted.
-            let how = v.finish()?;
-            f.finish(true).await.map_err(|e| FetchError::disk(&e))?;
-            Ok(how)
-        }
-        .await;
+            _ => {
+                drop(permit);
+                self.whole_into(&tmp, &info, crc, out.body).await
+            }
+        };
         record("get", t, res.is_ok());
         let how = match res {
             Ok(h) => count_verified(h),
@@ -357,82 +349,86 @@ impl Upstream {
                 return Err(e);
             }
         };
-        commit(store, reservation, tmp, key, size, etag, meta, how).await
+        commit(store, reservation, tmp, key, size, info.etag, meta, how).await
     }
 
-    /// Fetches `info` in parallel ranges of `part_size` (each range GET waits for a permit of
-    /// `permits`), verifies the whole object and commits it to `store`. A `HeadObject` first
-    /// reads the full-object CRC; with one, each range's CRC is taken as it streams in and the
-    /// CRCs are combined, so the file is never read back. Without one, the assembled file is
-    /// read back once for the ETag's MD5.
-    /// `progress` is called with the byte count of each finished range.
-    pub async fn fetch_ranged(
+    /// Streams a whole-object body into `tmp`, verifying it on the way, then makes it durable.
+    async fn whole_into(
         &self,
-        store: &Arc<Store>,
+        tmp: &Path,
         info: &ObjectInfo,
-        part_size: u64,
-        permits: &Arc<Semaphore>,
-        progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<Entry, FetchError> {
-        let (head, crc) = self.head_with_crc(&info.key).await?;
-        // The listing may be older than the object: what HEAD says now is what we fetch
-        // (ranges are conditional on its ETag, so a change mid-way is caught too).
-        let info = &head;
-        let size = info.size;
-        let reservation = store.reserve(size)?;
-        let tmp = store.temp_path();
-        let res = self
-            .ranged_into(&tmp, info, crc, part_size, permits, progress)
-            .await;
-        let (meta, how) = match res {
-            Ok((meta, how)) => (meta, count_verified(how)),
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(e);
-            }
-        };
-        commit(
-            store,
-            reservation,
-            tmp,
-            &info.key,
-            size,
-            info.etag.clone(),
-            meta,
-            how,
-        )
-        .await
+        crc: Option<FullObjectCrc>,
+        mut body: ByteStream,
+    ) -> Result<&'static str, FetchError> {
+        let mut f = ChunkFile::create(tmp)
+            .await
+            .map_err(|e| FetchError::disk(&e))?;
+        let mut v = Verifier::new(info.size, &info.etag, crc, self.size_only);
+        loop {
+            let chunk = match body.try_next().await {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => return Err(body_cut(&e)),
+            };
+            v.update(&chunk);
+            f.write(chunk).await.map_err(|e| FetchError::disk(&e))?;
+        }
+        // Verified before it is made durable: bad bytes are never fsynced, only deleted.
+        let how = v.finish()?;
+        f.finish(true).await.map_err(|e| FetchError::disk(&e))?;
+        Ok(how)
     }
 
+    /// Fills `tmp` with the object's parts: the first from `first` (a whole-object GET's body
+    /// and its permit) when given, the rest with ranged GETs, each waiting for a permit; then
+    /// verifies the whole: the parts' CRCs combined, or (without a CRC) the file read back once
+    /// for the ETag's MD5.
     async fn ranged_into(
         &self,
         tmp: &Path,
         info: &ObjectInfo,
         crc: Option<FullObjectCrc>,
-        part_size: u64,
-        permits: &Arc<Semaphore>,
-        progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<(ObjectMeta, &'static str), FetchError> {
+        ranges: &Ranges<'_>,
+        first: Option<(ByteStream, Option<tokio::sync::OwnedSemaphorePermit>)>,
+    ) -> Result<&'static str, FetchError> {
         let size = info.size;
+        let part_size = ranges.part_size;
         let f = tokio::fs::File::create(tmp)
             .await
             .map_err(|e| FetchError::disk(&e))?;
         f.set_len(size).await.map_err(|e| FetchError::disk(&e))?;
         drop(f);
-        let crc = crc.filter(|_| !self.size_only);
+        let mut first = first;
         let parts = range_starts(size, part_size).map(|a| {
             let b = (a + part_size).min(size) - 1;
+            let given = if a == 0 { first.take() } else { None };
             async move {
-                let _permit = permits
+                if let Some((mut body, permit)) = given {
+                    let got = body_into(&mut body, tmp, 0, b + 1, crc, true).await;
+                    drop((body, permit));
+                    match got {
+                        Ok(d) => {
+                            (ranges.progress)(b + 1);
+                            return Ok(d);
+                        }
+                        // Cut mid-way: fetch the part again as a range, like the others.
+                        Err(e) if e.is_transient() => {
+                            tracing::debug!(key = %info.key, error = %e, "first part retry");
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                let _permit = ranges
+                    .permits
                     .acquire()
                     .await
                     .map_err(|e| FetchError::Unavailable(e.to_string()))?;
                 let mut last = None;
                 for attempt in 0..3 {
                     match self.range_once(tmp, &info.key, &info.etag, crc, a, b).await {
-                        Ok(got) => {
-                            progress(b + 1 - a);
-                            return Ok(got);
+                        Ok(d) => {
+                            (ranges.progress)(b + 1 - a);
+                            return Ok(d);
                         }
                         Err(e) if e.is_transient() && !matches!(e, FetchError::Changed) => {
                             tracing::debug!(key = %info.key, attempt, error = %e, "range retry");
@@ -445,18 +441,15 @@ impl Upstream {
                 Err(last.unwrap_or(FetchError::Unavailable("retries exhausted".into())))
             }
         });
-        let ranges = futures::future::try_join_all(parts).await?;
-        let mut digests = Vec::with_capacity(ranges.len());
-        let mut meta = None;
-        for (m, d) in ranges {
-            meta.get_or_insert(m);
-            digests.extend(d);
-        }
-        let meta = meta.unwrap_or_default();
+        let digests: Vec<_> = futures::future::try_join_all(parts)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         let path = tmp.to_path_buf();
         let etag = info.etag.clone();
         let size_only = self.size_only;
-        let how = tokio::task::spawn_blocking(move || -> Result<&'static str, FetchError> {
+        tokio::task::spawn_blocking(move || -> Result<&'static str, FetchError> {
             let how = match crc {
                 Some(c) => c.check_ranges(size, digests)?,
                 // The MD5 of the ETag is one serial pass: read the file back (its pages are
@@ -482,8 +475,7 @@ impl Upstream {
             Ok(how)
         })
         .await
-        .map_err(|e| FetchError::Disk(e.to_string()))??;
-        Ok((meta, how))
+        .map_err(|e| FetchError::Disk(e.to_string()))?
     }
 
     /// One ranged GET of `a..=b` written at its offset in `tmp`; with `crc`, also the CRC of
@@ -496,7 +488,7 @@ impl Upstream {
         crc: Option<FullObjectCrc>,
         a: u64,
         b: u64,
-    ) -> Result<(ObjectMeta, Option<crc_fast::Digest>), FetchError> {
+    ) -> Result<Option<crc_fast::Digest>, FetchError> {
         let t = Instant::now();
         let mut req = self
             .client
@@ -516,50 +508,72 @@ impl Upstream {
             record("get_range", t, false);
             return Err(FetchError::Changed);
         }
-        let meta = ObjectMeta::of(&out);
-        let mut f = ChunkFile::at_offset(tmp, a)
-            .await
-            .map_err(|e| FetchError::disk(&e))?;
-        let mut digest = crc.map(FullObjectCrc::digest);
         let mut body = out.body;
-        let mut got = 0_u64;
-        let want = b + 1 - a;
-        loop {
-            match body.try_next().await {
-                Ok(Some(c)) => {
-                    got += c.len() as u64;
-                    if got > want {
-                        record("get_range", t, false);
-                        return Err(FetchError::Unavailable(format!(
-                            "range {a}-{b}: upstream sent more than {want} bytes"
-                        )));
-                    }
-                    if let Some(d) = &mut digest {
-                        d.update(&c);
-                    }
-                    f.write(c).await.map_err(|e| FetchError::disk(&e))?;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    record("get_range", t, false);
-                    return Err(FetchError::Unavailable(format!(
-                        "body cut: {}",
-                        DisplayErrorContext(&e)
-                    )));
-                }
-            }
-        }
-        if got != want {
-            record("get_range", t, false);
-            return Err(FetchError::Unavailable(format!(
-                "range {a}-{b}: got {got} of {want} bytes"
-            )));
-        }
-        // Durability comes once for the whole file, after it is verified.
-        f.finish(false).await.map_err(|e| FetchError::disk(&e))?;
-        record("get_range", t, true);
-        Ok((meta, digest))
+        let res = body_into(&mut body, tmp, a, b + 1 - a, crc, false).await;
+        record("get_range", t, res.is_ok());
+        res
     }
+}
+
+/// How large objects are fetched in parts.
+pub struct Ranges<'a> {
+    /// Part size; objects of at least two parts are fetched in parts.
+    pub part_size: u64,
+    /// Requests in flight, shared with whatever else fetches (each part holds one).
+    pub permits: &'a Arc<Semaphore>,
+    /// Called with the byte count of each finished part.
+    pub progress: &'a (dyn Fn(u64) + Sync),
+}
+
+fn body_cut(e: &dyn std::error::Error) -> FetchError {
+    FetchError::Unavailable(format!("body cut: {}", DisplayErrorContext(e)))
+}
+
+/// Streams `want` bytes of `body` into `tmp` at offset `at` (with `crc`: and returns their
+/// CRC). With `more_follows` the body may go on (a whole-object GET read for its first part
+/// only); otherwise a body longer or shorter than `want` is an error.
+async fn body_into(
+    body: &mut ByteStream,
+    tmp: &Path,
+    at: u64,
+    want: u64,
+    crc: Option<FullObjectCrc>,
+    more_follows: bool,
+) -> Result<Option<crc_fast::Digest>, FetchError> {
+    let mut f = ChunkFile::at_offset(tmp, at)
+        .await
+        .map_err(|e| FetchError::disk(&e))?;
+    let mut digest = crc.map(FullObjectCrc::digest);
+    let mut got = 0_u64;
+    while !(more_follows && got == want) {
+        let mut chunk = match body.try_next().await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) => return Err(body_cut(&e)),
+        };
+        let room = want - got;
+        if chunk.len() as u64 > room {
+            if !more_follows {
+                return Err(FetchError::Unavailable(format!(
+                    "range at {at}: upstream sent more than {want} bytes"
+                )));
+            }
+            chunk.truncate(usize::try_from(room).unwrap_or(usize::MAX));
+        }
+        got += chunk.len() as u64;
+        if let Some(d) = &mut digest {
+            d.update(&chunk);
+        }
+        f.write(chunk).await.map_err(|e| FetchError::disk(&e))?;
+    }
+    if got != want {
+        return Err(FetchError::Unavailable(format!(
+            "range at {at}: got {got} of {want} bytes"
+        )));
+    }
+    // Durability comes once for the whole file, after it is verified.
+    f.finish(false).await.map_err(|e| FetchError::disk(&e))?;
+    Ok(digest)
 }
 
 /// What a GET says of the object besides its bytes.

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 
 use crate::store::Store;
-use crate::upstream::{FetchError, ObjectInfo, Upstream};
+use crate::upstream::{FetchError, ObjectInfo, Ranges, Upstream};
 
 /// Where the warm takes its keys from.
 #[derive(Debug, Clone, Default)]
@@ -286,12 +286,19 @@ pub async fn warm(
                     progress.add(o.size);
                     Ok(0)
                 } else if o.size >= big {
-                    up.fetch_ranged(store, &o, opts.part_size, &permits, &|n| progress.add(n))
+                    // In parts; each part, and the first GET, holds a permit.
+                    let add = |n| progress.add(n);
+                    let ranges = Ranges {
+                        part_size: opts.part_size,
+                        permits: &permits,
+                        progress: &add,
+                    };
+                    up.fetch(store, &o.key, opts.max_object_size, Some(&ranges))
                         .await
                         .map(|e| e.size)
                 } else {
                     let _p = permits.acquire().await;
-                    up.fetch_whole(store, &o.key, opts.max_object_size)
+                    up.fetch(store, &o.key, opts.max_object_size, None)
                         .await
                         .map(|e| {
                             progress.add(e.size);
