@@ -32,6 +32,10 @@ PROM_CHANGES = int(os.environ.get("BENCH_PROM_CHANGES", "10"))
 COST_SECONDS = int(os.environ.get("BENCH_COST_SECONDS", "30"))
 
 
+def log(msg: str) -> None:
+    print(f"[bench_signals] {msg}", file=sys.stderr, flush=True)
+
+
 def percentile(values, p):
     s = sorted(values)
     k = max(0, min(len(s) - 1, int(round(p / 100 * (len(s) - 1)))))
@@ -109,9 +113,10 @@ def proc_cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def proc_rss_mib(pid):
+def proc_rss_mib(pid, field="VmRSS"):
+    """Resident memory in MiB: VmRSS (all), or RssAnon (heap and stacks) / RssFile (mapped binary)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -119,12 +124,16 @@ def proc_rss_mib(pid):
 def measure(pid, seconds):
     time.sleep(5)  # warm-up: window fills, allocations settle
     c0, t0 = proc_cpu_seconds(pid), time.monotonic()
-    rss = []
+    rss, anon, file = [], [], []
     while time.monotonic() - t0 < seconds:
         time.sleep(1)
         rss.append(proc_rss_mib(pid))
+        anon.append(proc_rss_mib(pid, "RssAnon"))
+        file.append(proc_rss_mib(pid, "RssFile"))
     cpu = proc_cpu_seconds(pid) - c0
     elapsed = time.monotonic() - t0
+    log(f"RSS of pid {pid}: median {statistics.median(rss):.1f} MiB = anon {statistics.median(anon):.1f} "
+        f"+ file {statistics.median(file):.1f} (+ shmem)")
     return cpu / elapsed * 100, statistics.median(rss), max(rss)
 
 
