@@ -418,3 +418,30 @@ def test_sigterm_with_open_streams_ends_them_and_exits_cleanly(pb):
             c.close()
         s.stop()
         m.stop()
+
+
+def test_idle_histogram_series_are_forgotten_gauges_stay(pb):
+    """`telemetry.forget_idle_series_after`: a histogram series nothing records any more (an RPC
+    called once; in production, the scrape durations of pods that are gone) leaves /metrics, while
+    the scrape histogram still recorded every round and the gauges stay."""
+    pb2, pb2_grpc = pb
+    m = StaticMetrics(pending=0)
+    s = KedaScaler(m.url, telemetry={"forget_idle_series_after": "4s"})
+    try:
+        with grpc.insecure_channel(s.address) as ch:
+            stub = pb2_grpc.ExternalScalerStub(ch)
+            wait_known(stub, pb2)
+            stub.GetMetricSpec(scaled_object(pb2, GOOD), timeout=5)
+            stream = stub.StreamIsActive(scaled_object(pb2, GOOD), timeout=30)
+            next(stream)
+            stream.cancel()
+        spec = 'milvus_scaler_grpc_request_duration_seconds_count{method="GetMetricSpec"}'
+        assert spec in s.metrics_text()
+        wait_until(lambda: spec not in s.metrics_text(), 30, "the idle GetMetricSpec series to be forgotten")
+        text = s.metrics_text()
+        assert f'milvus_scaler_scrape_duration_seconds_count{{target="{m.url}"}}' in text, text[-2000:]
+        assert s.gauge("milvus_scaler_keda_active_streams") == 0
+        assert 'milvus_scaler_signal_known{' in text
+    finally:
+        s.stop()
+        m.stop()

@@ -135,17 +135,20 @@ class KedaScaler(Scaler):
     """`milvus-scaler serve` with a `keda:` section on a free loopback port."""
 
     def __init__(self, metrics_url: str, interval: str = "1s", stale_after: str = "5s", tls: dict | None = None,
-                 keepalive: str = "10s", name: str = "demo"):
+                 keepalive: str = "10s", name: str = "demo", telemetry: dict | None = None):
         self.grpc_port = free_port()
         keda = {"listen": f"127.0.0.1:{self.grpc_port}", "stream_keepalive": keepalive}
         if tls:
             keda["tls"] = {k: str(v) for k, v in tls.items()}
-        super().__init__({
+        config = {
             "milvus": [{"name": name, "namespace": "default",
                         "scrape": {"targets": [metrics_url], "interval": interval}}],
             "signals": {"window": "10s", "stale_after": stale_after},
             "keda": keda,
-        })
+        }
+        if telemetry:
+            config["telemetry"] = {"listen": f"127.0.0.1:{free_port()}", **telemetry}
+        super().__init__(config)
         self.address = f"127.0.0.1:{self.grpc_port}"
         wait_until(lambda: port_open(self.grpc_port), 30, "KEDA gRPC port", proc=self.service)
 

@@ -127,14 +127,23 @@ pub struct TelemetryConfig {
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     #[serde(default = "default_telemetry_listen")]
     pub listen: SocketAddr,
+    /// Histogram series not recorded for this long are dropped from `/metrics` (per-target
+    /// scrape durations of pods that are gone, routes nobody calls); `0s` keeps them for ever.
+    #[serde(default = "default_forget_idle", with = "humantime_serde")]
+    pub forget_idle_series_after: Duration,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
             listen: default_telemetry_listen(),
+            forget_idle_series_after: default_forget_idle(),
         }
     }
+}
+
+fn default_forget_idle() -> Duration {
+    Duration::from_secs(600)
 }
 
 fn default_telemetry_listen() -> SocketAddr {
@@ -254,6 +263,27 @@ impl Config {
             ng.validate(&names)
                 .map_err(|(path, message)| (format!("node_groups.{path}"), message))?;
         }
+        let longest_interval = self
+            .milvus
+            .iter()
+            .filter_map(|m| {
+                m.scrape
+                    .as_ref()
+                    .map(|s| s.interval)
+                    .or(m.prometheus.as_ref().map(|p| p.interval))
+            })
+            .max()
+            .unwrap_or_default();
+        let forget = self.telemetry.forget_idle_series_after;
+        if !forget.is_zero() && forget <= 3 * longest_interval {
+            return Err((
+                "telemetry.forget_idle_series_after".into(),
+                format!(
+                    "expected 0s (never) or longer than 3 × the longest source interval ({:?}), found {forget:?}",
+                    longest_interval
+                ),
+            ));
+        }
         if self.signals.window < Duration::from_secs(2) {
             return Err((
                 "signals.window".into(),
@@ -365,6 +395,22 @@ node_groups:
     }
 
     #[test]
+    fn idle_series_are_forgotten_after_ten_minutes_unless_told_otherwise() {
+        let c = Config::parse(GOOD, "c.yaml").unwrap();
+        assert_eq!(
+            c.telemetry.forget_idle_series_after,
+            Duration::from_secs(600)
+        );
+        for ok in ["0s", "4s"] {
+            let text = GOOD.replace(
+                "listen: 127.0.0.1:9100",
+                &format!("listen: 127.0.0.1:9100, forget_idle_series_after: {ok}"),
+            );
+            assert!(Config::parse(&text, "c.yaml").is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
     fn keda_section_is_optional_and_strict() {
         assert!(Config::parse(GOOD, "c.yaml").unwrap().keda.is_none());
         let with = format!(
@@ -401,6 +447,13 @@ node_groups:
             (
                 GOOD.replace("listen: 127.0.0.1:9100", "listen: nowhere"),
                 "telemetry.listen",
+            ),
+            (
+                GOOD.replace(
+                    "listen: 127.0.0.1:9100",
+                    "listen: 127.0.0.1:9100, forget_idle_series_after: 3s",
+                ),
+                "telemetry.forget_idle_series_after",
             ),
             (
                 GOOD.replace("scrape:", "prometheus: { url: http://p:9090 }\n    scrape:"),

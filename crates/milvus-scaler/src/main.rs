@@ -235,10 +235,17 @@ fn spawn_poller(
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let forget = cfg.telemetry.forget_idle_series_after;
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         // Real histograms (not summaries), so Prometheus can aggregate and take quantiles.
         .set_buckets(LATENCY_BUCKETS)
         .context("configuring histogram buckets")?
+        // Only histograms: a per-target histogram is ~15 series, and pod IPs churn. Gauges are
+        // kept (some are moved by increments, which idle removal would reset).
+        .idle_timeout(
+            metrics_util::MetricKindMask::HISTOGRAM,
+            (!forget.is_zero()).then_some(forget),
+        )
         .install_recorder()
         .context("installing the metrics recorder")?;
     let store = Arc::new(SnapshotStore::default());
