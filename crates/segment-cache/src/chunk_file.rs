@@ -64,6 +64,10 @@ impl ChunkFile {
     }
 
     async fn write_pending(&mut self, sync: bool) -> io::Result<()> {
+        // Nothing to write or sync: no blocking-pool hop (an earlier failure still reports below).
+        if self.pending.is_empty() && !sync && self.file.is_some() {
+            return Ok(());
+        }
         let mut file = self
             .file
             .take()

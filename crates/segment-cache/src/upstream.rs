@@ -17,6 +17,7 @@ use aws_sdk_s3::config::{
     retry::RetryConfig, timeout::TimeoutConfig,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::primitives::ByteStream;
 use thiserror::Error;
 use tokio::sync::Semaphore;
@@ -180,18 +181,16 @@ fn ask_for_checksums(req: &mut aws_sdk_s3::config::http::HttpRequest) {
 }
 
 /// The full-object CRC in a `GetObject` answer, if there is one.
-macro_rules! full_object_crc {
-    ($out:expr) => {
-        FullObjectCrc::from_response(
-            $out.checksum_crc64_nvme(),
-            $out.checksum_crc32_c(),
-            $out.checksum_crc32(),
-            matches!(
-                $out.checksum_type(),
-                Some(aws_sdk_s3::types::ChecksumType::Composite)
-            ),
-        )
-    };
+fn full_object_crc(out: &GetObjectOutput) -> Option<FullObjectCrc> {
+    FullObjectCrc::from_response(
+        out.checksum_crc64_nvme(),
+        out.checksum_crc32_c(),
+        out.checksum_crc32(),
+        matches!(
+            out.checksum_type(),
+            Some(aws_sdk_s3::types::ChecksumType::Composite)
+        ),
+    )
 }
 
 /// Counts an object verified by `how` (`crc64nvme`, `md5`, `size`, ...) and passes `how` on.
@@ -327,7 +326,7 @@ impl Upstream {
             size,
             etag: out.e_tag.clone().unwrap_or_default(),
         };
-        let crc = full_object_crc!(out).filter(|_| !self.size_only);
+        let crc = full_object_crc(&out).filter(|_| !self.size_only);
         let meta = ObjectMeta::of(&out);
         let reservation = store.reserve(size)?;
         let tmp = store.temp_path();
@@ -450,13 +449,14 @@ impl Upstream {
         let etag = info.etag.clone();
         let size_only = self.size_only;
         tokio::task::spawn_blocking(move || -> Result<&'static str, FetchError> {
+            // One handle for the read-back (when there is one) and the fsync.
+            let mut f = std::fs::File::open(&path).map_err(|e| FetchError::disk(&e))?;
             let how = match crc {
                 Some(c) => c.check_ranges(size, digests)?,
                 // The MD5 of the ETag is one serial pass: read the file back (its pages are
                 // still in the page cache).
                 None => {
                     use std::io::Read;
-                    let mut f = std::fs::File::open(&path).map_err(|e| FetchError::disk(&e))?;
                     let mut v = Verifier::new(size, &etag, None, size_only);
                     let mut buf = vec![0_u8; 1 << 20];
                     loop {
@@ -469,9 +469,7 @@ impl Upstream {
                     v.finish()?
                 }
             };
-            std::fs::File::open(&path)
-                .and_then(|f| f.sync_data())
-                .map_err(|e| FetchError::disk(&e))?;
+            f.sync_data().map_err(|e| FetchError::disk(&e))?;
             Ok(how)
         })
         .await
@@ -585,7 +583,7 @@ struct ObjectMeta {
 }
 
 impl ObjectMeta {
-    fn of(out: &aws_sdk_s3::operation::get_object::GetObjectOutput) -> Self {
+    fn of(out: &GetObjectOutput) -> Self {
         Self {
             last_modified: unix(out.last_modified.as_ref()),
             content_type: out.content_type.clone(),
