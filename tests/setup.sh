@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the tests, the demo and the benchmarks need, idempotently, into ignored folders:
-#   - Debian packages: prometheus (with promtool), wrk, rclone  (apt-get; root on these machines)
+#   - Debian packages: prometheus (with promtool), wrk, rclone, etcd-server  (apt-get; root on these machines)
 #   - .venv/: Milvus 2.3.5 standalone, pymilvus, moto server, aws CLI, pytest, grpc tools, ...
+#   - the Kafka-API broker tansu 0.6.0 for the Milvus cluster tests (tests/broker.sh, cached)
 # Re-running is cheap: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(prometheus wrk rclone)
+apt_packages=(prometheus wrk rclone etcd-server)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -42,4 +43,10 @@ if [ ! -x .venv-checkov/bin/checkov ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wa
   .venv-checkov/bin/pip install -q -r tests/requirements-checkov.txt
   echo "$want" > "$stamp"
 fi
+# Debian's etcd package may start a system etcd on :2379; the cluster tests run their own on free ports.
+if command -v systemctl >/dev/null && systemctl is-active --quiet etcd 2>/dev/null; then
+  systemctl stop etcd || true
+fi
+
+bash tests/broker.sh
 echo "setup: ok"
