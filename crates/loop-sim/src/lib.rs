@@ -1,0 +1,32 @@
+//! Closed-loop simulation of Milvus query nodes under an autoscaler.
+//!
+//! A load trace (searches per second over time) meets a service model calibrated on real Milvus
+//! (per-node capacity, latency, time for a new query node to serve, machine boot time), and a
+//! [`Controller`] (the HPA with a policy, in `milvus-scaler simulate`) decides the replicas from
+//! the same signals milvus-scaler serves. The loop is closed: what the controller decides changes
+//! the queues and latencies it reads next. Pure: no clock, no I/O.
+#![forbid(unsafe_code)]
+
+pub mod model;
+pub mod sim;
+pub mod trace;
+
+pub use model::SimConfig;
+pub use sim::{ClusterView, Controller, Outcome, PodView, Sample, Signals, Summary, run};
+pub use trace::LoadTrace;
+
+/// What can be wrong with a simulation's inputs.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The load trace is not a load.
+    #[error("load trace: {0}")]
+    Trace(String),
+    /// A model or controller parameter is out of range.
+    #[error("simulation model: {0}")]
+    Config(String),
+    /// A policy names a signal the simulation does not produce.
+    #[error(
+        "unknown signal {0:?}: the simulation serves search_demand, search_rate, search_inflight, search_inflight_node_max, search_queue_depth, search_latency_p99_seconds"
+    )]
+    UnknownSignal(String),
+}
