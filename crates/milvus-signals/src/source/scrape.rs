@@ -1,5 +1,7 @@
-//! Direct scrape of Milvus components' `/metrics`, static targets or every address a DNS name
-//! resolves to (a headless Service lists its pods that way).
+//! Direct scrape of Milvus components' `/metrics`: static targets, every address a DNS name
+//! resolves to (a headless Service lists its pods that way), or the URLs listed in a file that
+//! something else keeps current (like Prometheus's file-based discovery, for hosts outside
+//! Kubernetes and for the local cluster of the test harness, whose query nodes come and go).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -37,6 +39,9 @@ pub enum TargetSpec {
         /// Path, e.g. `/metrics`.
         path: String,
     },
+    /// `file:PATH`: the `http(s)://` URLs listed in PATH, one per line (`#` starts a comment),
+    /// re-read each round.
+    File(std::path::PathBuf),
 }
 
 /// Why a target string is not a valid target.
@@ -54,9 +59,15 @@ impl FromStr for TargetSpec {
             target: s.to_string(),
             reason: reason.to_string(),
         };
-        let (scheme, rest) = s
-            .split_once("://")
-            .ok_or_else(|| bad("expected http://HOST:PORT/PATH or dns+http://NAME:PORT/PATH"))?;
+        if let Some(path) = s.strip_prefix("file:") {
+            if path.is_empty() {
+                return Err(bad("file: needs the path of a file listing target URLs"));
+            }
+            return Ok(TargetSpec::File(path.into()));
+        }
+        let (scheme, rest) = s.split_once("://").ok_or_else(|| {
+            bad("expected http://HOST:PORT/PATH, dns+http://NAME:PORT/PATH or file:PATH")
+        })?;
         let (dns, scheme) = match scheme {
             "http" | "https" => (false, scheme),
             "dns+http" => (true, "http"),
@@ -116,6 +127,7 @@ impl fmt::Display for TargetSpec {
                 port,
                 path,
             } => write!(f, "dns+{scheme}://{host}:{port}{path}"),
+            TargetSpec::File(path) => write!(f, "file:{}", path.display()),
         }
     }
 }
@@ -161,6 +173,14 @@ impl ScrapeSource {
                 TargetSpec::Static(url) => {
                     urls.insert(url.clone());
                 }
+                TargetSpec::File(path) => match read_target_file(path).await {
+                    Ok(listed) => urls.extend(listed),
+                    Err(error) => failures.push(TargetHealth {
+                        target: spec.to_string(),
+                        error: Some(error),
+                        duration: Duration::ZERO,
+                    }),
+                },
                 TargetSpec::Dns {
                     scheme,
                     host,
@@ -203,6 +223,32 @@ impl ScrapeSource {
         }
         (urls.into_iter().collect(), failures)
     }
+}
+
+/// The target URLs a `file:` target lists. Every line must be a static `http(s)://` target, so
+/// a typo is reported (naming the line) instead of silently dropping a pod from the signals.
+async fn read_target_file(path: &std::path::Path) -> Result<Vec<String>, String> {
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| format!("cannot read target file {}: {e}", path.display()))?;
+    parse_target_list(&text).map_err(|(line, e)| format!("{}:{line}: {e}", path.display()))
+}
+
+/// Parses a target list: one URL per line, blank lines and `#` comments ignored.
+fn parse_target_list(text: &str) -> Result<Vec<String>, (usize, String)> {
+    let mut urls = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        match line.parse::<TargetSpec>() {
+            Ok(TargetSpec::Static(url)) => urls.push(url),
+            Ok(_) => return Err((i + 1, format!("expected an http(s):// URL, got {line:?}"))),
+            Err(e) => return Err((i + 1, e.to_string())),
+        }
+    }
+    Ok(urls)
 }
 
 /// Fetches one target and extracts its sample, parsing the body as it streams in.
@@ -354,5 +400,56 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("explicit port"), "{err}");
+        assert!("file:".parse::<TargetSpec>().is_err());
+        assert_eq!(
+            "file:/run/targets.txt"
+                .parse::<TargetSpec>()
+                .unwrap()
+                .to_string(),
+            "file:/run/targets.txt"
+        );
+    }
+
+    #[test]
+    fn target_lists_take_urls_and_name_the_bad_line() {
+        let text = "# query nodes\nhttp://127.0.0.1:21001/metrics\n\n  http://127.0.0.1:21002/metrics # qn2\n";
+        assert_eq!(
+            parse_target_list(text).unwrap(),
+            [
+                "http://127.0.0.1:21001/metrics",
+                "http://127.0.0.1:21002/metrics"
+            ]
+        );
+        assert_eq!(parse_target_list("").unwrap(), Vec::<String>::new());
+        let (line, err) = parse_target_list("http://a:1/m\ndns+http://b:2/m\n").unwrap_err();
+        assert_eq!(line, 2, "{err}");
+        let (line, _) = parse_target_list("http://a:1/m\nhttp://b:99999/m").unwrap_err();
+        assert_eq!(line, 2);
+    }
+
+    #[tokio::test]
+    async fn a_target_file_is_read_each_round_and_a_missing_one_is_reported() {
+        let dir = std::env::temp_dir().join(format!("scrape-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("targets.txt");
+        std::fs::write(&path, "http://127.0.0.1:1/metrics\n").unwrap();
+        let spec = TargetSpec::File(path.clone());
+        let source =
+            ScrapeSource::new(vec![spec], Duration::from_secs(1), Duration::from_secs(10)).unwrap();
+        let (urls, failures) = source.resolve().await;
+        assert_eq!(urls, ["http://127.0.0.1:1/metrics"]);
+        assert!(failures.is_empty());
+        std::fs::write(
+            &path,
+            "http://127.0.0.1:1/metrics\nhttp://127.0.0.1:2/metrics\n",
+        )
+        .unwrap();
+        assert_eq!(source.resolve().await.0.len(), 2);
+        std::fs::remove_file(&path).unwrap();
+        let (urls, failures) = source.resolve().await;
+        assert!(urls.is_empty());
+        let error = failures[0].error.as_deref().unwrap();
+        assert!(error.contains("cannot read target file"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
