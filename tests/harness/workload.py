@@ -95,3 +95,96 @@ class SearchLoad:
         self.stop_event.set()
         for t in self.threads:
             t.join(timeout=60)
+
+
+class RateLoad:
+    """Open-loop search load: searches are *scheduled* at `rate(t)` per second (t = seconds since
+    start) whatever Milvus's speed, and each one's latency is counted from its scheduled time, so a
+    slow cluster shows as latency and backlog, not as a lower offered rate (no coordinated omission).
+
+    `records` holds `(scheduled_t, latency_seconds, error_or_None)` for every finished search.
+    """
+
+    def __init__(self, coll: Collection, rate, workers: int = 48, nq: int = 1, dim: int = DIM, nprobe: int = 16,
+                 max_backlog: int = 5000):
+        import queue
+
+        self.coll = coll
+        self.rate = rate
+        self.nq, self.dim, self.nprobe = nq, dim, nprobe
+        self.max_backlog = max_backlog
+        self.records: list[tuple[float, float, str | None]] = []
+        self.dropped = 0
+        self._queue: "queue.Queue[float | None]" = queue.Queue()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._t0 = 0.0
+        self._workers = [threading.Thread(target=self._work, args=(i,), daemon=True) for i in range(workers)]
+        self._ticker = threading.Thread(target=self._tick, daemon=True)
+
+    def now(self) -> float:
+        """Seconds since the load started."""
+        return time.monotonic() - self._t0
+
+    def _tick(self) -> None:
+        owed = 0.0
+        last = self.now()
+        while not self._stop.is_set():
+            time.sleep(0.01)
+            t = self.now()
+            owed += max(0.0, float(self.rate(t))) * (t - last)
+            last = t
+            while owed >= 1.0:
+                owed -= 1.0
+                if self._queue.qsize() >= self.max_backlog:
+                    self.dropped += 1  # the client gave up queueing: counted, never hidden
+                else:
+                    self._queue.put(t)
+
+    def _work(self, seed: int) -> None:
+        rng = random.Random(seed)
+        while True:
+            scheduled = self._queue.get()
+            if scheduled is None:
+                return
+            vectors = [[rng.random() for _ in range(self.dim)] for _ in range(self.nq)]
+            error = None
+            try:
+                self.coll.search(vectors, "vec", {"metric_type": "L2", "params": {"nprobe": self.nprobe}}, limit=10,
+                                 timeout=60)
+            except Exception as e:  # recorded; the test decides whether errors matter
+                error = str(e)
+            with self._lock:
+                self.records.append((scheduled, self.now() - scheduled, error))
+
+    def window(self, start: float, end: float) -> list[tuple[float, float, str | None]]:
+        """Finished searches scheduled in [start, end) seconds."""
+        with self._lock:
+            return [r for r in self.records if start <= r[0] < end]
+
+    def errors(self) -> list[str]:
+        with self._lock:
+            return [r[2] for r in self.records if r[2] is not None]
+
+    def __enter__(self) -> "RateLoad":
+        self._t0 = time.monotonic()
+        for w in self._workers:
+            w.start()
+        self._ticker.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._ticker.join(timeout=5)
+        for _ in self._workers:
+            self._queue.put(None)
+        for w in self._workers:
+            w.join(timeout=90)
+
+
+def quantile(values: list[float], q: float) -> float | None:
+    """The q-quantile (nearest rank) of `values`, or None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered) + 0.5)) - 1))]

@@ -7,10 +7,12 @@
 //! the queues and latencies it reads next. Pure: no clock, no I/O.
 #![forbid(unsafe_code)]
 
+pub mod hpa_controller;
 pub mod model;
 pub mod sim;
 pub mod trace;
 
+pub use hpa_controller::HpaController;
 pub use model::SimConfig;
 pub use sim::{ClusterView, Controller, Outcome, PodView, Sample, Signals, Summary, run};
 pub use trace::LoadTrace;

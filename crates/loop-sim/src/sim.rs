@@ -56,6 +56,8 @@ pub struct PodView {
     pub running: bool,
     /// Seconds since the pod's process started (0 while it waits for a machine).
     pub started_seconds_ago: f64,
+    /// Seconds since the pod turned ready, while it is.
+    pub ready_seconds_ago: Option<f64>,
     /// CPU used, cores, averaged over the CPU window (metrics-server's view).
     pub cpu_cores: f64,
     /// CPU requested, cores.
@@ -397,6 +399,8 @@ pub fn run(
                         ready,
                         running,
                         started_seconds_ago: now - started,
+                        ready_seconds_ago: ready
+                            .then(|| now - (started + svc.time_to_serve_seconds).min(now)),
                         cpu_cores: if p.cpu.is_empty() {
                             0.0
                         } else {
