@@ -95,6 +95,43 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Run the Kubernetes HPA algorithm locally: read an HPA's External metrics from the
+    /// external metrics API and drive a scale subresource (where no kube-controller-manager runs).
+    LocalHpa(LocalHpaArgs),
+}
+
+#[derive(clap::Args)]
+struct LocalHpaArgs {
+    /// An autoscaling/v2 HorizontalPodAutoscaler (YAML), read as-is; External metrics only.
+    #[arg(long, value_name = "FILE")]
+    hpa: PathBuf,
+    /// Base URL of the external metrics API, e.g. https://127.0.0.1:6443.
+    #[arg(long, value_name = "URL")]
+    metrics_api: String,
+    /// URL of the scale subresource: GET and PUT an autoscaling/v1 Scale.
+    #[arg(long, value_name = "URL")]
+    scale_url: String,
+    /// PEM CA bundle to trust for HTTPS.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// PEM client certificate for the metrics API.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// Accept any server certificate (the metrics API's dev self-signed mode).
+    #[arg(long)]
+    insecure_skip_tls_verify: bool,
+    /// Time between syncs (--horizontal-pod-autoscaler-sync-period).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    sync_period: Duration,
+    /// Usage-ratio tolerance (--horizontal-pod-autoscaler-tolerance).
+    #[arg(long, default_value_t = 0.1)]
+    tolerance: f64,
+    /// Sync once and exit (1 if the scale could not be read or updated).
+    #[arg(long)]
+    once: bool,
 }
 
 fn main() -> ExitCode {
@@ -146,6 +183,7 @@ fn init_logging(format: Option<LogFormat>) {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::LocalHpa(args) => local_hpa(args).await,
         Command::CheckConfig { config } => {
             let cfg = Config::load(&config.config)?;
             println!(
@@ -187,6 +225,33 @@ async fn run(command: Command) -> anyhow::Result<()> {
             serve(cfg).await
         }
     }
+}
+
+async fn local_hpa(args: LocalHpaArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.hpa)
+        .with_context(|| format!("reading {}", args.hpa.display()))?;
+    let hpa = hpa::HpaSpec::from_yaml(&text).with_context(|| format!("{}", args.hpa.display()))?;
+    let mut controller = hpa_controller::LocalHpa::new(hpa_controller::ControllerConfig {
+        hpa,
+        metrics_api: args.metrics_api,
+        scale_url: args.scale_url,
+        sync_period: args.sync_period,
+        tolerance: args.tolerance,
+        request_timeout: Some(args.sync_period.max(Duration::from_secs(1))),
+        tls: hpa_controller::TlsOptions {
+            ca_file: args.ca_file,
+            client_cert: args.client_cert,
+            client_key: args.client_key,
+            insecure_skip_tls_verify: args.insecure_skip_tls_verify,
+        },
+    })?;
+    if args.once {
+        controller.sync_once().await?;
+        return Ok(());
+    }
+    controller.run(shutdown_signal()).await;
+    tracing::info!("local-hpa stopped");
+    Ok(())
 }
 
 /// Starts one poller per instance; they stop when `shutdown` turns true.
