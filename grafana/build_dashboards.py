@@ -270,7 +270,9 @@ def query_performance():
          [(f'milvus:querynode_read_queue_len{{{M}}}', "{{pod}} node {{node_id}}")], unit="short", w=12,
          steps=[(None, "green"), (8, "yellow"), (32, "red")])
     d.ts("Read task concurrency per query node", "Milvus (milvus_querynode_read_task_concurrency)",
-         "Read tasks executing at once on each query node.",
+         "Read tasks executing at once on each query node. Added to the waiting read tasks and averaged over "
+         "the signal window per node, this is milvus-scaler's search_inflight (sum over nodes) and "
+         "search_inflight_node_max (largest node).",
          [(f'sum by (pod, node_id) (milvus_querynode_read_task_concurrency{{{M}}})', "{{pod}} node {{node_id}}")],
          unit="short", w=12)
     d.row("Segment cache")
@@ -498,6 +500,7 @@ def autoscaling_events():
     }]
     d.row("Signals as the HPA / KEDA sees them")
     for title, signal, unit, metric_name in [
+        ("In-flight searches vs target", "search_inflight", "short", "milvus_search_inflight"),
         ("Search queue depth vs target", "search_queue_depth", "short", "milvus_search_queue_depth"),
         ("Search p99 latency vs target", "search_latency_p99_seconds", "s", "milvus_search_latency_p99_seconds"),
         ("Search rate vs target", "search_rate", "reqps", "milvus_search_rate"),

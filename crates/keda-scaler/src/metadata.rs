@@ -17,7 +17,8 @@ pub mod keys {
     pub const TARGET: &str = "target";
     /// Active when the value is above this (default 0).
     pub const ACTIVATION_TARGET: &str = "activationTarget";
-    /// Collection (optional): name for latency/rate, numeric ID for loaded data and index builds.
+    /// Collection (optional): name for latency/rate, numeric ID for loaded data and index builds;
+    /// not accepted for signals that exist for the whole instance only (queue depth, in-flight).
     pub const COLLECTION: &str = "collection";
 }
 
@@ -116,6 +117,15 @@ impl Trigger {
                 return Err(MetadataError::new(
                     keys::COLLECTION,
                     format!("expected a collection name or ID without spaces, got {c:?}"),
+                ));
+            }
+            Some(_) if !signal.is_per_collection() => {
+                return Err(MetadataError::new(
+                    keys::COLLECTION,
+                    format!(
+                        "{}; remove the key",
+                        milvus_signals::catalogue::NotPerCollection { signal }
+                    ),
                 ));
             }
             Some(c) => Some(c.to_string()),
@@ -296,6 +306,18 @@ mod tests {
                 "number",
             ),
             (&[("collection", "a b")], &[], "collection", "spaces"),
+            (
+                &[("signal", "search_inflight"), ("collection", "docs")],
+                &[],
+                "collection",
+                "search_inflight is not available per collection",
+            ),
+            (
+                &[("signal", "search_queue_depth"), ("collection", "docs")],
+                &[],
+                "collection",
+                "not available per collection",
+            ),
         ];
         for (extra, drop, key, needle) in table {
             let err = Trigger::parse(&with(extra, drop), known).unwrap_err();
@@ -303,6 +325,28 @@ mod tests {
             let text = err.to_string();
             assert!(text.contains(key), "{text}");
             assert!(text.contains(needle), "{extra:?}: {text} lacks {needle}");
+        }
+    }
+
+    #[test]
+    fn in_flight_signals_are_accepted() {
+        for (text, signal) in [
+            ("search_inflight", Signal::SearchInflight),
+            ("milvus_search_inflight", Signal::SearchInflight),
+            ("search_inflight_node_max", Signal::SearchInflightNodeMax),
+        ] {
+            let t = Trigger::parse(
+                &with(
+                    &[("signal", text), ("target", "0.7"), ("collection", "")],
+                    &[],
+                ),
+                known,
+            )
+            .unwrap();
+            assert_eq!(t.signal, signal);
+            assert_eq!(t.target, 0.7);
+            assert_eq!(t.key(), SignalKey::instance(signal));
+            assert_eq!(t.metric_name(), signal.metric_name());
         }
     }
 

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     APIGroup, APIGroupList, APIResource, APIResourceList, GroupVersionForDiscovery, ListMeta,
     Status, Time,
 };
+use milvus_signals::catalogue::NotPerCollection;
 use milvus_signals::{Signal, SignalKey, Snapshot};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -225,7 +226,8 @@ fn to_time(t: SystemTime) -> Result<Time, String> {
 /// One item per Milvus instance in `namespace` whose labels match the selector; when the selector
 /// asks about `collection` (other than `!collection`), one item per matching collection instead.
 /// Any matching value that is unknown or stale makes the whole answer 503: a partial list would
-/// under-report demand, and the HPA holds its replicas on an error.
+/// under-report demand, and the HPA holds its replicas on an error. Asking a signal that exists
+/// for the whole instance only (see [`Signal::is_per_collection`]) about `collection` is a 400.
 pub fn external_metric(
     snapshot: &Snapshot,
     namespace: &str,
@@ -237,6 +239,12 @@ pub fn external_metric(
     let selector = Selector::parse(label_selector.unwrap_or(""))
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let per_collection = selector.wants(LABEL_COLLECTION);
+    if per_collection && !signal.is_per_collection() {
+        return Err(ApiError::BadRequest(format!(
+            "{}; drop the {LABEL_COLLECTION} requirement from the label selector",
+            NotPerCollection { signal }
+        )));
+    }
     // Collections the selector names explicitly: asked for even if an instance lacks them, so
     // that a missing one is reported instead of silently dropped.
     let pinned: BTreeSet<&str> = selector
@@ -375,6 +383,18 @@ mod tests {
             SignalKey::instance(Signal::IndexPendingBuilds),
             Err("metric datacoord_index_task_count missing".into()),
         );
+        put(
+            &mut demo,
+            SignalKey::instance(Signal::SearchInflight),
+            3.25,
+            Some(30),
+        );
+        put(
+            &mut demo,
+            SignalKey::instance(Signal::SearchInflightNodeMax),
+            2.5,
+            Some(30),
+        );
         store.publish(demo);
         let mut other = instance("other", "default");
         put(
@@ -480,6 +500,55 @@ mod tests {
         let err = ask(Some("milvus=demo,collection=nope"), m, "default").unwrap_err();
         assert_eq!(err.code(), 503);
         assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn in_flight_metrics_are_served_with_their_window() {
+        let sum = ask(Some("milvus=demo"), "milvus_search_inflight", "default").unwrap();
+        assert_eq!(values(&sum), vec![("demo".into(), "3250m".into())]);
+        assert_eq!(sum.items[0].window_seconds, Some(30));
+        assert_eq!(sum.items[0].metric_name, "milvus_search_inflight");
+        let max = ask(
+            Some("milvus=demo"),
+            "milvus_search_inflight_node_max",
+            "default",
+        )
+        .unwrap();
+        assert_eq!(values(&max), vec![("demo".into(), "2500m".into())]);
+        // "other" has no in-flight value: unknown, never a zero.
+        let unknown = ask(None, "milvus_search_inflight", "default").unwrap_err();
+        assert_eq!(unknown.code(), 503);
+        assert!(unknown.to_string().contains("\"other\""), "{unknown}");
+    }
+
+    #[test]
+    fn instance_only_signals_asked_per_collection_are_a_clear_400() {
+        for metric in [
+            "milvus_search_inflight",
+            "milvus_search_inflight_node_max",
+            "milvus_search_queue_depth",
+        ] {
+            for sel in [
+                "milvus=demo,collection=docs",
+                "milvus=demo,collection",
+                "collection in (a,b)",
+            ] {
+                let e = ask(Some(sel), metric, "default").unwrap_err();
+                assert_eq!(
+                    (e.code(), e.reason()),
+                    (400, "BadRequest"),
+                    "{metric} {sel}"
+                );
+                let bare = metric.trim_start_matches("milvus_");
+                assert!(
+                    e.to_string()
+                        .starts_with(&format!("{bare} is not available per collection")),
+                    "{e}"
+                );
+            }
+            // Excluding collection is asking for the instance-wide value.
+            assert!(ask(Some("milvus=demo,!collection"), metric, "default").is_ok());
+        }
     }
 
     #[test]

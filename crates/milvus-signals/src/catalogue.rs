@@ -23,11 +23,17 @@ pub enum Signal {
     LoadedEntities,
     /// Memory size of the entities loaded into query nodes, bytes.
     LoadedBytes,
+    /// Read tasks in flight in query nodes (waiting + executing), each query node's samples
+    /// averaged over the window, summed over query nodes. The load-proportional demand signal.
+    SearchInflight,
+    /// The largest per-query-node window average of read tasks in flight: one saturated node
+    /// while the sum spread over all nodes looks fine.
+    SearchInflightNodeMax,
 }
 
 impl Signal {
     /// Every signal, in display order.
-    pub const ALL: [Signal; 8] = [
+    pub const ALL: [Signal; 10] = [
         Signal::SearchQueueDepth,
         Signal::SearchLatencyP50Seconds,
         Signal::SearchLatencyP90Seconds,
@@ -36,6 +42,8 @@ impl Signal {
         Signal::IndexPendingBuilds,
         Signal::LoadedEntities,
         Signal::LoadedBytes,
+        Signal::SearchInflight,
+        Signal::SearchInflightNodeMax,
     ];
 
     /// The signal's name in configuration and trigger metadata, e.g. `search_queue_depth`.
@@ -49,6 +57,8 @@ impl Signal {
             Signal::IndexPendingBuilds => "index_pending_builds",
             Signal::LoadedEntities => "loaded_entities",
             Signal::LoadedBytes => "loaded_bytes",
+            Signal::SearchInflight => "search_inflight",
+            Signal::SearchInflightNodeMax => "search_inflight_node_max",
         }
     }
 
@@ -63,15 +73,38 @@ impl Signal {
         Signal::ALL.into_iter().find(|s| s.name() == bare)
     }
 
-    /// Whether the value is computed over the sliding window (rates and quantiles).
+    /// Whether the value is computed over the sliding window (rates, quantiles, time averages).
     pub fn is_windowed(self) -> bool {
-        matches!(
-            self,
+        match self {
             Signal::SearchLatencyP50Seconds
-                | Signal::SearchLatencyP90Seconds
-                | Signal::SearchLatencyP99Seconds
-                | Signal::SearchRate
-        )
+            | Signal::SearchLatencyP90Seconds
+            | Signal::SearchLatencyP99Seconds
+            | Signal::SearchRate
+            | Signal::SearchInflight
+            | Signal::SearchInflightNodeMax => true,
+            Signal::SearchQueueDepth
+            | Signal::IndexPendingBuilds
+            | Signal::LoadedEntities
+            | Signal::LoadedBytes => false,
+        }
+    }
+
+    /// Whether Milvus labels the metrics behind the signal by collection, so that it has
+    /// per-collection values. The query-node read-task gauges (queue depth, in-flight) carry
+    /// only `node_id`: those signals exist for the whole instance only.
+    pub fn is_per_collection(self) -> bool {
+        match self {
+            Signal::SearchLatencyP50Seconds
+            | Signal::SearchLatencyP90Seconds
+            | Signal::SearchLatencyP99Seconds
+            | Signal::SearchRate
+            | Signal::IndexPendingBuilds
+            | Signal::LoadedEntities
+            | Signal::LoadedBytes => true,
+            Signal::SearchQueueDepth | Signal::SearchInflight | Signal::SearchInflightNodeMax => {
+                false
+            }
+        }
     }
 
     /// The quantile a latency signal reports, if it is one.
@@ -101,6 +134,17 @@ impl FromStr for Signal {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Signal::from_name(s).ok_or_else(|| UnknownSignal(s.to_string()))
     }
+}
+
+/// The error for a per-collection request of a signal that exists for the whole instance only
+/// (see [`Signal::is_per_collection`]). Every API answers such a request with this message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{signal} is not available per collection: Milvus exports the metrics behind it per query node, without a collection label; ask for the instance-wide value (no collection)"
+)]
+pub struct NotPerCollection {
+    /// The signal asked for.
+    pub signal: Signal,
 }
 
 /// Identifies one value in the snapshot: a signal, for the whole instance or one collection.
@@ -143,5 +187,30 @@ mod tests {
         }
         let err = "queue".parse::<Signal>().unwrap_err().to_string();
         assert!(err.contains("search_queue_depth"), "{err}");
+        assert_eq!(
+            Signal::from_name("milvus_search_inflight"),
+            Some(Signal::SearchInflight)
+        );
+        assert_eq!(
+            Signal::from_name("search_inflight_node_max"),
+            Some(Signal::SearchInflightNodeMax)
+        );
+    }
+
+    #[test]
+    fn in_flight_signals_are_windowed_and_instance_only() {
+        for s in [Signal::SearchInflight, Signal::SearchInflightNodeMax] {
+            assert!(s.is_windowed() && !s.is_per_collection(), "{s}");
+        }
+        assert!(!Signal::SearchQueueDepth.is_per_collection());
+        assert!(Signal::SearchRate.is_per_collection());
+        let err = NotPerCollection {
+            signal: Signal::SearchInflight,
+        }
+        .to_string();
+        assert!(
+            err.starts_with("search_inflight is not available per collection"),
+            "{err}"
+        );
     }
 }

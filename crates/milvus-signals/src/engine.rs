@@ -1,8 +1,10 @@
 //! Signal maths: gauges from the newest round, rates and latency quantiles from counter increases
-//! over a sliding window. Pure: rounds go in with their timestamps, values come out.
+//! over a sliding window, in-flight read tasks as per-query-node averages over the same window.
+//! Pure: rounds go in with their timestamps, values come out.
 //!
 //! Memory is bounded by the window: for each target and counter series only the reset-corrected
-//! value of each round inside the window is kept (16 bytes a point), not whole samples.
+//! value of each round inside the window is kept (16 bytes a point), for each query node only its
+//! in-flight count of each round inside the window (16 bytes a point), not whole samples.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
@@ -50,11 +52,14 @@ impl CounterHistory {
     }
 }
 
-/// Everything kept about one target: its newest sample and its counter histories.
+/// Everything kept about one target: its newest sample, its counter histories and the in-flight
+/// history of each query node it exports.
 #[derive(Debug, Clone, Default)]
 struct TargetHistory {
     latest: TargetSample,
     counters: HashMap<CounterKey, CounterHistory>,
+    /// Per query node (`node_id`): read tasks in flight at each round inside the window.
+    in_flight: HashMap<String, VecDeque<(SystemTime, f64)>>,
     /// When this target answered, inside the window: two answers make its rates known, even
     /// when it exports no counter series yet (an idle proxy creates them on the first search).
     answered: VecDeque<SystemTime>,
@@ -96,6 +101,13 @@ impl SignalEngine {
                     .or_default()
                     .push(at, *raw);
             }
+            for (node, value) in &sample.read_tasks_in_flight {
+                history
+                    .in_flight
+                    .entry(node.clone())
+                    .or_default()
+                    .push_back((at, *value));
+            }
             history.latest = sample;
             history.answered.push_back(at);
         }
@@ -110,6 +122,15 @@ impl SignalEngine {
             history
                 .counters
                 .retain(|_, series| !series.points.is_empty());
+            for points in history.in_flight.values_mut() {
+                while points.front().is_some_and(|(t, _)| !inside(*t)) {
+                    points.pop_front();
+                }
+            }
+            history.in_flight.retain(|_, points| !points.is_empty());
+            while history.answered.front().is_some_and(|t| !inside(*t)) {
+                history.answered.pop_front();
+            }
         }
         // A target gone for a whole window (a pod that left DNS) is forgotten.
         self.targets
@@ -140,7 +161,48 @@ impl SignalEngine {
         let targets: Vec<&TargetSample> = current.iter().map(|h| &h.latest).collect();
         self.gauge_signals(&targets, &mut out);
         self.windowed_signals(&current, &targets, &mut out);
+        self.in_flight_signals(&current, &mut out);
         out
+    }
+
+    /// `search_inflight` and `search_inflight_node_max`: each query node's in-flight count
+    /// averaged over its rounds inside the window, summed / maximised over the query nodes in the
+    /// newest round. A node missing from the newest round (stopped, restarted under a new
+    /// `node_id`, or its target failed) no longer counts, even while its points are still kept.
+    fn in_flight_signals(&self, current: &[&TargetHistory], out: &mut SignalValues) {
+        let mut averages = Vec::new();
+        for history in current {
+            for node in history.latest.read_tasks_in_flight.keys() {
+                let points = history.in_flight.get(node).filter(|p| !p.is_empty());
+                let Some(points) = points else {
+                    let reason = format!(
+                        "warming up: query node {node:?} has no sample inside the last {:?}",
+                        self.window
+                    );
+                    for signal in [Signal::SearchInflight, Signal::SearchInflightNodeMax] {
+                        out.insert(SignalKey::instance(signal), Err(reason.clone()));
+                    }
+                    return;
+                };
+                let sum: f64 = points.iter().map(|(_, v)| v).sum();
+                averages.push(sum / points.len() as f64);
+            }
+        }
+        if averages.is_empty() {
+            let reason = if current.iter().any(|h| h.latest.has_querynode) {
+                "no scraped query node exports milvus_querynode_read_task_ready_len, _unsolved_len or _concurrency"
+            } else {
+                "no scraped target exports query-node metrics (milvus_querynode_*)"
+            };
+            for signal in [Signal::SearchInflight, Signal::SearchInflightNodeMax] {
+                out.insert(SignalKey::instance(signal), Err(reason.to_string()));
+            }
+            return;
+        }
+        let sum = averages.iter().sum();
+        let max = averages.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        out.insert(SignalKey::instance(Signal::SearchInflight), Ok(sum));
+        out.insert(SignalKey::instance(Signal::SearchInflightNodeMax), Ok(max));
     }
 
     fn gauge_signals(&self, targets: &[&TargetSample], out: &mut SignalValues) {
@@ -332,7 +394,8 @@ pub fn increase(values: impl IntoIterator<Item = f64>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::milvus::Le;
+    use crate::exposition::Limits;
+    use crate::milvus::{Le, parse_target};
 
     fn t(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
@@ -363,6 +426,159 @@ mod tests {
 
     fn value(values: &SignalValues, signal: Signal) -> Result<f64, String> {
         values[&SignalKey::instance(signal)].clone()
+    }
+
+    /// A 2.3-2.4 query node body: unsolved, ready and executing read tasks of `node`.
+    fn qn_2_3(node: &str, unsolved: f64, ready: f64, executing: f64) -> TargetSample {
+        let body = format!(
+            "# TYPE milvus_querynode_read_task_unsolved_len gauge\n\
+             milvus_querynode_read_task_unsolved_len{{node_id=\"{node}\"}} {unsolved}\n\
+             # TYPE milvus_querynode_read_task_ready_len gauge\n\
+             milvus_querynode_read_task_ready_len{{node_id=\"{node}\"}} {ready}\n\
+             # TYPE milvus_querynode_read_task_concurrency gauge\n\
+             milvus_querynode_read_task_concurrency{{node_id=\"{node}\"}} {executing}\n"
+        );
+        parse_target(&body, &Limits::default()).unwrap()
+    }
+
+    /// A 2.5+ query node body: ready (no unsolved) and executing read tasks of `node`.
+    fn qn_2_5(node: &str, ready: f64, executing: f64) -> TargetSample {
+        let body = format!(
+            "milvus_querynode_read_task_ready_len{{node_id=\"{node}\"}} {ready}\n\
+             milvus_querynode_read_task_concurrency{{node_id=\"{node}\"}} {executing}\n"
+        );
+        parse_target(&body, &Limits::default()).unwrap()
+    }
+
+    fn in_flight(v: &SignalValues) -> (Result<f64, String>, Result<f64, String>) {
+        (
+            value(v, Signal::SearchInflight),
+            value(v, Signal::SearchInflightNodeMax),
+        )
+    }
+
+    fn close(actual: Result<f64, String>, expected: f64) {
+        let actual = actual.unwrap();
+        assert!((actual - expected).abs() < 1e-9, "{actual} != {expected}");
+    }
+
+    #[test]
+    fn in_flight_is_a_per_node_window_average_summed_and_maximised() {
+        let mut e = SignalEngine::new(Duration::from_secs(30));
+        // 20 rounds a second apart, all inside the window. Node 1 (2.3 names) executes one
+        // search in every fourth round and is idle otherwise; node 2 (2.5 names) always has two
+        // waiting and one executing.
+        for i in 0..20u64 {
+            let flicker = if i % 4 == 0 { 1.0 } else { 0.0 };
+            let mut round = one("qn-a", qn_2_3("1", 0.0, 0.0, flicker));
+            round.insert("qn-b".into(), qn_2_5("2", 2.0, 1.0));
+            e.observe(t(i), round);
+        }
+        let v = e.compute();
+        // The last round saw node 1 idle: the average, not the last sample, is reported.
+        close(value(&v, Signal::SearchInflight), 0.25 + 3.0);
+        close(value(&v, Signal::SearchInflightNodeMax), 3.0);
+        assert_eq!(value(&v, Signal::SearchQueueDepth), Ok(2.0));
+        assert!(
+            !v.keys()
+                .any(|k| k.signal == Signal::SearchInflight && k.collection.is_some()),
+            "no per-collection values"
+        );
+    }
+
+    #[test]
+    fn waiting_tasks_count_fully_and_old_rounds_leave_the_average() {
+        let mut e = SignalEngine::new(Duration::from_secs(10));
+        // A backlog of 40 waiting (unsolved 10 + ready 26 + 4 executing) at t=0..=4, then idle.
+        for i in 0..5 {
+            e.observe(t(i), one("qn", qn_2_3("1", 10.0, 26.0, 4.0)));
+        }
+        close(value(&e.compute(), Signal::SearchInflight), 40.0);
+        for i in 5..10 {
+            e.observe(t(i), one("qn", qn_2_3("1", 0.0, 0.0, 0.0)));
+        }
+        // 5 of 10 rounds at 40.
+        close(value(&e.compute(), Signal::SearchInflight), 20.0);
+        for i in 10..30 {
+            e.observe(t(i), one("qn", qn_2_3("1", 0.0, 0.0, 0.0)));
+        }
+        // The backlog left the window: a true zero (the node is scraped and idle).
+        assert_eq!(in_flight(&e.compute()), (Ok(0.0), Ok(0.0)));
+        // Memory stays bounded by the window: 11 rounds (t-10 ..= t) kept for the node.
+        let kept = e.targets["qn"].in_flight["1"].len();
+        assert_eq!(kept, 11);
+        assert_eq!(e.targets["qn"].answered.len(), 11);
+    }
+
+    #[test]
+    fn a_node_that_left_no_longer_counts() {
+        let mut e = SignalEngine::new(Duration::from_secs(30));
+        for i in 0..5 {
+            let mut round = one("qn-a", qn_2_5("1", 0.0, 1.0));
+            round.insert("qn-b".into(), qn_2_5("2", 6.0, 2.0));
+            e.observe(t(i), round);
+        }
+        assert_eq!(in_flight(&e.compute()), (Ok(9.0), Ok(8.0)));
+        // qn-b stopped and left DNS: its points are still inside the window, but it is gone.
+        e.observe(t(5), one("qn-a", qn_2_5("1", 0.0, 1.0)));
+        assert_eq!(in_flight(&e.compute()), (Ok(1.0), Ok(1.0)));
+        // It comes back restarted under a new node id: only the new node counts, from its
+        // own first sample, not the old node's history.
+        let mut round = one("qn-a", qn_2_5("1", 0.0, 1.0));
+        round.insert("qn-b".into(), qn_2_5("3", 0.0, 0.0));
+        e.observe(t(6), round);
+        assert_eq!(in_flight(&e.compute()), (Ok(1.0), Ok(1.0)));
+        // A target gone for a whole window is forgotten altogether.
+        for i in 7..40 {
+            e.observe(t(i), one("qn-a", qn_2_5("1", 0.0, 1.0)));
+        }
+        assert_eq!(e.targets.keys().collect::<Vec<_>>(), vec!["qn-a"]);
+    }
+
+    #[test]
+    fn in_flight_is_unknown_without_a_query_node_never_zero() {
+        let mut e = SignalEngine::new(Duration::from_secs(30));
+        let proxy = parse_target(
+            "milvus_proxy_executing_total_nq{node_id=\"9\"} 0\n",
+            &Limits::default(),
+        )
+        .unwrap();
+        e.observe(t(0), one("proxy", proxy.clone()));
+        let (sum, max) = in_flight(&e.compute());
+        assert!(sum.unwrap_err().contains("query-node metrics"));
+        assert!(max.unwrap_err().contains("query-node metrics"));
+        // A query node that exports none of the read-task gauges does not count as one.
+        let bare = parse_target(
+            "milvus_querynode_entity_num{collection_id=\"1\",node_id=\"4\"} 10\n",
+            &Limits::default(),
+        )
+        .unwrap();
+        let mut round = one("proxy", proxy);
+        round.insert("qn".into(), bare);
+        e.observe(t(1), round);
+        let err = value(&e.compute(), Signal::SearchInflight).unwrap_err();
+        assert!(err.contains("read_task"), "{err}");
+        // Nobody answered: unknown.
+        e.observe(t(2), BTreeMap::new());
+        let (sum, max) = in_flight(&e.compute());
+        assert!(sum.is_err() && max.is_err());
+        // Before any round: nothing at all (the snapshot says "no round yet").
+        assert!(
+            SignalEngine::new(Duration::from_secs(30))
+                .compute()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_node_with_no_sample_in_the_window_is_warming_up() {
+        // Not reachable through observe (the newest round is always inside the window), but the
+        // rule is explicit: unknown, never a sum that silently leaves the node out.
+        let mut e = SignalEngine::new(Duration::from_secs(30));
+        e.observe(t(0), one("qn", qn_2_5("1", 0.0, 1.0)));
+        e.targets.get_mut("qn").unwrap().in_flight.clear();
+        let err = value(&e.compute(), Signal::SearchInflight).unwrap_err();
+        assert!(err.contains("warming up"), "{err}");
     }
 
     #[test]

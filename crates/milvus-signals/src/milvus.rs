@@ -2,7 +2,8 @@
 //!
 //! Two metric generations are understood: Milvus 2.3-2.4 (`read_task_unsolved_len`,
 //! `datacoord_index_task_count{index_task_status}`) and 2.5+ (`read_task_ready_len` alone,
-//! `datacoord_task_count{task_type,task_state}`).
+//! `datacoord_task_count{task_type,task_state}`). `read_task_concurrency` (read tasks executing
+//! now) exists in both.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -73,6 +74,10 @@ pub struct TargetSample {
     pub has_queue_gauge: bool,
     /// Gauge values by (gauge, collection); `None` collection is the target's total.
     pub gauges: BTreeMap<(Gauge, Option<String>), f64>,
+    /// Read tasks in flight per query node (label `node_id`, empty if absent): waiting
+    /// (`read_task_unsolved_len` + `read_task_ready_len`) plus executing
+    /// (`read_task_concurrency`). A node is present when it exports any of the three.
+    pub read_tasks_in_flight: BTreeMap<String, f64>,
     /// Counter values by (counter, collection); `None` collection is the target's total.
     pub counters: BTreeMap<(Counter, Option<String>), f64>,
 }
@@ -81,6 +86,7 @@ pub struct TargetSample {
 pub const METRICS_READ: &[&str] = &[
     "milvus_querynode_read_task_unsolved_len",
     "milvus_querynode_read_task_ready_len",
+    "milvus_querynode_read_task_concurrency",
     "milvus_proxy_executing_total_nq",
     "milvus_datacoord_index_task_count",
     "milvus_datacoord_task_count",
@@ -115,7 +121,9 @@ pub fn extract(exposition: &Exposition) -> TargetSample {
             "milvus_querynode_read_task_unsolved_len" | "milvus_querynode_read_task_ready_len" => {
                 out.has_queue_gauge = true;
                 add_gauge(&mut out, Gauge::QueueDepth, None, sample.value);
+                add_in_flight(&mut out, sample);
             }
+            "milvus_querynode_read_task_concurrency" => add_in_flight(&mut out, sample),
             "milvus_proxy_executing_total_nq" => {
                 add_gauge(&mut out, Gauge::InFlightNq, None, sample.value)
             }
@@ -206,6 +214,13 @@ fn add_gauge_by(out: &mut TargetSample, gauge: Gauge, sample: &Sample, collectio
     }
 }
 
+fn add_in_flight(out: &mut TargetSample, sample: &Sample) {
+    let node = sample.label("node_id").unwrap_or_default();
+    *out.read_tasks_in_flight
+        .entry(node.to_string())
+        .or_insert(0.0) += sample.value;
+}
+
 fn add_counter(out: &mut TargetSample, counter: Counter, collection: Option<&str>, value: f64) {
     *out.counters
         .entry((counter, collection.map(str::to_string)))
@@ -234,6 +249,11 @@ mod tests {
         assert_eq!(s.gauges[&(Gauge::LoadedEntities, None)], 250000.0);
         assert_eq!(s.gauges[&(Gauge::LoadedBytes, None)], 1.072e8);
         assert_eq!(s.counters[&(Counter::SearchRequests, None)], 971.0);
+        // Node 3 exports unsolved, ready and concurrency (all 0 at capture time).
+        assert_eq!(
+            s.read_tasks_in_flight,
+            BTreeMap::from([("3".to_string(), 0.0)])
+        );
         assert_eq!(
             s.counters[&(Counter::LatencyBucket(Le(128.0)), None)],
             682.0
@@ -259,6 +279,12 @@ mod tests {
         assert_eq!(s.gauges[&(Gauge::QueueDepth, None)], 0.0);
         assert!(!s.gauges.contains_key(&(Gauge::LoadedEntities, None)));
         assert!(!s.counters.contains_key(&(Counter::SearchRequests, None)));
+        // Idle 2.3.5 exports ready_len only (concurrency is created on the first search):
+        // the node is present with nothing in flight.
+        assert_eq!(
+            s.read_tasks_in_flight,
+            BTreeMap::from([("1".to_string(), 0.0)])
+        );
     }
 
     #[test]
@@ -281,5 +307,38 @@ milvus_datacoord_task_count{collection_id=\"1\",task_type=\"JobTypeStatsJob\",ta
         let body = "milvus_querynode_read_task_unsolved_len{node_id=\"1\"} 3\nmilvus_querynode_read_task_ready_len{node_id=\"1\"} 4\n";
         let s = parse_target(body, &Limits::default()).unwrap();
         assert_eq!(s.gauges[&(Gauge::QueueDepth, None)], 7.0);
+    }
+
+    #[test]
+    fn in_flight_per_node_sums_waiting_and_executing_in_both_generations() {
+        // 2.3-2.4: unsolved + ready + concurrency; two nodes in one body, kept apart.
+        let old = "\
+milvus_querynode_read_task_unsolved_len{node_id=\"1\"} 3
+milvus_querynode_read_task_ready_len{node_id=\"1\"} 4
+milvus_querynode_read_task_concurrency{node_id=\"1\"} 2
+milvus_querynode_read_task_ready_len{node_id=\"2\"} 0
+milvus_querynode_read_task_concurrency{node_id=\"2\"} 1
+";
+        let s = parse_target(old, &Limits::default()).unwrap();
+        assert_eq!(
+            s.read_tasks_in_flight,
+            BTreeMap::from([("1".to_string(), 9.0), ("2".to_string(), 1.0)])
+        );
+        // Executing tasks are not waiting: the queue depth is unchanged by concurrency.
+        assert_eq!(s.gauges[&(Gauge::QueueDepth, None)], 7.0);
+        // 2.5+: ready + concurrency.
+        let new = "\
+milvus_querynode_read_task_ready_len{node_id=\"7\"} 5
+milvus_querynode_read_task_concurrency{node_id=\"7\"} 4
+";
+        let s = parse_target(new, &Limits::default()).unwrap();
+        assert_eq!(
+            s.read_tasks_in_flight,
+            BTreeMap::from([("7".to_string(), 9.0)])
+        );
+        // A target without query-node gauges has no nodes.
+        let proxy = "milvus_proxy_executing_total_nq{node_id=\"9\"} 3\n";
+        let s = parse_target(proxy, &Limits::default()).unwrap();
+        assert!(s.read_tasks_in_flight.is_empty());
     }
 }

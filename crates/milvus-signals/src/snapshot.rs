@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use thiserror::Error;
 use tokio::sync::watch;
 
-use crate::catalogue::{Signal, SignalKey};
+use crate::catalogue::{NotPerCollection, Signal, SignalKey};
 
 /// A known value: what it was, when it was sampled, and the window it was computed over.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,6 +76,9 @@ impl InstanceSnapshot {
     /// The value of `key` at `now`, or why it is unknown. Staleness is judged here, at read time,
     /// so a poller that stopped publishing cannot leave a value looking fresh.
     pub fn reading(&self, key: &SignalKey, now: SystemTime) -> Result<Reading, SignalError> {
+        if key.collection.is_some() && !key.signal.is_per_collection() {
+            return Err(NotPerCollection { signal: key.signal }.into());
+        }
         let unavailable = |reason: String| SignalError::Unavailable {
             instance: self.name.clone(),
             key: describe_key(key),
@@ -140,6 +143,9 @@ pub enum SignalError {
         /// The signal and collection asked for.
         key: String,
     },
+    /// A collection was asked for, but the signal exists for the whole instance only.
+    #[error(transparent)]
+    NotPerCollection(#[from] NotPerCollection),
     /// The source is down, the metric is missing, or the window is warming up.
     #[error("{key} of Milvus instance {instance:?} is unknown: {reason}")]
     Unavailable {
@@ -296,13 +302,27 @@ mod tests {
             Err(SignalError::UnknownInstance(_))
         ));
         assert!(matches!(
-            snap.reading(
-                "demo",
-                &SignalKey::collection(Signal::SearchQueueDepth, "c"),
-                t0
-            ),
+            snap.reading("demo", &SignalKey::collection(Signal::SearchRate, "c"), t0),
             Err(SignalError::UnknownCollection { .. })
         ));
+        // An instance-only signal asked per collection: the same clear error for every one.
+        for signal in [
+            Signal::SearchQueueDepth,
+            Signal::SearchInflight,
+            Signal::SearchInflightNodeMax,
+        ] {
+            let err = snap
+                .reading("demo", &SignalKey::collection(signal, "c"), t0)
+                .unwrap_err();
+            assert_eq!(
+                err,
+                SignalError::NotPerCollection(NotPerCollection { signal })
+            );
+            assert!(
+                err.to_string().contains("not available per collection"),
+                "{err}"
+            );
+        }
 
         store.publish(instance(t0, Err("connection refused".into())));
         let err = store.load().reading("demo", &key, t0).unwrap_err();

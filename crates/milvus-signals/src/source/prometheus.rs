@@ -49,7 +49,8 @@ pub fn queries(selector: &str, window: Duration) -> Vec<SignalQuery> {
     let querynode_up = format!("0 * max(milvus_querynode_read_task_ready_len{})", sel(""));
     let datacoord_up = format!("0 * max(milvus_datacoord_segment_num{})", sel(""));
     let proxy_up = format!("0 * max(milvus_proxy_tt_lag_ms{})", sel(""));
-    let mut out = vec![
+    let mut out = in_flight_queries(selector, window);
+    out.extend([
         SignalQuery {
             signal: Signal::SearchQueueDepth,
             collection_label: None,
@@ -89,7 +90,7 @@ pub fn queries(selector: &str, window: Duration) -> Vec<SignalQuery> {
                 sel("query_type=\"search\"")
             ),
         },
-    ];
+    ]);
     for (signal, metric) in [
         (Signal::LoadedEntities, "milvus_querynode_entity_num"),
         (Signal::LoadedBytes, "milvus_querynode_entity_size"),
@@ -129,6 +130,43 @@ pub fn queries(selector: &str, window: Duration) -> Vec<SignalQuery> {
         });
     }
     out
+}
+
+/// `search_inflight` (sum) and `search_inflight_node_max` (max) over query nodes of each node's
+/// in-flight read tasks (waiting + executing, both metric generations) averaged over the window.
+///
+/// The per-node average is a subquery, `avg_over_time((sum by (node_id) (G))[W:S])`, so a gauge
+/// absent in part of the window counts as 0 there, as in the scrape engine. `and` keeps only
+/// the nodes Prometheus scrapes now (a stopped node's series go stale at once, but its samples
+/// stay in the range for a whole window); `or` gives a node too new to have a subquery point its
+/// current value. No query node, or none scraped now: an empty result, which is unknown.
+fn in_flight_queries(selector: &str, window: Duration) -> Vec<SignalQuery> {
+    let extra = if selector.is_empty() {
+        String::new()
+    } else {
+        format!(",{selector}")
+    };
+    // `>= 0` drops NaN samples (the scrape engine skips them too) and keeps metric names apart.
+    let now = format!(
+        "sum by (node_id) ({{__name__=~\"milvus_querynode_read_task_(unsolved_len|ready_len|concurrency)\"{extra}}} >= 0)"
+    );
+    let secs = window.as_secs().max(1);
+    // About 30 points per window, at least one a second: every sample of a Prometheus scraping
+    // every 1-30 s is seen, weighted by how long it held.
+    let step = (secs / 30).max(1);
+    let per_node = format!("((avg_over_time(({now})[{secs}s:{step}s]) or {now}) and {now})");
+    vec![
+        SignalQuery {
+            signal: Signal::SearchInflight,
+            collection_label: None,
+            expr: format!("sum({per_node})"),
+        },
+        SignalQuery {
+            signal: Signal::SearchInflightNodeMax,
+            collection_label: None,
+            expr: format!("max({per_node})"),
+        },
+    ]
 }
 
 #[derive(Debug, Deserialize)]
@@ -317,6 +355,50 @@ mod tests {
             assert!(q.expr.contains("namespace=\"milvus\""), "{}", q.expr);
         }
         assert!(qs.iter().any(|q| q.expr.contains("[30s]")));
+    }
+
+    #[test]
+    fn in_flight_queries_average_per_node_over_the_window() {
+        let qs = queries("namespace=\"milvus\"", Duration::from_secs(300));
+        let sum = qs
+            .iter()
+            .find(|q| q.signal == Signal::SearchInflight)
+            .unwrap();
+        let max = qs
+            .iter()
+            .find(|q| q.signal == Signal::SearchInflightNodeMax)
+            .unwrap();
+        assert!(
+            sum.expr.starts_with("sum(((avg_over_time(("),
+            "{}",
+            sum.expr
+        );
+        assert!(
+            max.expr.starts_with("max(((avg_over_time(("),
+            "{}",
+            max.expr
+        );
+        // Both generations and the executing tasks; 30 points per window.
+        assert!(
+            sum.expr
+                .contains("read_task_(unsolved_len|ready_len|concurrency)\",namespace=\"milvus\""),
+            "{}",
+            sum.expr
+        );
+        assert!(sum.expr.contains("[300s:10s]"), "{}", sum.expr);
+        assert!(sum.expr.contains("sum by (node_id)"), "{}", sum.expr);
+        // No per-collection variant: these gauges have no collection label.
+        assert!(!qs.iter().any(|q| matches!(
+            q.signal,
+            Signal::SearchInflight | Signal::SearchInflightNodeMax
+        ) && q.collection_label.is_some()));
+        let short = queries("", Duration::from_secs(10));
+        let q = short
+            .iter()
+            .find(|q| q.signal == Signal::SearchInflight)
+            .unwrap();
+        assert!(q.expr.contains("concurrency)\"} >= 0"), "{}", q.expr);
+        assert!(q.expr.contains("[10s:1s]"), "{}", q.expr);
     }
 
     #[test]
