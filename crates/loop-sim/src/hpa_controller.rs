@@ -34,7 +34,7 @@ impl HpaController {
                 }
                 MetricSource::Resource { name } if name == "cpu" => {}
                 other => {
-                    return Err(SimError::Config(format!(
+                    return Err(SimError::Controller(format!(
                         "{}: the simulation produces external milvus_* metrics and pod cpu only",
                         other.describe()
                     )));

@@ -7,8 +7,10 @@
 //! the queues and latencies it reads next. Pure: no clock, no I/O.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod hpa_controller;
 pub mod model;
+pub mod report;
 pub mod sim;
 pub mod trace;
 
@@ -20,15 +22,30 @@ pub use trace::LoadTrace;
 /// What can be wrong with a simulation's inputs.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    /// The load trace is not a load.
-    #[error("load trace: {0}")]
-    Trace(String),
-    /// A model or controller parameter is out of range.
-    #[error("simulation model: {0}")]
-    Config(String),
+    /// A key of the model or the trace is out of range.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// Dotted path of the key, e.g. `service.node_capacity_qps`.
+        key: String,
+        /// What was expected, and what was found.
+        message: String,
+    },
+    /// The controller cannot be simulated as given.
+    #[error("controller: {0}")]
+    Controller(String),
     /// A policy names a signal the simulation does not produce.
     #[error(
         "unknown signal {0:?}: the simulation serves search_demand, search_rate, search_inflight, search_inflight_node_max, search_queue_depth, search_latency_p99_seconds"
     )]
     UnknownSignal(String),
+}
+
+impl SimError {
+    /// An [`SimError::Invalid`] for `key`.
+    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        SimError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
 }

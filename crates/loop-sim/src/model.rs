@@ -111,9 +111,10 @@ impl SimConfig {
         ];
         for (name, v) in positive {
             if !(v.is_finite() && v > 0.0) {
-                return Err(SimError::Config(format!(
-                    "{name}: expected a number > 0, got {v}"
-                )));
+                return Err(SimError::invalid(
+                    name,
+                    format!("expected a number > 0, got {v}"),
+                ));
             }
         }
         let non_negative = [
@@ -128,14 +129,16 @@ impl SimConfig {
         ];
         for (name, v) in non_negative {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(SimError::Config(format!(
-                    "{name}: expected a number >= 0, got {v}"
-                )));
+                return Err(SimError::invalid(
+                    name,
+                    format!("expected a number >= 0, got {v}"),
+                ));
             }
         }
         if p.pods_per_node == 0 {
-            return Err(SimError::Config(
-                "provisioning.pods_per_node: expected at least 1".into(),
+            return Err(SimError::invalid(
+                "provisioning.pods_per_node",
+                "expected at least 1",
             ));
         }
         Ok(())

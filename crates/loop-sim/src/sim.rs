@@ -184,7 +184,7 @@ pub fn run(
     trace.validate()?;
     let sync_period = controller.sync_period_seconds();
     if !(sync_period.is_finite() && sync_period >= STEP) {
-        return Err(SimError::Config(format!(
+        return Err(SimError::Controller(format!(
             "controller sync period: expected at least {STEP} s, got {sync_period}"
         )));
     }

@@ -47,7 +47,10 @@ pub enum LoadTrace {
 impl LoadTrace {
     /// Checks the trace describes a real load: finite, non-negative rates and durations.
     pub fn validate(&self) -> Result<(), SimError> {
-        let bad = |what: &str| Err(SimError::Trace(what.to_string()));
+        let bad = |what: &str| {
+            let (key, message) = what.split_once(": ").unwrap_or(("", what));
+            Err(SimError::invalid(key, message))
+        };
         let ok = |v: f64| v.is_finite() && v >= 0.0;
         match self {
             LoadTrace::Points { points } => {
