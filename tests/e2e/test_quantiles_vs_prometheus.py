@@ -105,8 +105,11 @@ def test_quantiles_match_prometheus_and_survive_a_reset(stack):
 def test_promql_source_serves_the_same_signals(stack):
     exporter, prom, scaler, base = stack
     wait_until(lambda: ours(scaler, "viaprom", "loaded_entities") is not None, 30, "PromQL source values")
-    for signal in ("loaded_entities", "loaded_bytes", "index_pending_builds", "search_queue_depth"):
+    for signal in ("loaded_entities", "loaded_bytes", "index_pending_builds", "search_queue_depth",
+                   "search_inflight", "search_inflight_node_max"):
         assert ours(scaler, "viaprom", signal) == ours(scaler, "direct", signal), signal
+    # The capture's query node (node_id 3) is idle: a known 0 through both sources, not unknown.
+    assert ours(scaler, "viaprom", "search_inflight") == 0
     assert ours(scaler, "viaprom", "loaded_entities") == 250_000
     assert ours(scaler, "viaprom", "index_pending_builds") == 1
     # Prometheus down: the PromQL source reports unknown, never zero.
