@@ -194,6 +194,18 @@ struct StatusBody {
     message: Option<String>,
 }
 
+/// An error with its causes (`reqwest::Error` alone says only "error sending request").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 async fn error_text(response: reqwest::Response) -> String {
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
@@ -268,7 +280,8 @@ impl LocalHpa {
             Ok(r) => r,
             Err(e) => {
                 return MetricObservation::Error(format!(
-                    "unable to fetch metrics from external metrics API: {e}"
+                    "unable to fetch metrics from external metrics API: {}",
+                    chain(&e)
                 ));
             }
         };
@@ -308,7 +321,7 @@ impl LocalHpa {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| chain(&e))?;
         if !response.status().is_success() {
             return Err(error_text(response).await);
         }
@@ -325,7 +338,7 @@ impl LocalHpa {
             .json(&scale)
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| chain(&e))?;
         if !response.status().is_success() {
             return Err(error_text(response).await);
         }
@@ -393,12 +406,15 @@ impl LocalHpa {
         Ok(SyncOutcome { decision, rescaled })
     }
 
-    /// Syncs every sync period until `shutdown` resolves; errors of a sync are logged and the
-    /// next sync goes on, as the controller does.
+    /// Syncs every sync period until `shutdown` resolves (also in the middle of a sync); errors
+    /// of a sync are logged and the next sync goes on, as the controller does.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
-            let _ = self.sync_once().await;
+            tokio::select! {
+                _ = self.sync_once() => {}
+                _ = &mut shutdown => return,
+            }
             tokio::select! {
                 _ = tokio::time::sleep(self.sync_period) => {}
                 _ = &mut shutdown => return,

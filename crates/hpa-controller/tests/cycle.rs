@@ -256,8 +256,19 @@ async fn failed_scale_get_is_an_error_and_run_stops_on_shutdown() {
     let e = wrong.sync_once().await.unwrap_err().to_string();
     assert!(e.contains("404"), "{e}");
 
-    // run: one sync, then the shutdown future ends it.
-    controller(&base).run(async {}).await;
+    // run: syncs until the shutdown future resolves, then returns.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(controller(&base).run(async {
+        let _ = stopped.await;
+    }));
+    while f.lock().unwrap().scale_gets == 0 {
+        tokio::task::yield_now().await;
+    }
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("run returns on shutdown")
+        .unwrap();
     assert_eq!(f.lock().unwrap().scale_gets, 1);
 }
 
