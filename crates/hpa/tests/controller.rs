@@ -744,3 +744,92 @@ fn upscale_cap_without_behavior() {
         (true, "ScaleUpLimit".into())
     );
 }
+
+#[test]
+fn cpu_samples_of_initializing_pods_are_unready() {
+    // TestReplicaCalcScaleUpHotCpuLessScale: pod 0 started 60 s ago (inside the 5 min CPU
+    // initialization period) and its sample does not cover a whole window since it became ready
+    // → treated as unready → 4, as with an unready pod.
+    let mut hot = pod("p0", true, 1000);
+    hot.start_time = Some(t(NOW - 60));
+    hot.ready = Some(PodReadiness {
+        ready: true,
+        last_transition: t(NOW - 50),
+    });
+    let state = listed(vec![hot, pod("p1", true, 1000), pod("p2", true, 1000)]);
+    let m = MetricObservation::PerPod(vec![
+        PodMetric {
+            pod: "p0".into(),
+            value: 300,
+            timestamp: t(NOW - 40), // before last_transition + 30 s window
+            window: t(30),
+        },
+        PodMetric {
+            pod: "p1".into(),
+            value: 500,
+            timestamp: t(NOW),
+            window: t(30),
+        },
+        PodMetric {
+            pod: "p2".into(),
+            value: 700,
+            timestamp: t(NOW),
+            window: t(30),
+        },
+    ]);
+    let d = Autoscaler::new(hpa(1, 10, &cpu(30), None)).reconcile(t(NOW), &state, &[m]);
+    assert_eq!(d.desired_replicas, 4);
+}
+
+#[test]
+fn failed_and_deleting_pods_are_ignored() {
+    // TestReplicaCalcScaleDownIgnoresFailedPods / ...IgnoresDeletionPods: 5 running pods at 28 %
+    // of a 50 % target plus 2 ignored ones (failed, being deleted) with samples → ceil(0.56 × 5)
+    // = 3.
+    let mut failed = pod("p5", true, 1000);
+    failed.phase = PodPhase::Failed;
+    let mut deleting = pod("p6", true, 1000);
+    deleting.deleting = true;
+    let mut pods: Vec<PodInfo> = (0..5).map(|i| pod(&format!("p{i}"), true, 1000)).collect();
+    pods.extend([failed, deleting]);
+    let state = ReplicaState {
+        spec_replicas: 5,
+        status_replicas: 5,
+        pods: Pods::Listed(pods),
+    };
+    let m = samples(
+        &[
+            ("p0", 100),
+            ("p1", 300),
+            ("p2", 500),
+            ("p3", 250),
+            ("p4", 250),
+            ("p5", 1000),
+            ("p6", 1000),
+        ],
+        t(NOW),
+    );
+    let d =
+        Autoscaler::new(hpa(1, 10, &cpu(50), Some(NO_DOWN_WINDOW))).reconcile(t(NOW), &state, &[m]);
+    assert_eq!(d.desired_replicas, 3);
+}
+
+#[test]
+fn pods_metric_averages_over_pods() {
+    // TestReplicaCalcScaleUpCM: 3 pods at 20, 10 and 30 against 15 per pod → mean 20 →
+    // ceil(1.33 × 3) = 4.
+    let state = listed((0..3).map(|i| pod(&format!("p{i}"), true, 1000)).collect());
+    let m = samples(&[("p0", 20_000), ("p1", 10_000), ("p2", 30_000)], t(NOW));
+    let metrics = "  - type: Pods\n    pods:\n      metric: {name: qps}\n      target: {type: AverageValue, averageValue: \"15\"}\n";
+    let d = Autoscaler::new(hpa(1, 10, metrics, None)).reconcile(t(NOW), &state, &[m]);
+    assert_eq!(d.desired_replicas, 4);
+    assert_eq!(
+        d.per_metric[0]
+            .result
+            .as_ref()
+            .unwrap()
+            .current
+            .average_value,
+        Some(20_000)
+    );
+}
