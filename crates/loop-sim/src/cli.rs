@@ -105,7 +105,10 @@ pub fn simulate(args: &SimulateArgs) -> Result<(SimConfig, Vec<NamedRun>), Simul
             args.sample_every_seconds,
         )?;
         runs.push(NamedRun {
-            name: path.display().to_string(),
+            name: path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
             outcome,
         });
     }

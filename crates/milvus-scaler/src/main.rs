@@ -98,6 +98,48 @@ enum Command {
     /// Run the Kubernetes HPA algorithm locally: read an HPA's External metrics from the
     /// external metrics API and drive a scale subresource (where no kube-controller-manager runs).
     LocalHpa(LocalHpaArgs),
+    /// Closed-loop what-if: run HPA policies (and the smallest static size meeting the SLO)
+    /// against a load trace on a service model calibrated from real Milvus; print a table or JSON.
+    Simulate(SimulateCli),
+}
+
+#[derive(clap::Args)]
+struct SimulateCli {
+    /// Service model (YAML): per-node capacity, latency, time to serve, provisioning; see
+    /// bench/models/.
+    #[arg(long, value_name = "FILE")]
+    model: PathBuf,
+    /// Load trace (YAML): points, spike or diurnal; see bench/traces/.
+    #[arg(long, value_name = "FILE")]
+    trace: PathBuf,
+    /// An autoscaling/v2 HPA to run (repeat to compare several side by side).
+    #[arg(long, value_name = "FILE")]
+    hpa: Vec<PathBuf>,
+    /// Query-node replicas at the start of the trace.
+    #[arg(long, default_value_t = 2)]
+    initial_replicas: u32,
+    /// The HPA's sync period (--horizontal-pod-autoscaler-sync-period).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    sync_period: Duration,
+    /// Usage-ratio tolerance (--horizontal-pod-autoscaler-tolerance).
+    #[arg(long, default_value_t = 0.1)]
+    tolerance: f64,
+    /// Also run the smallest static size meeting the SLO, searched up to this many replicas
+    /// (0: skip).
+    #[arg(long, default_value_t = 64)]
+    static_up_to: u32,
+    /// `table` (summary) or `json` (summary and time series).
+    #[arg(long, default_value = "table")]
+    output: SimulateOutput,
+    /// Seconds between two samples of the JSON time series.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    sample_every: Duration,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SimulateOutput {
+    Table,
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -154,7 +196,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<ConfigError>().is_some() {
+            if e.downcast_ref::<ConfigError>().is_some()
+                || e.downcast_ref::<loop_sim::cli::SimulateError>().is_some()
+            {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE
@@ -184,6 +228,7 @@ fn init_logging(format: Option<LogFormat>) {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::LocalHpa(args) => local_hpa(args).await,
+        Command::Simulate(args) => simulate(args),
         Command::CheckConfig { config } => {
             let cfg = Config::load(&config.config)?;
             println!(
@@ -225,6 +270,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
             serve(cfg).await
         }
     }
+}
+
+fn simulate(args: SimulateCli) -> anyhow::Result<()> {
+    let options = hpa::Options {
+        tolerance: args.tolerance,
+        ..hpa::Options::default()
+    };
+    let (model, runs) = loop_sim::cli::simulate(&loop_sim::cli::SimulateArgs {
+        model: args.model,
+        trace: args.trace,
+        hpas: args.hpa,
+        initial_replicas: args.initial_replicas,
+        sync_period_seconds: args.sync_period.as_secs_f64(),
+        options,
+        static_up_to: args.static_up_to,
+        sample_every_seconds: args.sample_every.as_secs_f64().max(1.0),
+    })?;
+    match args.output {
+        SimulateOutput::Table => print!("{}", loop_sim::cli::render_table(&model, &runs)),
+        SimulateOutput::Json => println!("{}", serde_json::to_string(&runs)?),
+    }
+    Ok(())
 }
 
 async fn local_hpa(args: LocalHpaArgs) -> anyhow::Result<()> {
