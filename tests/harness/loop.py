@@ -77,7 +77,7 @@ class ClosedLoop:
 
     def __init__(self, cluster: MilvusCluster, hpa: dict, *, instance: str = "demo", window: str = "30s",
                  stale_after: str = "10s", scrape_interval: str = "1s", sync_period: str = "15s",
-                 max_replicas: int = 8):
+                 max_replicas: int = 8, demand_drain: str = "60s"):
         self.cluster = cluster
         self.instance = instance
         self.namespace = hpa["metadata"]["namespace"]
@@ -92,7 +92,7 @@ class ClosedLoop:
                 "milvus": [{"name": instance, "namespace": self.namespace,
                             "scrape": {"targets": [f"file:{self.targets.path}"], "interval": scrape_interval,
                                        "timeout": scrape_interval}}],
-                "signals": {"window": window, "stale_after": stale_after},
+                "signals": {"window": window, "stale_after": stale_after, "demand_drain": demand_drain},
                 "external_metrics": self.pki.external_metrics_config(self.api_port),
             })
             self.parts.append(self.scaler)

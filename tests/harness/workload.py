@@ -19,19 +19,23 @@ def connect(uri: str = "http://127.0.0.1:19530", alias: str = "default") -> None
 
 
 def create_collection(name: str, rows: int = 20_000, dim: int = DIM, index: bool = True, load: bool = True,
-                      batch: int = 5_000) -> Collection:
-    """Creates `name` with `rows` random vectors, flushes, optionally builds an IVF_FLAT index and loads."""
+                      batch: int = 5_000, flush_every_batch: bool = False, shards: int = 1) -> Collection:
+    """Creates `name` with `rows` random vectors, flushes (after every batch with `flush_every_batch`,
+    which makes one sealed segment per batch and shard: something for a balancer to move), optionally
+    builds an IVF_FLAT index and loads."""
     if utility.has_collection(name):
         utility.drop_collection(name)
     schema = CollectionSchema([
         FieldSchema("id", DataType.INT64, is_primary=True, auto_id=False),
         FieldSchema("vec", DataType.FLOAT_VECTOR, dim=dim),
     ])
-    coll = Collection(name, schema)
+    coll = Collection(name, schema, shards_num=shards)
     rng = random.Random(42)
     for start in range(0, rows, batch):
         n = min(batch, rows - start)
         coll.insert([list(range(start, start + n)), [[rng.random() for _ in range(dim)] for _ in range(n)]])
+        if flush_every_batch:
+            coll.flush()
     coll.flush()
     if index:
         build_index(coll)
