@@ -137,4 +137,19 @@ mod tests {
             assert!(parse_milli(input).is_err(), "{input}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(input in "\\PC{0,24}") {
+            let _ = parse_milli(&input);
+        }
+
+        #[test]
+        fn decimal_milli_values_round_trip(milli in -1_000_000_000_000i64..1_000_000_000_000) {
+            // "12.345" style input (three decimals) is exact.
+            let text = format!("{}{}.{:03}", if milli < 0 { "-" } else { "" }, milli.abs() / 1000, milli.abs() % 1000);
+            proptest::prop_assert_eq!(parse_milli(&text), Ok(milli));
+            proptest::prop_assert_eq!(parse_milli(&format!("{milli}m")), Ok(milli));
+        }
+    }
 }
