@@ -125,8 +125,10 @@ def test_hpa_example_renders_and_validates():
     [hpa] = [d for d in by_kind(docs, "HorizontalPodAutoscaler") if d["metadata"]["name"] == "milvus-querynode"]
     assert hpa["apiVersion"] == "autoscaling/v2"
     metrics = {m["external"]["metric"]["name"]: m["external"] for m in hpa["spec"]["metrics"]}
-    assert metrics["milvus_search_queue_depth"]["target"]["type"] == "AverageValue"
-    assert metrics["milvus_search_latency_p99_seconds"]["target"]["type"] == "Value"
+    # The load-proportional demand signal, per pod; no `Value` target, which multiplies the current
+    # replicas by value/target and runs away on any backlog (docs/scaling-policy.md).
+    assert list(metrics) == ["milvus_search_demand"]
+    assert metrics["milvus_search_demand"]["target"]["type"] == "AverageValue"
     for m in metrics.values():
         assert m["metric"]["selector"]["matchLabels"]["milvus"]
     up, down = hpa["spec"]["behavior"]["scaleUp"], hpa["spec"]["behavior"]["scaleDown"]

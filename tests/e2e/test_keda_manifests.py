@@ -167,7 +167,7 @@ def test_examples_render_and_match_keda_fields(tmp_path):
     assert q["minReplicaCount"] == 1 and i["minReplicaCount"] == 0
     assert q["fallback"]["replicas"] >= 1 and i["fallback"]["replicas"] >= 1
     assert q["fallback"]["behavior"] == "currentReplicasIfHigher"  # blind must not shrink a busy tier
-    assert [t["metadata"]["signal"] for t in q["triggers"]] == ["search_queue_depth", "search_latency_p99_seconds"]
+    assert [t["metadata"]["signal"] for t in q["triggers"]] == ["search_demand"]
     assert {t["type"] for t in q["triggers"]} == {"external"}
     assert [(t["type"], t["metadata"]["signal"]) for t in i["triggers"]] == [("external-push", "index_pending_builds")]
     for t in q["triggers"] + i["triggers"]:

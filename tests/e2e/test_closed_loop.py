@@ -1,0 +1,140 @@
+"""The loop, closed on a real Milvus 2.3.5 cluster: query nodes → milvus-scaler (scrape) → external
+metrics API (mutual TLS) → local-hpa (the Kubernetes HPA algorithm, crates/hpa) → scale subresource →
+query-node processes started and gracefully stopped. Only kube-apiserver's scale subresource is a fake
+(it cannot run here); the HPA is the shipped example (manifests/examples/hpa-querynode.yaml) with its
+target set from this machine's measured per-node capacity and its time constants compressed.
+
+An open-loop search load (searches scheduled at a rate whatever Milvus's speed) goes quiet → spike of
+about 2x one node's capacity → quiet. Asserted, by cause and effect (no wall-clock pass/fail):
+- at quiet load nothing scales;
+- the spike makes the loop add query nodes, the new nodes hold segments (Milvus's own metrics), and
+  latency at the same offered load falls once they serve;
+- at constant load the replicas settle and stay constant for many HPA periods (no flapping);
+- after the spike the loop removes query nodes one at a time with 0 failed searches;
+- when the signals go blind (no target scraped), the HPA holds its replicas.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness import workload  # noqa: E402
+from harness.cluster import MilvusCluster  # noqa: E402
+from harness.loop import ClosedLoop, hpa_manifest  # noqa: E402
+from harness.procs import REPO, wait_until  # noqa: E402
+
+pytestmark = pytest.mark.timeout(3600)
+
+SHIPPED_HPA = REPO / "manifests" / "examples" / "hpa-querynode.yaml"
+SYNC = 5  # seconds between HPA syncs (15 s in Kubernetes; compressed, as every window below)
+MAX_REPLICAS = 4
+UTILISATION = 0.6  # the shipped example's target: 60 % of a node's measured capacity
+
+
+def saturation_throughput(coll, seconds: float = 20.0) -> float:
+    """Searches per second one query node completes when kept busy (closed loop, 8 callers)."""
+    with workload.SearchLoad(coll, threads=8, nq=1, nprobe=16) as load:
+        time.sleep(3)
+        start, t0 = load.completed, time.monotonic()
+        time.sleep(seconds)
+        done = load.completed - start
+    assert not load.errors, load.errors[:3]
+    return done / (time.monotonic() - t0)
+
+
+def p99(records) -> float | None:
+    return workload.quantile([r[1] for r in records if r[2] is None], 0.99)
+
+
+def test_spike_scales_query_nodes_out_and_back_in_without_flapping_or_failed_searches():
+    extra = {"dataCoord.compaction.enableAutoCompaction": False}  # keep the sealed segments apart
+    with MilvusCluster(query_nodes=1, query_node_cpu=0.15, extra=extra) as cluster:
+        workload.connect(cluster.proxy_uri)
+        coll = workload.create_collection("closed_loop", rows=20_000, batch=4_000, flush_every_batch=True, shards=2)
+        capacity = saturation_throughput(coll)
+        print(f"\none query node (15 % of a core) completes {capacity:.1f} searches/s")
+        assert capacity > 2, "the cluster serves almost nothing: nothing to scale"
+        target = UTILISATION * capacity
+        hpa = hpa_manifest(SHIPPED_HPA, instance="demo", namespace="milvus", overrides={
+            "minReplicas": 1, "maxReplicas": MAX_REPLICAS,
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 40, "selectPolicy": "Min",
+                                       "policies": [{"type": "Pods", "value": 1, "periodSeconds": 20}]},
+                         "scaleUp": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max",
+                                     "policies": [{"type": "Percent", "value": 100, "periodSeconds": SYNC},
+                                                  {"type": "Pods", "value": 4, "periodSeconds": SYNC}]}}})
+        [metric] = hpa["spec"]["metrics"]
+        assert metric["external"]["metric"]["name"] == "milvus_search_demand", "the shipped policy changed"
+        metric["external"]["target"] = {"type": "AverageValue", "averageValue": f"{int(target * 1000)}m"}
+
+        quiet, spike = 0.3 * capacity, 2.0 * capacity
+        phase = {"rate": quiet}
+        loop = ClosedLoop(cluster, hpa, window="10s", stale_after="5s", sync_period=f"{SYNC}s",
+                          max_replicas=MAX_REPLICAS, demand_drain="20s")
+        try:
+            with workload.RateLoad(coll, rate=lambda t: phase["rate"], workers=128) as load:
+                # ---- quiet: one node suffices, nothing scales ------------------------------------
+                time.sleep(40)
+                assert loop.desired() == 1, loop.decisions()[-3:]
+
+                # ---- spike: the loop adds query nodes --------------------------------------------
+                t_spike = load.now()
+                phase["rate"] = spike
+                wait_until(lambda: loop.desired() >= 2, 120, "the HPA to add a query node")
+                wait_until(lambda: loop.serving() >= 2 and loop.endpoint.converged(), 240, "a second query node")
+                added = cluster.query_nodes()[1:]
+                wait_until(lambda: all((cluster.sealed_segments(n) or 0) > 0 for n in cluster.query_nodes()), 180,
+                           "the new query nodes to hold segments")
+                # Settled: the same replicas for 8 consecutive syncs at this constant load.
+                history: list[int] = []
+
+                def settled() -> bool:
+                    history.append(loop.desired())
+                    return len(history) >= 8 and len(set(history[-8:])) == 1 and loop.endpoint.converged()
+
+                wait_until(settled, 360, "the replicas to settle at the spike's load", interval=SYNC)
+                settled_at, plateau = load.now(), loop.desired()
+                changes_before = len([e for e in loop.endpoint.events if e["action"] == "spec"])
+                time.sleep(12 * SYNC)
+                changes_after = len([e for e in loop.endpoint.events if e["action"] == "spec"])
+                t_end_spike = load.now()
+                early = p99(load.window(t_spike, t_spike + 15))
+                late = p99(load.window(t_end_spike - 30, t_end_spike))
+                print(f"spike {spike:.1f}/s: settled at {plateau} query nodes; p99 first 15 s {early:.3f}s, "
+                      f"last 30 s {late:.3f}s; segments {[cluster.sealed_segments(n) for n in cluster.query_nodes()]}")
+                assert plateau >= 2 and added
+                assert changes_after == changes_before, "the replicas changed at constant load: flapping"
+                assert late < early, "latency did not fall once the added query nodes served"
+
+                # ---- cool-down: the loop removes query nodes, one at a time, no search fails ----------
+                errors_before = len(load.errors())
+                phase["rate"] = quiet
+                wait_until(lambda: loop.desired() == 1 and loop.endpoint.converged(), 600,
+                           "the HPA to scale back in to one query node", interval=1)
+                time.sleep(10)
+                failed = load.errors()[errors_before:]
+                removed = [e for e in loop.endpoint.events if e["action"] == "removed"]
+                print(f"scale-in: {len(removed)} query nodes removed; {len(failed)} searches failed")
+                assert len(removed) >= plateau - 1
+                assert all(e.get("exit") == "exited" for e in removed), removed
+                assert not failed, failed[:5]
+
+                # ---- blind: no target scraped, every signal unknown → the HPA holds ---------------
+                phase["rate"] = spike
+                loop.targets.blind = True
+                loop.targets.write()
+                before = len(loop.decisions())
+                time.sleep(8 * SYNC)
+                blind = loop.decisions()[before:]
+                assert loop.desired() == 1, "the HPA scaled while blind"
+                assert len(blind) >= 4 and all(d["desired"] == d["current"] for d in blind), blind
+            print("\nscale events:")
+            for e in loop.endpoint.events:
+                print(f"  {e['time']} {e['action']:<8} {e['node'] or '':<14} {e['reason']}")
+            print(f"searches: {len(load.records)} finished, {len(load.errors())} failed, {load.dropped} dropped")
+        finally:
+            loop.stop()
