@@ -28,11 +28,11 @@ e2e: setup build ## End-to-end tests against real Milvus, moto, Prometheus (one 
 
 test: setup build lint unit e2e ## Everything CI runs: lint, unit tests, end-to-end tests
 
-run: setup build ## Start a local Milvus and milvus-scaler against it, with a live signal view
-	$(VENV)/bin/python tests/demo.py
+run: setup build ## Real Milvus 2.3.5 cluster scaled by milvus-scaler + local-hpa; live view (ARGS=--standalone: one Milvus, both APIs)
+	$(VENV)/bin/python tests/demo.py $(ARGS)
 
-load: setup ## Drive a quiet / 10x spike / cool-down search load against the local Milvus of `make run`
-	$(VENV)/bin/python tests/load.py
+load: setup ## Quiet / 10x spike / cool-down searches against `make run`'s Milvus, sized from its measured capacity (ARGS=--help)
+	$(VENV)/bin/python tests/load.py $(ARGS)
 
 bench: setup ## Benchmarks (release build); report in bench/results/
 	$(CARGO) build --release --workspace --locked

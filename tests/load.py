@@ -1,47 +1,155 @@
-"""`make load`: a search load with a 10x spike against the local Milvus (`make run` must be up).
+"""`make load`: quiet → 10x spike → cool-down against the Milvus of `make run`.
 
-Phases: quiet (1 client), spike (10 clients), cool-down (1 client), then idle. Creates the
-collection `demo_load` first if it is missing. Prints a line per phase with searches completed.
+Reads `.run/demo.json` (written by `make run`: the proxy's address and the searches/s one query node
+serves) and drives an open-loop search load: searches are scheduled at a fixed rate whatever Milvus's
+speed (a slow cluster shows as latency, not as a lower offered rate). Default phases, as multiples
+of one query node's measured capacity C:
+
+    quiet      0.2 x C  for  40 s   one node suffices: nothing scales
+    spike      2.0 x C  for 150 s   10x the quiet rate: the HPA adds query nodes, p99 falls as they serve
+    cool-down  0.2 x C  for 150 s   the HPA removes them again, one at a time
+
+Prints a line as each phase starts and one as it ends (searches finished / failed / dropped, p99),
+and keeps `.run/load-status.json` current (phase, offered rate) so `make run`'s view can draw the
+offered rate beside what Milvus receives.
+
+`--uri` points it at another Milvus (e.g. `make run --standalone`); without a measured capacity it
+measures one first (or take `--capacity`). The collection `demo_load` is created if missing.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import workload  # noqa: E402
-from pymilvus import Collection, utility  # noqa: E402
+from harness.procs import RUN_DIR  # noqa: E402
+
+DEMO_FILE = RUN_DIR / "demo.json"
+LOAD_STATUS = RUN_DIR / "load-status.json"
+COLLECTION = "demo_load"
 
 
-def phase(coll: Collection, name: str, clients: int, seconds: float) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {name}: {clients} client(s) for {seconds:.0f}s", flush=True)
-    with workload.SearchLoad(coll, threads=clients, nq=20, nprobe=64) as load:
-        time.sleep(seconds)
-    print(f"{time.strftime('%H:%M:%S')} {name}: {load.completed} searches, {len(load.errors)} errors", flush=True)
+def demo_info() -> dict | None:
+    """`make run`'s .run/demo.json, if that run is still alive."""
+    try:
+        info = json.loads(DEMO_FILE.read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(int(info.get("pid", 0)), 0)
+    except (OSError, ValueError):
+        return None  # left behind by a run that is gone
+    return info
+
+
+def write_status(status: dict) -> None:
+    tmp = LOAD_STATUS.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**status, "time": time.time()}))
+    tmp.replace(LOAD_STATUS)
+
+
+def summary(records) -> str:
+    from harness import workload
+
+    ok = [r[1] for r in records if r[2] is None]
+    failed = len(records) - len(ok)
+    p99 = workload.quantile(ok, 0.99)
+    p50 = workload.quantile(ok, 0.50)
+    lat = f"p50 {p50 * 1000:,.0f} ms, p99 {p99 * 1000:,.0f} ms" if ok else "no latency (nothing finished)"
+    return f"{len(records):,} searches finished, {failed} failed; {lat}"
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--uri", default="http://127.0.0.1:19530", help="Milvus gRPC address")
-    p.add_argument("--quiet", type=float, default=30, help="seconds of quiet load before the spike")
-    p.add_argument("--spike", type=float, default=60, help="seconds of 10x load")
-    p.add_argument("--cooldown", type=float, default=30, help="seconds of quiet load after the spike")
-    p.add_argument("--base-clients", type=int, default=1, help="clients in the quiet phases (the spike is 10x)")
+    p.add_argument("--uri", help="Milvus gRPC address (default: the proxy of `make run`, from .run/demo.json)")
+    p.add_argument("--capacity", type=float,
+                   help="searches/s one query node serves (default: `make run`'s measurement, else measured here)")
+    p.add_argument("--quiet-x", type=float, default=0.2, help="quiet rate, as a multiple of the capacity")
+    p.add_argument("--spike-x", type=float, default=2.0, help="spike rate, as a multiple of the capacity")
+    p.add_argument("--quiet", type=float, default=40, help="seconds of quiet load before the spike")
+    p.add_argument("--spike", type=float, default=150, help="seconds of spike")
+    p.add_argument("--cooldown", type=float, default=150, help="seconds of quiet load after the spike")
+    p.add_argument("--workers", type=int, default=128, help="client threads carrying the searches")
     args = p.parse_args()
-    workload.connect(args.uri)
-    if utility.has_collection("demo_load"):
-        coll = Collection("demo_load")
+
+    from harness import workload
+    from pymilvus import Collection, utility
+
+    info = demo_info()
+    uri = args.uri or (info or {}).get("proxy_uri")
+    if uri is None:
+        print("`make run` is not running (no live .run/demo.json): start it first, or give --uri", file=sys.stderr)
+        return 2
+    workload.connect(uri)
+    if utility.has_collection(COLLECTION):
+        coll = Collection(COLLECTION)
         coll.load()
     else:
-        print("creating collection demo_load (20k vectors, IVF_FLAT)...", flush=True)
-        coll = workload.create_collection("demo_load", rows=20_000)
-    phase(coll, "quiet", args.base_clients, args.quiet)
-    phase(coll, "spike", args.base_clients * 10, args.spike)
-    phase(coll, "cool-down", args.base_clients, args.cooldown)
-    print("done: the signals fall back over the next window", flush=True)
+        print(f"creating collection {COLLECTION} (20k vectors, IVF_FLAT)...", flush=True)
+        coll = workload.create_collection(COLLECTION, rows=20_000)
+    capacity = args.capacity
+    if capacity is None and info is not None and not args.uri:
+        capacity = info.get("capacity_per_node")
+    if capacity is None:
+        from demo import saturation_throughput
+
+        print("measuring what this Milvus serves (15 s of back-to-back searches)...", flush=True)
+        capacity = saturation_throughput(coll, 15)
+    print(f"{uri}: one query node serves {capacity:.1f} searches/s (nq=1, nprobe=16)", flush=True)
+
+    phases = [("quiet", args.quiet_x, args.quiet), ("spike", args.spike_x, args.spike),
+              ("cool-down", args.quiet_x, args.cooldown)]
+    current = {"rate": 0.0, "phase": "starting"}
+    stop = threading.Event()
+
+    def keep_status() -> None:
+        while not stop.wait(1.0):
+            try:
+                write_status({"phase": current["phase"], "offered": current["rate"], "uri": uri})
+            except OSError:
+                pass
+
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    writer = threading.Thread(target=keep_status, daemon=True)
+    writer.start()
+    load = workload.RateLoad(coll, rate=lambda t: current["rate"], workers=args.workers, nq=1, nprobe=16)
+    bounds = []
+    try:
+        with load:
+            for name, multiple, seconds in phases:
+                rate = multiple * capacity
+                start = load.now()
+                current.update(rate=rate, phase=f"{name} {rate:.1f}/s")
+                print(f"{time.strftime('%H:%M:%S')} {name:<9} {rate:6.1f} searches/s ({multiple:g} x one node) "
+                      f"for {seconds:.0f}s", flush=True)
+                time.sleep(seconds)
+                end = load.now()
+                bounds.append((name, start, end))
+                print(f"{time.strftime('%H:%M:%S')} {name:<9} done: {summary(load.window(start, end))}, "
+                      f"{load.dropped} dropped so far", flush=True)
+            current.update(rate=0.0, phase="draining")
+            print(f"{time.strftime('%H:%M:%S')} waiting for the searches still in flight...", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted: waiting for the searches in flight...", flush=True)
+        current.update(rate=0.0, phase="stopping")
+    finally:
+        stop.set()
+        writer.join(timeout=3)
+        try:
+            LOAD_STATUS.unlink()
+        except OSError:
+            pass
+    for name, start, end in bounds:
+        print(f"  {name:<9} {summary(load.window(start, end))}", flush=True)
+    after = " The loop scales back in over the next minutes." if (info or {}).get("mode") == "cluster" else ""
+    print(f"done: {len(load.records):,} searches, {len(load.errors())} failed, {load.dropped} dropped.{after}",
+          flush=True)
     return 0
 
 
