@@ -243,7 +243,9 @@ def query_performance():
            [(f'sum(rate(milvus_proxy_search_vectors_count{{{M}}}[{RI}]))', "vectors/s")],
            unit="short", w=6, h=6, decimals=0)
     d.stat("Proxy in-flight nq", "Milvus (milvus_proxy_executing_total_nq)",
-           "Query vectors currently executing in proxies (part of milvus-scaler's search_queue_depth).",
+           "Query vectors (nq) the proxies have sent to query nodes and not yet had answered. Averaged over the "
+           "signal window and divided by signals.demand_drain, this is the backlog term of milvus-scaler's "
+           "search_demand (the other term: the rate of milvus_proxy_received_nq).",
            [(f'sum(milvus_proxy_executing_total_nq{{{M}}})', "nq")], unit="short", w=6, h=6,
            steps=[(None, "green"), (500, "yellow"), (2000, "red")])
     d.stat("Segment-cache hit ratio", "segment-cache (segment_cache_requests_total)",
@@ -500,6 +502,7 @@ def autoscaling_events():
     }]
     d.row("Signals as the HPA / KEDA sees them")
     for title, signal, unit, metric_name in [
+        ("Search demand (nq/s) vs target", "search_demand", "short", "milvus_search_demand"),
         ("In-flight searches vs target", "search_inflight", "short", "milvus_search_inflight"),
         ("Search queue depth vs target", "search_queue_depth", "short", "milvus_search_queue_depth"),
         ("Search p99 latency vs target", "search_latency_p99_seconds", "s", "milvus_search_latency_p99_seconds"),

@@ -18,7 +18,8 @@ pub mod keys {
     /// Active when the value is above this (default 0).
     pub const ACTIVATION_TARGET: &str = "activationTarget";
     /// Collection (optional): name for latency/rate, numeric ID for loaded data and index builds;
-    /// not accepted for signals that exist for the whole instance only (queue depth, in-flight).
+    /// not accepted for signals that exist for the whole instance only (queue depth, in-flight,
+    /// demand).
     pub const COLLECTION: &str = "collection";
 }
 
@@ -313,6 +314,12 @@ mod tests {
                 "search_inflight is not available per collection",
             ),
             (
+                &[("signal", "search_demand"), ("collection", "docs")],
+                &[],
+                "collection",
+                "search_demand is not available per collection",
+            ),
+            (
                 &[("signal", "search_queue_depth"), ("collection", "docs")],
                 &[],
                 "collection",
@@ -329,11 +336,13 @@ mod tests {
     }
 
     #[test]
-    fn in_flight_signals_are_accepted() {
+    fn in_flight_and_demand_signals_are_accepted() {
         for (text, signal) in [
             ("search_inflight", Signal::SearchInflight),
             ("milvus_search_inflight", Signal::SearchInflight),
             ("search_inflight_node_max", Signal::SearchInflightNodeMax),
+            ("search_demand", Signal::SearchDemand),
+            ("milvus_search_demand", Signal::SearchDemand),
         ] {
             let t = Trigger::parse(
                 &with(

@@ -395,6 +395,12 @@ mod tests {
             2.5,
             Some(30),
         );
+        put(
+            &mut demo,
+            SignalKey::instance(Signal::SearchDemand),
+            51.2,
+            Some(30),
+        );
         store.publish(demo);
         let mut other = instance("other", "default");
         put(
@@ -522,8 +528,24 @@ mod tests {
     }
 
     #[test]
+    fn search_demand_is_served_with_its_window() {
+        for name in ["milvus_search_demand", "MILVUS_SEARCH_DEMAND"] {
+            let demand = ask(Some("milvus=demo"), name, "default").unwrap();
+            assert_eq!(values(&demand), vec![("demo".into(), "51200m".into())]);
+            assert_eq!(demand.items[0].window_seconds, Some(30));
+            // Names are case-insensitive; the item names the metric as it was asked.
+            assert_eq!(demand.items[0].metric_name, name);
+        }
+        // "other" has no demand value: unknown, never a zero.
+        let unknown = ask(None, "milvus_search_demand", "default").unwrap_err();
+        assert_eq!(unknown.code(), 503);
+        assert!(unknown.to_string().contains("\"other\""), "{unknown}");
+    }
+
+    #[test]
     fn instance_only_signals_asked_per_collection_are_a_clear_400() {
         for metric in [
+            "milvus_search_demand",
             "milvus_search_inflight",
             "milvus_search_inflight_node_max",
             "milvus_search_queue_depth",

@@ -101,6 +101,10 @@ pub struct SignalsConfig {
     /// A value older than this is unknown.
     #[serde(default = "default_stale_after", with = "humantime_serde")]
     pub stale_after: Duration,
+    /// `search_demand` asks for the capacity to drain the nq in flight within this time: they
+    /// add nq in flight / `demand_drain` to the received nq rate. At least 1s.
+    #[serde(default = "default_demand_drain", with = "humantime_serde")]
+    pub demand_drain: Duration,
 }
 
 impl Default for SignalsConfig {
@@ -108,8 +112,13 @@ impl Default for SignalsConfig {
         Self {
             window: default_window(),
             stale_after: default_stale_after(),
+            demand_drain: default_demand_drain(),
         }
     }
+}
+
+fn default_demand_drain() -> Duration {
+    milvus_signals::engine::DEFAULT_DEMAND_DRAIN
 }
 
 fn default_window() -> Duration {
@@ -290,6 +299,15 @@ impl Config {
                 "must be at least 2s (a rate needs two scrapes)".into(),
             ));
         }
+        if self.signals.demand_drain < Duration::from_secs(1) {
+            return Err((
+                "signals.demand_drain".into(),
+                format!(
+                    "must be at least 1s (search_demand adds nq in flight / demand_drain), found {:?}",
+                    self.signals.demand_drain
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -386,6 +404,7 @@ node_groups:
             Duration::from_secs(1)
         );
         assert_eq!(c.signals.window, Duration::from_secs(30));
+        assert_eq!(c.signals.demand_drain, Duration::from_secs(60));
         let em = c.external_metrics.unwrap();
         assert_eq!(em.listen.port(), 6443);
         assert_eq!(
@@ -407,6 +426,26 @@ node_groups:
                 &format!("listen: 127.0.0.1:9100, forget_idle_series_after: {ok}"),
             );
             assert!(Config::parse(&text, "c.yaml").is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn demand_drain_defaults_to_a_minute_and_is_read_as_a_duration() {
+        assert_eq!(
+            SignalsConfig::default().demand_drain,
+            Duration::from_secs(60)
+        );
+        for (text, expected) in [("90s", 90), ("2m", 120), ("1s", 1)] {
+            let c = Config::parse(
+                &GOOD.replace("window: 30s", &format!("window: 30s, demand_drain: {text}")),
+                "c.yaml",
+            )
+            .unwrap();
+            assert_eq!(
+                c.signals.demand_drain,
+                Duration::from_secs(expected),
+                "{text}"
+            );
         }
     }
 
@@ -443,6 +482,18 @@ node_groups:
             (
                 GOOD.replace("stale_after: 10s", "stale_after: 1s"),
                 "signals.stale_after",
+            ),
+            (
+                GOOD.replace("window: 30s", "window: 30s, demand_drain: soon"),
+                "signals.demand_drain",
+            ),
+            (
+                GOOD.replace("window: 30s", "window: 30s, demand_drain: 500ms"),
+                "signals.demand_drain",
+            ),
+            (
+                GOOD.replace("window: 30s", "window: 30s, demand_drain: 0s"),
+                "signals.demand_drain",
             ),
             (
                 GOOD.replace("listen: 127.0.0.1:9100", "listen: nowhere"),

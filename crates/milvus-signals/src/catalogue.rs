@@ -29,11 +29,17 @@ pub enum Signal {
     /// The largest per-query-node window average of read tasks in flight: one saturated node
     /// while the sum spread over all nodes looks fine.
     SearchInflightNodeMax,
+    /// Search demand in nq per second: the rate of nq the proxies receive plus the nq in flight
+    /// at the proxies (time-averaged over the window) divided by `signals.demand_drain`. Offered
+    /// load plus what it takes to drain the backlog within the drain time; proportional to load
+    /// whatever the capacity, so an `AverageValue` target of one query node's capacity in nq/s
+    /// asks for demand / capacity replicas.
+    SearchDemand,
 }
 
 impl Signal {
     /// Every signal, in display order.
-    pub const ALL: [Signal; 10] = [
+    pub const ALL: [Signal; 11] = [
         Signal::SearchQueueDepth,
         Signal::SearchLatencyP50Seconds,
         Signal::SearchLatencyP90Seconds,
@@ -44,6 +50,7 @@ impl Signal {
         Signal::LoadedBytes,
         Signal::SearchInflight,
         Signal::SearchInflightNodeMax,
+        Signal::SearchDemand,
     ];
 
     /// The signal's name in configuration and trigger metadata, e.g. `search_queue_depth`.
@@ -59,6 +66,7 @@ impl Signal {
             Signal::LoadedBytes => "loaded_bytes",
             Signal::SearchInflight => "search_inflight",
             Signal::SearchInflightNodeMax => "search_inflight_node_max",
+            Signal::SearchDemand => "search_demand",
         }
     }
 
@@ -81,7 +89,8 @@ impl Signal {
             | Signal::SearchLatencyP99Seconds
             | Signal::SearchRate
             | Signal::SearchInflight
-            | Signal::SearchInflightNodeMax => true,
+            | Signal::SearchInflightNodeMax
+            | Signal::SearchDemand => true,
             Signal::SearchQueueDepth
             | Signal::IndexPendingBuilds
             | Signal::LoadedEntities
@@ -91,7 +100,8 @@ impl Signal {
 
     /// Whether Milvus labels the metrics behind the signal by collection, so that it has
     /// per-collection values. The query-node read-task gauges (queue depth, in-flight) carry
-    /// only `node_id`: those signals exist for the whole instance only.
+    /// only `node_id`, and so does the proxy's `executing_total_nq` behind `search_demand`:
+    /// those signals exist for the whole instance only.
     pub fn is_per_collection(self) -> bool {
         match self {
             Signal::SearchLatencyP50Seconds
@@ -101,9 +111,10 @@ impl Signal {
             | Signal::IndexPendingBuilds
             | Signal::LoadedEntities
             | Signal::LoadedBytes => true,
-            Signal::SearchQueueDepth | Signal::SearchInflight | Signal::SearchInflightNodeMax => {
-                false
-            }
+            Signal::SearchQueueDepth
+            | Signal::SearchInflight
+            | Signal::SearchInflightNodeMax
+            | Signal::SearchDemand => false,
         }
     }
 
@@ -140,7 +151,7 @@ impl FromStr for Signal {
 /// (see [`Signal::is_per_collection`]). Every API answers such a request with this message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{signal} is not available per collection: Milvus exports the metrics behind it per query node, without a collection label; ask for the instance-wide value (no collection)"
+    "{signal} is not available per collection: Milvus exports the metrics behind it per node (query node or proxy), without a collection label; ask for the instance-wide value (no collection)"
 )]
 pub struct NotPerCollection {
     /// The signal asked for.
@@ -199,9 +210,17 @@ mod tests {
 
     #[test]
     fn in_flight_signals_are_windowed_and_instance_only() {
-        for s in [Signal::SearchInflight, Signal::SearchInflightNodeMax] {
+        for s in [
+            Signal::SearchInflight,
+            Signal::SearchInflightNodeMax,
+            Signal::SearchDemand,
+        ] {
             assert!(s.is_windowed() && !s.is_per_collection(), "{s}");
         }
+        assert_eq!(
+            Signal::from_name("milvus_search_demand"),
+            Some(Signal::SearchDemand)
+        );
         assert!(!Signal::SearchQueueDepth.is_per_collection());
         assert!(Signal::SearchRate.is_per_collection());
         let err = NotPerCollection {

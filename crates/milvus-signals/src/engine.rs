@@ -1,10 +1,12 @@
 //! Signal maths: gauges from the newest round, rates and latency quantiles from counter increases
-//! over a sliding window, in-flight read tasks as per-query-node averages over the same window.
+//! over a sliding window, in-flight read tasks as per-query-node averages over the same window,
+//! search demand from the proxies' received nq (a rate) and nq in flight (a window average).
 //! Pure: rounds go in with their timestamps, values come out.
 //!
 //! Memory is bounded by the window: for each target and counter series only the reset-corrected
 //! value of each round inside the window is kept (16 bytes a point), for each query node only its
-//! in-flight count of each round inside the window (16 bytes a point), not whole samples.
+//! in-flight count of each round inside the window (16 bytes a point), for each proxy its received
+//! and in-flight nq of each round inside the window (two points a round), not whole samples.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, SystemTime};
@@ -52,6 +54,18 @@ impl CounterHistory {
     }
 }
 
+/// What `search_demand` keeps about one proxy target, one point per round it answered inside the
+/// window: its received search nq (summed over series, reset-corrected) and its nq in flight.
+#[derive(Debug, Clone, Default)]
+struct DemandHistory {
+    received: CounterHistory,
+    executing: VecDeque<(SystemTime, f64)>,
+}
+
+/// Default of `signals.demand_drain`: the time within which `search_demand` asks for the capacity
+/// to drain the nq in flight.
+pub const DEFAULT_DEMAND_DRAIN: Duration = Duration::from_secs(60);
+
 /// Everything kept about one target: its newest sample, its counter histories and the in-flight
 /// history of each query node it exports.
 #[derive(Debug, Clone, Default)]
@@ -63,29 +77,47 @@ struct TargetHistory {
     /// When this target answered, inside the window: two answers make its rates known, even
     /// when it exports no counter series yet (an idle proxy creates them on the first search).
     answered: VecDeque<SystemTime>,
+    /// Proxy targets only: the two inputs of `search_demand`.
+    demand: DemandHistory,
 }
 
 /// Keeps what the window needs and derives signal values from it.
 #[derive(Debug, Clone)]
 pub struct SignalEngine {
     window: Duration,
+    demand_drain: Duration,
     latest_round: Option<(SystemTime, BTreeSet<String>)>,
     targets: HashMap<String, TargetHistory>,
 }
 
 impl SignalEngine {
-    /// An engine computing rates and quantiles over `window`.
+    /// An engine computing rates and quantiles over `window`, `search_demand` with the default
+    /// drain time ([`DEFAULT_DEMAND_DRAIN`]).
     pub fn new(window: Duration) -> Self {
         Self {
             window,
+            demand_drain: DEFAULT_DEMAND_DRAIN,
             latest_round: None,
             targets: HashMap::new(),
         }
     }
 
+    /// The same engine with `search_demand`'s drain time (`signals.demand_drain`) set: the nq in
+    /// flight count as nq in flight / `drain` per second. A drain below 1 s is taken as 1 s (the
+    /// configuration rejects it).
+    pub fn with_demand_drain(mut self, drain: Duration) -> Self {
+        self.demand_drain = drain.max(Duration::from_secs(1));
+        self
+    }
+
     /// The sliding window rates and quantiles are computed over.
     pub fn window(&self) -> Duration {
         self.window
+    }
+
+    /// The drain time of `search_demand`.
+    pub fn demand_drain(&self) -> Duration {
+        self.demand_drain
     }
 
     /// Records a round: the samples of the targets that answered, taken at `at`.
@@ -107,6 +139,18 @@ impl SignalEngine {
                     .entry(node.clone())
                     .or_default()
                     .push_back((at, *value));
+            }
+            if sample.has_proxy {
+                // Absent metrics count 0 here (a proxy creates both on its first search, so the
+                // first search's nq is an increase from 0); a proxy exporting only one of them
+                // makes the signal unknown in `compute`.
+                let demand = &mut history.demand;
+                demand
+                    .received
+                    .push(at, sample.received_search_nq.unwrap_or(0.0));
+                demand
+                    .executing
+                    .push_back((at, sample.executing_nq().unwrap_or(0.0)));
             }
             history.latest = sample;
             history.answered.push_back(at);
@@ -131,6 +175,18 @@ impl SignalEngine {
             while history.answered.front().is_some_and(|t| !inside(*t)) {
                 history.answered.pop_front();
             }
+            let demand = &mut history.demand;
+            while demand
+                .received
+                .points
+                .front()
+                .is_some_and(|(t, _)| !inside(*t))
+            {
+                demand.received.points.pop_front();
+            }
+            while demand.executing.front().is_some_and(|(t, _)| !inside(*t)) {
+                demand.executing.pop_front();
+            }
         }
         // A target gone for a whole window (a pod that left DNS) is forgotten.
         self.targets
@@ -154,15 +210,70 @@ impl SignalEngine {
             }
             return out;
         }
-        let current: Vec<&TargetHistory> = answered
+        let named: Vec<(&str, &TargetHistory)> = answered
             .iter()
-            .filter_map(|name| self.targets.get(name))
+            .filter_map(|name| Some((name.as_str(), self.targets.get(name)?)))
             .collect();
+        let current: Vec<&TargetHistory> = named.iter().map(|(_, h)| *h).collect();
         let targets: Vec<&TargetSample> = current.iter().map(|h| &h.latest).collect();
         self.gauge_signals(&targets, &mut out);
         self.windowed_signals(&current, &targets, &mut out);
         self.in_flight_signals(&current, &mut out);
+        out.insert(
+            SignalKey::instance(Signal::SearchDemand),
+            self.demand_signal(&named),
+        );
         out
+    }
+
+    /// `search_demand`, nq per second: summed over the proxy targets of the newest round, the
+    /// rate of search nq received over the window (increase of the per-target sum of
+    /// `milvus_proxy_received_nq{query_type="search"}` series, reset-corrected, over the time
+    /// between the first and last round inside the window) plus the mean of the target's
+    /// `milvus_proxy_executing_total_nq` over its rounds inside the window divided by the drain
+    /// time. A proxy that left no longer counts; a proxy with a single round inside the window
+    /// does not count yet (its rate needs two); with none that has two: unknown (warming up).
+    fn demand_signal(&self, current: &[(&str, &TargetHistory)]) -> Result<f64, String> {
+        let proxies: Vec<&(&str, &TargetHistory)> =
+            current.iter().filter(|(_, h)| h.latest.has_proxy).collect();
+        if proxies.is_empty() {
+            return Err("no scraped target exports proxy metrics (milvus_proxy_*)".into());
+        }
+        for (name, history) in &proxies {
+            let received = history.latest.received_search_nq.is_some();
+            let executing = history.latest.executing_nq().is_some();
+            let (has, missing) = match (received, executing) {
+                (true, false) => (
+                    "milvus_proxy_received_nq",
+                    "milvus_proxy_executing_total_nq",
+                ),
+                (false, true) => (
+                    "milvus_proxy_executing_total_nq",
+                    "milvus_proxy_received_nq",
+                ),
+                // Both, or neither (an idle proxy that has served no search or query yet).
+                _ => continue,
+            };
+            return Err(format!(
+                "proxy target {name} exports {has} but not {missing}: search_demand needs both"
+            ));
+        }
+        let drain = self.demand_drain.as_secs_f64();
+        let mut demand = 0.0;
+        let mut proxies_with_rates = 0;
+        for (_, history) in &proxies {
+            let Some((increase, span)) = history.demand.received.increase() else {
+                continue;
+            };
+            let executing = &history.demand.executing;
+            let mean = executing.iter().map(|(_, v)| v).sum::<f64>() / executing.len() as f64;
+            demand += increase / span + mean / drain;
+            proxies_with_rates += 1;
+        }
+        if proxies_with_rates == 0 {
+            return Err("warming up: a rate needs two scrapes of a proxy inside the window".into());
+        }
+        Ok(demand)
     }
 
     /// `search_inflight` and `search_inflight_node_max`: each query node's in-flight count
@@ -579,6 +690,228 @@ mod tests {
         e.targets.get_mut("qn").unwrap().in_flight.clear();
         let err = value(&e.compute(), Signal::SearchInflight).unwrap_err();
         assert!(err.contains("warming up"), "{err}");
+    }
+
+    /// A proxy body: `milvus_proxy_received_nq` per (collection, query type), with `node`, and
+    /// `milvus_proxy_executing_total_nq` when given; `tt_lag_ms` as every running proxy has.
+    fn proxy(node: &str, received: &[(&str, &str, f64)], executing: Option<f64>) -> TargetSample {
+        let mut body = format!(
+            "# TYPE milvus_proxy_tt_lag_ms gauge\n\
+             milvus_proxy_tt_lag_ms{{channel_name=\"default\",node_id=\"{node}\"}} 12\n"
+        );
+        if !received.is_empty() {
+            body.push_str("# TYPE milvus_proxy_received_nq counter\n");
+        }
+        for (collection, query_type, v) in received {
+            body.push_str(&format!(
+                "milvus_proxy_received_nq{{collection_name=\"{collection}\",node_id=\"{node}\",query_type=\"{query_type}\"}} {v}\n"
+            ));
+        }
+        if let Some(v) = executing {
+            body.push_str(&format!(
+                "# TYPE milvus_proxy_executing_total_nq gauge\n\
+                 milvus_proxy_executing_total_nq{{node_id=\"{node}\"}} {v}\n"
+            ));
+        }
+        parse_target(&body, &Limits::default()).unwrap()
+    }
+
+    /// 11 rounds a second apart (t = 0..=10): 30 + 20 search nq/s over two collections (and a
+    /// fast-growing query series that must not count), nothing in flight for 5 rounds, then 22.
+    fn steady_rate_and_a_backlog(e: &mut SignalEngine) {
+        for i in 0..=10u64 {
+            let x = i as f64;
+            let executing = if i < 5 { 0.0 } else { 22.0 };
+            let received = [
+                ("docs", "search", 1000.0 + 30.0 * x),
+                ("faq", "search", 20.0 * x),
+                ("docs", "query", 500.0 * x),
+            ];
+            e.observe(t(i), one("proxy", proxy("3", &received, Some(executing))));
+        }
+    }
+
+    #[test]
+    fn demand_is_the_received_rate_plus_the_in_flight_average_over_the_drain() {
+        let drain = Duration::from_secs(10);
+        let mut e = SignalEngine::new(Duration::from_secs(30)).with_demand_drain(drain);
+        assert_eq!(e.demand_drain(), drain);
+        steady_rate_and_a_backlog(&mut e);
+        let v = e.compute();
+        // 50 nq/s received; in flight averaged over the 11 rounds: 6 x 22 / 11 = 12 nq,
+        // drained within 10 s: 1.2 nq/s more.
+        close(value(&v, Signal::SearchDemand), 50.0 + 12.0 / 10.0);
+        assert!(
+            !v.keys()
+                .any(|k| k.signal == Signal::SearchDemand && k.collection.is_some()),
+            "no per-collection values"
+        );
+    }
+
+    #[test]
+    fn the_drain_setting_scales_only_the_backlog_term() {
+        for (drain, expected) in [(None, 50.0 + 12.0 / 60.0), (Some(1), 50.0 + 12.0)] {
+            let mut e = SignalEngine::new(Duration::from_secs(30));
+            if let Some(secs) = drain {
+                e = e.with_demand_drain(Duration::from_secs(secs));
+            }
+            steady_rate_and_a_backlog(&mut e);
+            close(value(&e.compute(), Signal::SearchDemand), expected);
+        }
+        assert_eq!(
+            SignalEngine::new(Duration::from_secs(30)).demand_drain(),
+            DEFAULT_DEMAND_DRAIN
+        );
+    }
+
+    #[test]
+    fn demand_survives_a_proxy_restart_and_old_rounds_leave_the_window() {
+        let mut e = SignalEngine::new(Duration::from_secs(30));
+        // 1000 nq, then 10 nq/s for 10 s.
+        e.observe(
+            t(0),
+            one(
+                "proxy",
+                proxy("3", &[("docs", "search", 1000.0)], Some(0.0)),
+            ),
+        );
+        e.observe(
+            t(10),
+            one(
+                "proxy",
+                proxy("3", &[("docs", "search", 1100.0)], Some(0.0)),
+            ),
+        );
+        // The proxy restarted: a new node_id, its counter from 0 (5 nq since the restart).
+        e.observe(
+            t(11),
+            one("proxy", proxy("9", &[("docs", "search", 5.0)], Some(0.0))),
+        );
+        e.observe(
+            t(20),
+            one("proxy", proxy("9", &[("docs", "search", 105.0)], Some(0.0))),
+        );
+        // Everything counted before the restart stays counted: (100 + 5 + 100) / 20 s.
+        close(value(&e.compute(), Signal::SearchDemand), 205.0 / 20.0);
+        // Later the pre-restart rounds leave the window: 300 nq from t=11 to t=41.
+        e.observe(
+            t(41),
+            one("proxy", proxy("9", &[("docs", "search", 305.0)], Some(0.0))),
+        );
+        close(value(&e.compute(), Signal::SearchDemand), 300.0 / 30.0);
+        // Bounded by the window: the rounds of t=11, 20 and 41.
+        assert_eq!(e.targets["proxy"].demand.received.points.len(), 3);
+        assert_eq!(e.targets["proxy"].demand.executing.len(), 3);
+    }
+
+    #[test]
+    fn a_proxy_that_left_stops_contributing_and_a_new_one_waits_for_its_second_round() {
+        let mut e =
+            SignalEngine::new(Duration::from_secs(30)).with_demand_drain(Duration::from_secs(2));
+        for i in 0..=4u64 {
+            let x = i as f64;
+            let mut round = one("p1", proxy("1", &[("docs", "search", 10.0 * x)], Some(4.0)));
+            round.insert(
+                "p2".into(),
+                proxy("2", &[("docs", "search", 100.0 * x)], Some(8.0)),
+            );
+            e.observe(t(i), round);
+        }
+        close(
+            value(&e.compute(), Signal::SearchDemand),
+            10.0 + 2.0 + 100.0 + 4.0,
+        );
+        // p2 is gone (its rounds are still inside the window): only p1 counts.
+        e.observe(
+            t(5),
+            one("p1", proxy("1", &[("docs", "search", 50.0)], Some(4.0))),
+        );
+        close(value(&e.compute(), Signal::SearchDemand), 12.0);
+        // p3 appears: one round is no rate yet, it does not count until its second.
+        let mut round = one("p1", proxy("1", &[("docs", "search", 60.0)], Some(4.0)));
+        round.insert(
+            "p3".into(),
+            proxy("3", &[("docs", "search", 0.0)], Some(0.0)),
+        );
+        e.observe(t(6), round);
+        close(value(&e.compute(), Signal::SearchDemand), 12.0);
+        let mut round = one("p1", proxy("1", &[("docs", "search", 70.0)], Some(4.0)));
+        round.insert(
+            "p3".into(),
+            proxy("3", &[("docs", "search", 30.0)], Some(6.0)),
+        );
+        e.observe(t(7), round);
+        close(
+            value(&e.compute(), Signal::SearchDemand),
+            12.0 + 30.0 + 3.0 / 2.0,
+        );
+    }
+
+    #[test]
+    fn a_proxy_missing_one_of_the_two_metrics_makes_demand_unknown_and_says_which() {
+        let mut e = SignalEngine::new(Duration::from_secs(30));
+        for i in 0..3 {
+            let mut round = one("good", proxy("1", &[("docs", "search", 0.0)], Some(0.0)));
+            round.insert("odd".into(), proxy("2", &[("docs", "search", 5.0)], None));
+            e.observe(t(i), round);
+        }
+        let err = value(&e.compute(), Signal::SearchDemand).unwrap_err();
+        assert!(
+            err.contains("odd")
+                && err.contains(
+                    "exports milvus_proxy_received_nq but not milvus_proxy_executing_total_nq"
+                ),
+            "{err}"
+        );
+        let mut e = SignalEngine::new(Duration::from_secs(30));
+        for i in 0..3 {
+            e.observe(t(i), one("odd", proxy("2", &[], Some(3.0))));
+        }
+        let err = value(&e.compute(), Signal::SearchDemand).unwrap_err();
+        assert!(
+            err.contains(
+                "exports milvus_proxy_executing_total_nq but not milvus_proxy_received_nq"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn demand_is_unknown_without_a_proxy_or_while_warming_up_never_zero() {
+        let mut e = SignalEngine::new(Duration::from_secs(30));
+        // Only a query node: no proxy scraped.
+        e.observe(t(0), one("qn", qn_2_5("1", 3.0, 1.0)));
+        let err = value(&e.compute(), Signal::SearchDemand).unwrap_err();
+        assert!(err.contains("proxy metrics"), "{err}");
+        // A proxy's first round: a rate needs two.
+        let mut e = SignalEngine::new(Duration::from_secs(30));
+        e.observe(
+            t(0),
+            one("p", proxy("1", &[("docs", "search", 10.0)], Some(2.0))),
+        );
+        let err = value(&e.compute(), Signal::SearchDemand).unwrap_err();
+        assert!(err.contains("warming up"), "{err}");
+        // Nobody answered this round.
+        e.observe(t(1), BTreeMap::new());
+        assert!(value(&e.compute(), Signal::SearchDemand).is_err());
+    }
+
+    #[test]
+    fn an_idle_proxy_is_a_true_zero_and_its_first_search_counts_from_zero() {
+        // Milvus 2.3.5 creates both metrics on the first search (the idle capture has neither).
+        let mut e = SignalEngine::new(Duration::from_secs(30));
+        e.observe(t(0), one("p", proxy("1", &[], None)));
+        e.observe(t(1), one("p", proxy("1", &[], None)));
+        assert_eq!(value(&e.compute(), Signal::SearchDemand), Ok(0.0));
+        // First search: 8 nq received (the counter starts from 0), 8 in flight now.
+        e.observe(
+            t(2),
+            one("p", proxy("1", &[("docs", "search", 8.0)], Some(8.0))),
+        );
+        close(
+            value(&e.compute(), Signal::SearchDemand),
+            8.0 / 2.0 + (8.0 / 3.0) / 60.0,
+        );
     }
 
     #[test]

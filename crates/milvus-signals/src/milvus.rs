@@ -80,6 +80,20 @@ pub struct TargetSample {
     pub read_tasks_in_flight: BTreeMap<String, f64>,
     /// Counter values by (counter, collection); `None` collection is the target's total.
     pub counters: BTreeMap<(Counter, Option<String>), f64>,
+    /// nq received by the proxy in search requests: the sum of every
+    /// `milvus_proxy_received_nq{query_type="search"}` series (one per collection and
+    /// `node_id`; newer Milvus adds `db_name`). `Some(0)` when the family is exported with query
+    /// series only; `None` when the target exports no `milvus_proxy_received_nq` series at all
+    /// (a proxy creates them on its first search or query).
+    pub received_search_nq: Option<f64>,
+}
+
+impl TargetSample {
+    /// nq in flight at the proxy (`milvus_proxy_executing_total_nq`, summed over its series);
+    /// `None` when the target exports none (a proxy creates it on its first search or query).
+    pub fn executing_nq(&self) -> Option<f64> {
+        self.gauges.get(&(Gauge::InFlightNq, None)).copied()
+    }
 }
 
 /// Metric names this module reads; everything else in a body is checked but not kept.
@@ -88,6 +102,7 @@ pub const METRICS_READ: &[&str] = &[
     "milvus_querynode_read_task_ready_len",
     "milvus_querynode_read_task_concurrency",
     "milvus_proxy_executing_total_nq",
+    "milvus_proxy_received_nq",
     "milvus_datacoord_index_task_count",
     "milvus_datacoord_task_count",
     "milvus_querynode_entity_num",
@@ -126,6 +141,11 @@ pub fn extract(exposition: &Exposition) -> TargetSample {
             "milvus_querynode_read_task_concurrency" => add_in_flight(&mut out, sample),
             "milvus_proxy_executing_total_nq" => {
                 add_gauge(&mut out, Gauge::InFlightNq, None, sample.value)
+            }
+            "milvus_proxy_received_nq" => {
+                let search = sample.label("query_type") == Some("search");
+                *out.received_search_nq.get_or_insert(0.0) +=
+                    if search { sample.value } else { 0.0 };
             }
             "milvus_datacoord_index_task_count" => {
                 if matches!(
@@ -249,6 +269,9 @@ mod tests {
         assert_eq!(s.gauges[&(Gauge::LoadedEntities, None)], 250000.0);
         assert_eq!(s.gauges[&(Gauge::LoadedBytes, None)], 1.072e8);
         assert_eq!(s.counters[&(Counter::SearchRequests, None)], 971.0);
+        // The proxy: 9710 nq received in searches of one collection, nothing executing now.
+        assert_eq!(s.received_search_nq, Some(9710.0));
+        assert_eq!(s.executing_nq(), Some(0.0));
         // Node 3 exports unsolved, ready and concurrency (all 0 at capture time).
         assert_eq!(
             s.read_tasks_in_flight,
@@ -279,6 +302,9 @@ mod tests {
         assert_eq!(s.gauges[&(Gauge::QueueDepth, None)], 0.0);
         assert!(!s.gauges.contains_key(&(Gauge::LoadedEntities, None)));
         assert!(!s.counters.contains_key(&(Counter::SearchRequests, None)));
+        // An idle 2.3.5 proxy creates neither demand metric before its first search.
+        assert!(s.has_proxy);
+        assert_eq!((s.received_search_nq, s.executing_nq()), (None, None));
         // Idle 2.3.5 exports ready_len only (concurrency is created on the first search):
         // the node is present with nothing in flight.
         assert_eq!(
@@ -340,5 +366,25 @@ milvus_querynode_read_task_concurrency{node_id=\"7\"} 4
         let proxy = "milvus_proxy_executing_total_nq{node_id=\"9\"} 3\n";
         let s = parse_target(proxy, &Limits::default()).unwrap();
         assert!(s.read_tasks_in_flight.is_empty());
+    }
+
+    #[test]
+    fn demand_metrics_sum_search_series_over_collections_and_labels() {
+        let body = "\
+milvus_proxy_received_nq{collection_name=\"a\",node_id=\"3\",query_type=\"search\"} 100
+milvus_proxy_received_nq{collection_name=\"b\",node_id=\"3\",query_type=\"search\"} 20
+milvus_proxy_received_nq{collection_name=\"a\",node_id=\"3\",query_type=\"query\"} 7000
+milvus_proxy_executing_total_nq{node_id=\"3\",query_type=\"search\"} 4
+milvus_proxy_executing_total_nq{node_id=\"3\",query_type=\"query\"} 1
+";
+        let s = parse_target(body, &Limits::default()).unwrap();
+        // Queries are not searches; the newer per-query_type executing series are all summed.
+        assert_eq!(s.received_search_nq, Some(120.0));
+        assert_eq!(s.executing_nq(), Some(5.0));
+        // Only queries so far: the family is there, with no search nq.
+        let queries = "milvus_proxy_received_nq{collection_name=\"a\",node_id=\"3\",query_type=\"query\"} 5\n";
+        let s = parse_target(queries, &Limits::default()).unwrap();
+        assert_eq!(s.received_search_nq, Some(0.0));
+        assert_eq!(s.executing_nq(), None);
     }
 }

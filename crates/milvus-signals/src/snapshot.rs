@@ -310,6 +310,7 @@ mod tests {
             Signal::SearchQueueDepth,
             Signal::SearchInflight,
             Signal::SearchInflightNodeMax,
+            Signal::SearchDemand,
         ] {
             let err = snap
                 .reading("demo", &SignalKey::collection(signal, "c"), t0)

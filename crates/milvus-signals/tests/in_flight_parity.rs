@@ -1,41 +1,214 @@
-//! The two sources agree on `search_inflight` and `search_inflight_node_max`: the same per-second
-//! query-node gauges go through the scrape engine (as `/metrics` bodies) and, as promtool input
-//! series, through the exact PromQL the Prometheus source sends. At every checked time both give
-//! the same value (to 1e-6), or both give none (engine error, empty PromQL result).
+//! The two sources agree on `search_inflight`, `search_inflight_node_max` and `search_demand`: the
+//! same per-second Milvus series go through the scrape engine (as `/metrics` bodies) and, as
+//! promtool input series, through the exact PromQL the Prometheus source sends. At every checked
+//! time both give the same value (to 1e-6), or both give none (engine error, empty PromQL result).
 //!
-//! Needs `promtool` (Debian `prometheus`, installed by `make setup`; or `PROMTOOL=/path`). Without
-//! it the test prints why and passes, so `make unit` stays free of external tools.
+//! Needs `promtool` (Debian's `prometheus` package, installed by `make setup`; or `PROMTOOL=/path`).
+//! Without it the tests fail saying what to install: a parity check that silently does not run
+//! checks nothing.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use milvus_signals::engine::SignalEngine;
+use milvus_signals::engine::{DEFAULT_DEMAND_DRAIN, SignalEngine};
 use milvus_signals::exposition::Limits;
 use milvus_signals::milvus::parse_target;
 use milvus_signals::source::prometheus::queries;
 use milvus_signals::{Signal, SignalKey};
 
 const WINDOW: Duration = Duration::from_secs(30);
-const SECONDS: u64 = 60;
 const SELECTOR: &str = "namespace=\"milvus\"";
-const CHECK_AT: &[u64] = &[0, 5, 14, 20, 30, 31, 40, 46, 50, 55, 60];
 
-/// One gauge series of one query node: its value at each second, `None` while not exported.
+/// One series of one target: its value at each second, `None` while not exported.
 struct Series {
+    /// The scrape target (Prometheus's `instance`).
     target: &'static str,
     metric: &'static str,
-    node: &'static str,
+    /// The labels Milvus puts on the sample, e.g. `node_id="1"`.
+    labels: String,
     namespace: &'static str,
     at: fn(u64) -> Option<f64>,
 }
 
-fn scenario() -> Vec<Series> {
-    let s = |target, metric, node, at| Series {
+/// The scrape engine fed one round a second over `0..=seconds`; at each second of `check_at`, the
+/// value of each signal (`None` for an error, the reason kept for the caller to inspect).
+fn engine_values(
+    series: &[Series],
+    seconds: u64,
+    check_at: &[u64],
+    signals: &[Signal],
+    engine: SignalEngine,
+) -> BTreeMap<u64, Vec<Result<f64, String>>> {
+    let mut engine = engine;
+    let mut out = BTreeMap::new();
+    for t in 0..=seconds {
+        let mut bodies: BTreeMap<&str, String> = BTreeMap::new();
+        for s in series.iter().filter(|s| s.namespace == "milvus") {
+            if let Some(v) = (s.at)(t) {
+                let body = bodies.entry(s.target).or_default();
+                writeln!(body, "{}{{{}}} {v}", s.metric, s.labels).unwrap();
+            }
+        }
+        let round = bodies
+            .into_iter()
+            .map(|(target, body)| {
+                (
+                    target.to_string(),
+                    parse_target(&body, &Limits::default()).unwrap(),
+                )
+            })
+            .collect();
+        engine.observe(SystemTime::UNIX_EPOCH + Duration::from_secs(t), round);
+        if check_at.contains(&t) {
+            let v = engine.compute();
+            let values = signals
+                .iter()
+                .map(|s| v[&SignalKey::instance(*s)].clone())
+                .collect();
+            out.insert(t, values);
+        }
+    }
+    out
+}
+
+/// Prometheus's `round(v, 0.000001)`, done the way Prometheus does it, so the expected and the
+/// computed values are compared exactly (promtool compares floats exactly).
+fn prom_round(v: f64) -> f64 {
+    let inverse = 1.0 / 0.000001;
+    (v * inverse + 0.5).floor() / inverse
+}
+
+fn input_series(series: &[Series], seconds: u64) -> String {
+    let mut yaml = String::new();
+    for s in series {
+        let mut values = Vec::new();
+        let mut present = false;
+        for t in 0..=seconds {
+            values.push(match (s.at)(t) {
+                Some(v) => {
+                    present = true;
+                    format!("{v}")
+                }
+                // A series that disappears gets a staleness marker, as Prometheus writes when a
+                // target stops answering, leaves service discovery or stops exporting it.
+                None if present => {
+                    present = false;
+                    "stale".to_string()
+                }
+                None => "_".to_string(),
+            });
+        }
+        let labels = if s.labels.is_empty() {
+            String::new()
+        } else {
+            format!("{},", s.labels)
+        };
+        writeln!(
+            yaml,
+            "  - series: '{}{{{labels}namespace=\"{}\",instance=\"{}\"}}'\n    values: '{}'",
+            s.metric,
+            s.namespace,
+            s.target,
+            values.join(" ")
+        )
+        .unwrap();
+    }
+    yaml
+}
+
+/// promtool expression tests: at each time, each expression gives the engine's value (rounded
+/// to 1e-6 on both sides) or, where the engine has none, no sample.
+fn expr_tests(exprs: &[String], expected: &BTreeMap<u64, Vec<Result<f64, String>>>) -> String {
+    let mut yaml = String::new();
+    for (t, values) in expected {
+        for (expr, value) in exprs.iter().zip(values) {
+            let samples = match value {
+                Ok(v) => format!("\n    - labels: '{{}}'\n      value: {:?}", prom_round(*v)),
+                Err(_) => " []".to_string(),
+            };
+            writeln!(
+                yaml,
+                "  - expr: 'round({}, 0.000001)'\n    eval_time: {t}s\n    exp_samples:{samples}",
+                expr.replace('\'', "''")
+            )
+            .unwrap();
+        }
+    }
+    yaml
+}
+
+/// One promtool test group: input series and expression tests.
+fn group(input: &str, tests: &str) -> String {
+    format!("- interval: 1s\n  input_series:\n{input}  promql_expr_test:\n{tests}")
+}
+
+/// The promtool to use; a missing one fails the test with what to install.
+fn promtool() -> String {
+    let path = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let found = Command::new(&path)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "promtool not found (tried {path:?}): this test checks the Prometheus source's PromQL \
+         against the scrape engine and needs it. Run `make setup` (installs Debian's prometheus \
+         package, which brings promtool), or `apt-get install prometheus`, or set \
+         PROMTOOL=/path/to/promtool"
+    );
+    path
+}
+
+/// Runs `promtool test rules` on the groups; fails with promtool's report and the file.
+fn promtool_agrees(name: &str, groups: &[String]) {
+    let promtool = promtool();
+    let test_file = format!(
+        "rule_files: []\nevaluation_interval: 1s\ntests:\n{}",
+        groups.concat()
+    );
+    let dir = std::env::temp_dir().join(format!("{name}-parity-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.test.yaml"));
+    std::fs::write(&path, &test_file).unwrap();
+    let out = Command::new(&promtool)
+        .args(["test", "rules"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "PromQL disagrees with the scrape engine:\n{report}\n--- test file ---\n{test_file}"
+    );
+    assert!(report.contains("SUCCESS"), "{report}");
+}
+
+/// The instance-wide PromQL expression of each signal, as the Prometheus source sends it.
+fn exprs(signals: &[Signal], drain: Duration) -> Vec<String> {
+    signals
+        .iter()
+        .map(|signal| {
+            queries(SELECTOR, WINDOW, drain)
+                .into_iter()
+                .find(|q| q.signal == *signal && q.collection_label.is_none())
+                .expect("an instance query")
+                .expr
+        })
+        .collect()
+}
+
+fn in_flight_scenario() -> Vec<Series> {
+    let s = |target, metric, node: &str, at| Series {
         target,
         metric,
-        node,
+        labels: format!("node_id=\"{node}\""),
         namespace: "milvus",
         at,
     };
@@ -92,197 +265,253 @@ fn scenario() -> Vec<Series> {
         Series {
             target: "other",
             metric: "milvus_querynode_read_task_ready_len",
-            node: "9",
+            labels: "node_id=\"9\"".into(),
             namespace: "elsewhere",
             at: |_| Some(1000.0),
         },
     ]
 }
 
-/// What the scrape engine reports at each checked second; `None` for an error.
-fn engine_values(series: &[Series]) -> BTreeMap<u64, [Option<f64>; 2]> {
-    let mut engine = SignalEngine::new(WINDOW);
-    let mut out = BTreeMap::new();
-    for t in 0..=SECONDS {
-        let mut bodies: BTreeMap<&str, String> = BTreeMap::new();
-        for s in series.iter().filter(|s| s.namespace == "milvus") {
-            if let Some(v) = (s.at)(t) {
-                let body = bodies.entry(s.target).or_default();
-                writeln!(body, "{}{{node_id=\"{}\"}} {v}", s.metric, s.node).unwrap();
-            }
-        }
-        let round = bodies
-            .into_iter()
-            .map(|(target, body)| {
-                (
-                    target.to_string(),
-                    parse_target(&body, &Limits::default()).unwrap(),
-                )
-            })
-            .collect();
-        engine.observe(SystemTime::UNIX_EPOCH + Duration::from_secs(t), round);
-        if CHECK_AT.contains(&t) {
-            let v = engine.compute();
-            let get = |s| v[&SignalKey::instance(s)].as_ref().ok().copied();
-            out.insert(
-                t,
-                [
-                    get(Signal::SearchInflight),
-                    get(Signal::SearchInflightNodeMax),
-                ],
-            );
-        }
-    }
-    out
-}
-
-/// Prometheus's `round(v, 0.000001)`, done the way Prometheus does it, so the expected and the
-/// computed values are compared exactly (promtool compares floats exactly).
-fn prom_round(v: f64) -> f64 {
-    let inverse = 1.0 / 0.000001;
-    (v * inverse + 0.5).floor() / inverse
-}
-
-fn input_series(series: &[Series]) -> String {
-    let mut yaml = String::new();
-    for s in series {
-        let mut values = Vec::new();
-        let mut seen = false;
-        let mut gone = false;
-        for t in 0..=SECONDS {
-            values.push(match (s.at)(t) {
-                Some(v) => {
-                    seen = true;
-                    format!("{v}")
-                }
-                // A series that disappears gets a staleness marker, as Prometheus writes when a
-                // target stops answering or leaves service discovery.
-                None if seen && !gone => {
-                    gone = true;
-                    "stale".to_string()
-                }
-                None => "_".to_string(),
-            });
-        }
-        writeln!(
-            yaml,
-            "  - series: '{}{{node_id=\"{}\",namespace=\"{}\",instance=\"{}\"}}'\n    values: '{}'",
-            s.metric,
-            s.node,
-            s.namespace,
-            s.target,
-            values.join(" ")
-        )
-        .unwrap();
-    }
-    yaml
-}
-
-fn expr_tests(exprs: &[(Signal, String)], expected: &BTreeMap<u64, [Option<f64>; 2]>) -> String {
-    let mut yaml = String::new();
-    for (t, values) in expected {
-        for (i, (_, expr)) in exprs.iter().enumerate() {
-            let samples = match values[i] {
-                Some(v) => format!("\n    - labels: '{{}}'\n      value: {:?}", prom_round(v)),
-                None => " []".to_string(),
-            };
-            writeln!(
-                yaml,
-                "  - expr: 'round({}, 0.000001)'\n    eval_time: {t}s\n    exp_samples:{samples}",
-                expr.replace('\'', "''")
-            )
-            .unwrap();
-        }
-    }
-    yaml
-}
-
-fn promtool() -> Option<String> {
-    let path = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
-    let found = Command::new(&path)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    found.then_some(path)
-}
-
 #[test]
 fn scrape_engine_and_promql_agree_on_in_flight() {
-    let Some(promtool) = promtool() else {
-        eprintln!(
-            "SKIPPED: promtool not found (apt-get install prometheus, or set PROMTOOL): the PromQL side of the parity is not checked"
-        );
-        return;
-    };
-    let exprs: Vec<(Signal, String)> = [Signal::SearchInflight, Signal::SearchInflightNodeMax]
-        .into_iter()
-        .map(|signal| {
-            let q = queries(SELECTOR, WINDOW)
-                .into_iter()
-                .find(|q| q.signal == signal && q.collection_label.is_none())
-                .expect("an instance query");
-            (signal, q.expr)
-        })
-        .collect();
-
-    let series = scenario();
-    let expected = engine_values(&series);
+    const SECONDS: u64 = 60;
+    const CHECK_AT: &[u64] = &[0, 5, 14, 20, 30, 31, 40, 46, 50, 55, 60];
+    let signals = [Signal::SearchInflight, Signal::SearchInflightNodeMax];
+    let series = in_flight_scenario();
+    let expected = engine_values(
+        &series,
+        SECONDS,
+        CHECK_AT,
+        &signals,
+        SignalEngine::new(WINDOW),
+    );
     // The scenario exercises what it claims to (the engine side of the story).
-    let at = |t: u64| expected[&t];
+    let at = |t: u64, i: usize| expected[&t][i].clone().ok();
     // 40 s: node 1 averages its 31 one-second samples of [10 s, 40 s] (8 flicker ones, 5 s
     // of 2 ready), node 2 is 3, node 3 stopped at 31 s and no longer counts, node 5 is 0.
     let n1 = (8.0 + 5.0 * 2.0) / 31.0;
     assert!(
-        (at(40)[0].unwrap() - (n1 + 3.0)).abs() < 1e-9,
+        (at(40, 0).unwrap() - (n1 + 3.0)).abs() < 1e-9,
         "{:?}",
-        at(40)
+        at(40, 0)
     );
-    assert_eq!(at(40)[1], Some(3.0));
-    assert_eq!(at(30)[1], Some(5.0), "node 3 is the busiest while it runs");
-    assert_eq!(at(46)[1], Some(7.0), "node 4 counts from its first sample");
+    assert_eq!(at(40, 1), Some(3.0));
+    assert_eq!(at(30, 1), Some(5.0), "node 3 is the busiest while it runs");
+    assert_eq!(at(46, 1), Some(7.0), "node 4 counts from its first sample");
 
     // No query node at all: both sides have no value.
-    let proxy_only = "  - series: 'milvus_proxy_req_count{namespace=\"milvus\",function_name=\"Search\",status=\"total\"}'\n    values: '0+1x60'\n";
-    let mut engine = SignalEngine::new(WINDOW);
-    engine.observe(
-        SystemTime::UNIX_EPOCH + Duration::from_secs(30),
-        BTreeMap::from([(
-            "proxy".to_string(),
-            parse_target(
-                "milvus_proxy_req_count{function_name=\"Search\",status=\"total\"} 30\n",
-                &Limits::default(),
-            )
-            .unwrap(),
-        )]),
-    );
-    let none = engine.compute();
-    assert!(none[&SignalKey::instance(Signal::SearchInflight)].is_err());
-    let no_node = BTreeMap::from([(30, [None, None])]);
+    let proxy_only = vec![Series {
+        target: "proxy",
+        metric: "milvus_proxy_req_count",
+        labels: "function_name=\"Search\",status=\"total\"".into(),
+        namespace: "milvus",
+        at: |t| Some(t as f64),
+    }];
+    let none = engine_values(&proxy_only, 30, &[30], &signals, SignalEngine::new(WINDOW));
+    assert!(none[&30].iter().all(Result::is_err), "{none:?}");
 
-    let test_file = format!(
-        "rule_files: []\nevaluation_interval: 1s\ntests:\n- interval: 1s\n  input_series:\n{}  promql_expr_test:\n{}- interval: 1s\n  input_series:\n{proxy_only}  promql_expr_test:\n{}",
-        input_series(&series),
-        expr_tests(&exprs, &expected),
-        expr_tests(&exprs, &no_node),
+    let exprs = exprs(&signals, DEFAULT_DEMAND_DRAIN);
+    promtool_agrees(
+        "in-flight",
+        &[
+            group(
+                &input_series(&series, SECONDS),
+                &expr_tests(&exprs, &expected),
+            ),
+            group(&input_series(&proxy_only, 30), &expr_tests(&exprs, &none)),
+        ],
     );
-    let dir = std::env::temp_dir().join(format!("in-flight-parity-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("in_flight.test.yaml");
-    std::fs::write(&path, &test_file).unwrap();
-    let out = Command::new(&promtool)
-        .args(["test", "rules"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Proxy `node`'s `tt_lag_ms` (every running proxy exports it), present while `at` says so.
+fn proxy_series(target: &'static str, node: &str, at: fn(u64) -> Option<f64>) -> Series {
+    Series {
+        target,
+        metric: "milvus_proxy_tt_lag_ms",
+        labels: format!("channel_name=\"default\",node_id=\"{node}\""),
+        namespace: "milvus",
+        at,
+    }
+}
+
+/// `milvus_proxy_received_nq` of proxy `node` for one collection and query type.
+fn received(
+    target: &'static str,
+    node: &str,
+    collection: &str,
+    query_type: &str,
+    at: fn(u64) -> Option<f64>,
+) -> Series {
+    Series {
+        target,
+        metric: "milvus_proxy_received_nq",
+        labels: format!(
+            "collection_name=\"{collection}\",node_id=\"{node}\",query_type=\"{query_type}\""
+        ),
+        namespace: "milvus",
+        at,
+    }
+}
+
+/// `milvus_proxy_executing_total_nq` of proxy `node`, with any extra labels.
+fn executing(
+    target: &'static str,
+    labels: &str,
+    namespace: &'static str,
+    at: fn(u64) -> Option<f64>,
+) -> Series {
+    Series {
+        target,
+        metric: "milvus_proxy_executing_total_nq",
+        labels: labels.into(),
+        namespace,
+        at,
+    }
+}
+
+/// Proxy a's backlog: 1 nq in flight at steady load; from 40 s it builds by 2 nq/s to 40 nq at
+/// 60 s, then drains by 4 nq/s to nothing at 70 s.
+fn backlog_a(t: u64) -> f64 {
+    let t = t as f64;
+    1.0 + if (40.0..=60.0).contains(&t) {
+        2.0 * (t - 40.0)
+    } else if (60.0..70.0).contains(&t) {
+        40.0 - 4.0 * (t - 60.0)
+    } else {
+        0.0
+    }
+}
+
+fn demand_scenario() -> Vec<Series> {
+    vec![
+        // Proxy a: a steady 40 search nq/s into `docs` (from 0: the counter's first value), and
+        // queries that must not count; the backlog builds and drains (backlog_a).
+        proxy_series("proxy-a", "1", |_| Some(5.0)),
+        received("proxy-a", "1", "docs", "search", |t| Some(40.0 * t as f64)),
+        received("proxy-a", "1", "docs", "query", |t| Some(500.0 * t as f64)),
+        executing("proxy-a", "node_id=\"1\"", "milvus", |t| Some(backlog_a(t))),
+        // Proxy b: 10 nq/s into `faq`, 2 nq in flight; restarts at 75 s under a new node_id,
+        // its counter from 0 (10 nq received by 75 s).
+        proxy_series("proxy-b", "2", |t| (t < 75).then_some(5.0)),
+        proxy_series("proxy-b", "7", |t| (t >= 75).then_some(5.0)),
+        received("proxy-b", "2", "faq", "search", |t| {
+            (t < 75).then_some(300.0 + 10.0 * t as f64)
+        }),
+        received("proxy-b", "7", "faq", "search", |t| {
+            (t >= 75).then(|| 10.0 * (t - 74) as f64)
+        }),
+        executing("proxy-b", "node_id=\"2\"", "milvus", |t| {
+            (t < 75).then_some(2.0)
+        }),
+        executing("proxy-b", "node_id=\"7\"", "milvus", |t| {
+            (t >= 75).then_some(2.0)
+        }),
+        // Proxy c (newer Milvus: executing_total_nq per query_type, all summed): 5 nq/s and
+        // 1.5 nq in flight, stopped at 91 s (its samples stay inside the window 30 s more).
+        proxy_series("proxy-c", "3", |t| (t <= 90).then_some(5.0)),
+        received("proxy-c", "3", "docs", "search", |t| {
+            (t <= 90).then_some(5.0 * t as f64)
+        }),
+        executing(
+            "proxy-c",
+            "node_id=\"3\",query_type=\"search\"",
+            "milvus",
+            |t| (t <= 90).then_some(1.0),
+        ),
+        executing(
+            "proxy-c",
+            "node_id=\"3\",query_type=\"query\"",
+            "milvus",
+            |t| (t <= 90).then_some(0.5),
+        ),
+        // Another Milvus instance in the same Prometheus: the selector keeps it out.
+        Series {
+            target: "other",
+            metric: "milvus_proxy_received_nq",
+            labels: "collection_name=\"x\",node_id=\"9\",query_type=\"search\"".into(),
+            namespace: "elsewhere",
+            at: |t| Some(1000.0 * t as f64),
+        },
+        executing("other", "node_id=\"9\"", "elsewhere", |_| Some(100.0)),
+    ]
+}
+
+#[test]
+fn scrape_engine_and_promql_agree_on_search_demand() {
+    const SECONDS: u64 = 120;
+    // From 30 s on every proxy has a whole window of history. Younger windows are left out on
+    // purpose: PromQL's rate() extrapolates a series younger than the window towards the
+    // window's start, the engine divides by the time it has seen (see docs/configuration.md).
+    const CHECK_AT: &[u64] = &[
+        0, 30, 40, 45, 55, 60, 65, 70, 74, 75, 76, 80, 90, 91, 95, 105, 120,
+    ];
+    let drain = Duration::from_secs(10);
+    let signals = [Signal::SearchDemand];
+    let engine = || SignalEngine::new(WINDOW).with_demand_drain(drain);
+    let series = demand_scenario();
+    let expected = engine_values(&series, SECONDS, CHECK_AT, &signals, engine());
+
+    // The scenario exercises what it claims to (the engine side of the story).
+    let at = |t: u64| expected[&t][0].clone();
+    let close = |t: u64, want: f64| {
+        let got = at(t).unwrap();
+        assert!((got - want).abs() < 1e-9, "at {t} s: {got} != {want}");
+    };
+    let mean_a = |t: u64| (t - 30..=t).map(backlog_a).sum::<f64>() / 31.0;
+    assert!(at(0).unwrap_err().contains("warming up"));
+    // Steady: 40 + 10 + 5 nq/s received, plus (1 + 2 + 1.5) nq in flight / 10 s.
+    close(30, 55.0 + 4.5 / 10.0);
+    // The backlog built up and drained: its window average over the drain time on top.
+    close(65, 55.0 + (mean_a(65) + 3.5) / 10.0);
     assert!(
-        out.status.success(),
-        "PromQL disagrees with the scrape engine:\n{report}\n--- test file ---\n{test_file}"
+        mean_a(65) > 15.0,
+        "the backlog term matters: {}",
+        mean_a(65)
     );
-    assert!(report.contains("SUCCESS"), "{report}");
+    // Proxy b restarted at 75 s: still 10 nq/s, no dip and no spike.
+    close(80, 55.0 + (mean_a(80) + 3.5) / 10.0);
+    // Proxy c stopped at 91 s: it no longer counts.
+    close(95, 50.0 + (mean_a(95) + 2.0) / 10.0);
+    close(120, 50.0 + (1.0 + 2.0) / 10.0);
+
+    // No proxy at all (a query node only): no value on either side.
+    let no_proxy = vec![Series {
+        target: "qn",
+        metric: "milvus_querynode_read_task_ready_len",
+        labels: "node_id=\"1\"".into(),
+        namespace: "milvus",
+        at: |_| Some(3.0),
+    }];
+    let none = engine_values(&no_proxy, 30, &[30], &signals, engine());
+    assert!(none[&30][0].as_ref().unwrap_err().contains("proxy metrics"));
+    // A proxy that exports received_nq but not executing_total_nq: unknown, not a rate alone.
+    let half = vec![
+        proxy_series("proxy", "1", |_| Some(5.0)),
+        received("proxy", "1", "docs", "search", |t| Some(7.0 * t as f64)),
+    ];
+    let unknown = engine_values(&half, 30, &[30], &signals, engine());
+    let reason = unknown[&30][0].as_ref().unwrap_err();
+    assert!(
+        reason.contains("but not milvus_proxy_executing_total_nq"),
+        "{reason}"
+    );
+    // An idle proxy that has served nothing yet (Milvus creates both metrics on the first
+    // search): a true 0 on both sides.
+    let idle = vec![proxy_series("proxy", "1", |_| Some(5.0))];
+    let zero = engine_values(&idle, 30, &[30], &signals, engine());
+    assert_eq!(zero[&30][0], Ok(0.0));
+
+    let exprs = exprs(&signals, drain);
+    promtool_agrees(
+        "demand",
+        &[
+            group(
+                &input_series(&series, SECONDS),
+                &expr_tests(&exprs, &expected),
+            ),
+            group(&input_series(&no_proxy, 30), &expr_tests(&exprs, &none)),
+            group(&input_series(&half, 30), &expr_tests(&exprs, &unknown)),
+            group(&input_series(&idle, 30), &expr_tests(&exprs, &zero)),
+        ],
+    );
 }

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 
 use super::{MetricsSource, PollOutcome};
 use crate::catalogue::{Signal, SignalKey};
-use crate::engine::SignalValues;
+use crate::engine::{DEFAULT_DEMAND_DRAIN, SignalValues};
 use crate::snapshot::TargetHealth;
 
 /// Runs one PromQL query per signal (and per-collection variants) each round.
@@ -18,6 +18,7 @@ pub struct PrometheusSource {
     base_url: String,
     selector: String,
     window: Duration,
+    demand_drain: Duration,
     client: reqwest::Client,
 }
 
@@ -33,8 +34,9 @@ pub struct SignalQuery {
 }
 
 /// The PromQL expressions for every signal, restricted to series matching `selector` (a
-/// comma-separated list of label matchers, e.g. `namespace="milvus",app_kubernetes_io_instance="prod"`).
-pub fn queries(selector: &str, window: Duration) -> Vec<SignalQuery> {
+/// comma-separated list of label matchers, e.g. `namespace="milvus",app_kubernetes_io_instance="prod"`),
+/// rates and averages over `window`, `search_demand` with the drain time `demand_drain`.
+pub fn queries(selector: &str, window: Duration, demand_drain: Duration) -> Vec<SignalQuery> {
     let sel = |matchers: &str| -> String {
         match (matchers.is_empty(), selector.is_empty()) {
             (true, true) => String::new(),
@@ -50,6 +52,7 @@ pub fn queries(selector: &str, window: Duration) -> Vec<SignalQuery> {
     let datacoord_up = format!("0 * max(milvus_datacoord_segment_num{})", sel(""));
     let proxy_up = format!("0 * max(milvus_proxy_tt_lag_ms{})", sel(""));
     let mut out = in_flight_queries(selector, window);
+    out.push(demand_query(selector, window, demand_drain));
     out.extend([
         SignalQuery {
             signal: Signal::SearchQueueDepth,
@@ -169,6 +172,53 @@ fn in_flight_queries(selector: &str, window: Duration) -> Vec<SignalQuery> {
     ]
 }
 
+/// `search_demand`: per proxy (Prometheus's `instance` label, one per scraped target, as the scrape
+/// engine keeps one history per target), the rate of the search nq it received plus the mean of
+/// its nq in flight over the window divided by `drain`; summed over the proxies scraped now.
+///
+/// As in the scrape engine: the received series of a proxy are summed first and the rate is taken
+/// of that sum through a subquery, so a proxy restarting under a new `node_id` is a counter reset
+/// of the same proxy, not a new series with half a window of history; a metric the proxy does not
+/// export (yet) counts 0 (`or 0 * P`, P = the proxy is scraped now), so its first search counts
+/// from 0; `and P` drops proxies no longer scraped; a proxy with one subquery point has no rate
+/// yet and does not count. A proxy that exports one of `milvus_proxy_received_nq` and
+/// `milvus_proxy_executing_total_nq` but not the other makes the result empty (`unless`): unknown.
+/// No proxy: empty, unknown.
+fn demand_query(selector: &str, window: Duration, drain: Duration) -> SignalQuery {
+    let extra = if selector.is_empty() {
+        String::new()
+    } else {
+        format!(",{selector}")
+    };
+    let secs = window.as_secs().max(1);
+    // The same ~30 points per window as the in-flight averages.
+    let step = (secs / 30).max(1);
+    let drain = drain.as_secs_f64().max(1.0);
+    let proxy = format!(
+        "group by (instance) ({{__name__=~\"milvus_proxy_(tt_lag_ms|received_nq|executing_total_nq)\"{extra}}})"
+    );
+    // `>= 0` drops NaN samples, which the scrape engine skips too.
+    let received = format!(
+        "(sum by (instance) (milvus_proxy_received_nq{{query_type=\"search\"{extra}}} >= 0) or 0 * {proxy})"
+    );
+    let executing = format!(
+        "(sum by (instance) ({{__name__=\"milvus_proxy_executing_total_nq\"{extra}}} >= 0) or 0 * {proxy})"
+    );
+    let has = |metric: &str| format!("group by (instance) ({{__name__=\"{metric}\"{extra}}})");
+    let (r, e) = (
+        has("milvus_proxy_received_nq"),
+        has("milvus_proxy_executing_total_nq"),
+    );
+    let one_missing = format!("(({r} unless on (instance) {e}) or ({e} unless on (instance) {r}))");
+    SignalQuery {
+        signal: Signal::SearchDemand,
+        collection_label: None,
+        expr: format!(
+            "sum((rate({received}[{secs}s:{step}s]) + avg_over_time({executing}[{secs}s:{step}s]) / {drain}) and {proxy}) unless on () {one_missing}"
+        ),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct ApiResponse {
     status: String,
@@ -227,6 +277,13 @@ pub fn parse_response(body: &[u8], collection_label: Option<&str>) -> QueryResul
 }
 
 impl PrometheusSource {
+    /// The same source with `search_demand`'s drain time (`signals.demand_drain`); default
+    /// [`DEFAULT_DEMAND_DRAIN`].
+    pub fn with_demand_drain(mut self, drain: Duration) -> Self {
+        self.demand_drain = drain;
+        self
+    }
+
     /// A source querying the Prometheus at `base_url` (e.g. `http://prometheus:9090`).
     pub fn new(
         base_url: &str,
@@ -238,6 +295,7 @@ impl PrometheusSource {
             base_url: base_url.trim_end_matches('/').to_string(),
             selector: selector.to_string(),
             window,
+            demand_drain: DEFAULT_DEMAND_DRAIN,
             client: reqwest::Client::builder().timeout(timeout).build()?,
         })
     }
@@ -275,7 +333,7 @@ impl MetricsSource for PrometheusSource {
         let at = SystemTime::now();
         let url = format!("{}/api/v1/query", self.base_url);
         let mut tasks = JoinSet::new();
-        for query in queries(&self.selector, self.window) {
+        for query in queries(&self.selector, self.window, self.demand_drain) {
             let client = self.client.clone();
             let url = url.clone();
             tasks.spawn(async move {
@@ -346,7 +404,11 @@ mod tests {
 
     #[test]
     fn every_signal_has_an_instance_query_with_the_selector() {
-        let qs = queries("namespace=\"milvus\"", Duration::from_secs(30));
+        let qs = queries(
+            "namespace=\"milvus\"",
+            Duration::from_secs(30),
+            DEFAULT_DEMAND_DRAIN,
+        );
         for signal in Signal::ALL {
             let q = qs
                 .iter()
@@ -359,7 +421,11 @@ mod tests {
 
     #[test]
     fn in_flight_queries_average_per_node_over_the_window() {
-        let qs = queries("namespace=\"milvus\"", Duration::from_secs(300));
+        let qs = queries(
+            "namespace=\"milvus\"",
+            Duration::from_secs(300),
+            DEFAULT_DEMAND_DRAIN,
+        );
         let sum = qs
             .iter()
             .find(|q| q.signal == Signal::SearchInflight)
@@ -392,13 +458,69 @@ mod tests {
             q.signal,
             Signal::SearchInflight | Signal::SearchInflightNodeMax
         ) && q.collection_label.is_some()));
-        let short = queries("", Duration::from_secs(10));
+        let short = queries("", Duration::from_secs(10), DEFAULT_DEMAND_DRAIN);
         let q = short
             .iter()
             .find(|q| q.signal == Signal::SearchInflight)
             .unwrap();
         assert!(q.expr.contains("concurrency)\"} >= 0"), "{}", q.expr);
         assert!(q.expr.contains("[10s:1s]"), "{}", q.expr);
+    }
+
+    #[test]
+    fn demand_query_is_received_rate_plus_in_flight_over_the_drain_per_proxy() {
+        let qs = queries(
+            "namespace=\"milvus\"",
+            Duration::from_secs(300),
+            Duration::from_secs(45),
+        );
+        let demand: Vec<&SignalQuery> = qs
+            .iter()
+            .filter(|q| q.signal == Signal::SearchDemand)
+            .collect();
+        // One instance-wide query, no per-collection variant (executing_total_nq has no
+        // collection label).
+        assert_eq!(demand.len(), 1);
+        assert!(demand[0].collection_label.is_none());
+        let expr = &demand[0].expr;
+        for part in [
+            "sum((rate((sum by (instance) (milvus_proxy_received_nq{query_type=\"search\",namespace=\"milvus\"} >= 0) or 0 * group by (instance)",
+            "[300s:10s]) + avg_over_time((sum by (instance) ({__name__=\"milvus_proxy_executing_total_nq\",namespace=\"milvus\"} >= 0)",
+            "[300s:10s]) / 45) and group by (instance)",
+            ") unless on () ((group by (instance) ({__name__=\"milvus_proxy_received_nq\",namespace=\"milvus\"}) unless on (instance)",
+        ] {
+            assert!(expr.contains(part), "{part}\nnot in\n{expr}");
+        }
+        let short = queries("", Duration::from_secs(10), Duration::from_millis(1500));
+        let q = short
+            .iter()
+            .find(|q| q.signal == Signal::SearchDemand)
+            .unwrap();
+        assert!(
+            q.expr
+                .contains("milvus_proxy_received_nq{query_type=\"search\"} >= 0"),
+            "{}",
+            q.expr
+        );
+        assert!(q.expr.contains("[10s:1s]) / 1.5)"), "{}", q.expr);
+    }
+
+    #[test]
+    fn the_demand_drain_reaches_the_queries() {
+        let source = PrometheusSource::new(
+            "http://p:9090/",
+            "",
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert_eq!(source.demand_drain, DEFAULT_DEMAND_DRAIN);
+        assert_eq!(
+            source
+                .with_demand_drain(Duration::from_secs(20))
+                .demand_drain,
+            Duration::from_secs(20)
+        );
     }
 
     #[test]

@@ -165,6 +165,13 @@ impl ScrapeSource {
         })
     }
 
+    /// The same source with `search_demand`'s drain time (`signals.demand_drain`); default
+    /// [`crate::engine::DEFAULT_DEMAND_DRAIN`].
+    pub fn with_demand_drain(mut self, drain: Duration) -> Self {
+        self.engine = self.engine.with_demand_drain(drain);
+        self
+    }
+
     async fn resolve(&self) -> (Vec<String>, Vec<TargetHealth>) {
         let mut urls = BTreeSet::new();
         let mut failures = Vec::new();
@@ -451,5 +458,18 @@ mod tests {
         let error = failures[0].error.as_deref().unwrap();
         assert!(error.contains("cannot read target file"), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_demand_drain_reaches_the_engine() {
+        let source =
+            ScrapeSource::new(vec![], Duration::from_secs(1), Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            source.engine.demand_drain(),
+            crate::engine::DEFAULT_DEMAND_DRAIN
+        );
+        let source = source.with_demand_drain(Duration::from_secs(20));
+        assert_eq!(source.engine.demand_drain(), Duration::from_secs(20));
+        assert_eq!(source.engine.window(), Duration::from_secs(10));
     }
 }
