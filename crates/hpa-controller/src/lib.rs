@@ -2,26 +2,35 @@
 //! kube-controller-manager's HPA controller does, against plain HTTP(S) endpoints instead of a
 //! cluster: read a Kubernetes scale subresource (`autoscaling/v1` `Scale`), read every External
 //! metric of the HPA from an external metrics API (`external.metrics.k8s.io/v1beta1`, exactly the
-//! request kube-apiserver's aggregator forwards for the HPA), run the [`hpa`] algorithm, and write
-//! the scale back when the decision changes it. One structured log line per decision.
+//! request kube-apiserver's aggregator forwards for the HPA), and for Resource and
+//! ContainerResource metrics list the target's pods (core/v1 `PodList`) and their usage
+//! (`metrics.k8s.io/v1beta1` `PodMetricsList`), both with the scale's `status.selector` as
+//! `labelSelector`; run the [`hpa`] algorithm, and write the scale back when the decision changes
+//! it. One structured log line per decision.
 //!
-//! Only External metrics are supported: Object and Pods metrics need the custom metrics API and
-//! Resource metrics need pod metrics and pod objects, none of which a scale subresource offers.
+//! Object and Pods metrics are not supported: they need the custom metrics API.
 #![forbid(unsafe_code)]
+
+pub mod pods;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use hpa::{
-    Autoscaler, Decision, HpaSpec, MetricObservation, MetricSource, Options, Pods, ReplicaState,
+    Autoscaler, Decision, HpaSpec, MetricObservation, MetricSource, Options, PodInfo, Pods,
+    ReplicaState,
 };
+use k8s_openapi::List;
 use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec};
+use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 use thiserror::Error;
 use tokio::time::Instant;
 
-/// TLS options for the metrics API (and the scale URL when it is HTTPS).
+use crate::pods::PodMetricsList;
+
+/// TLS options of the one HTTP client (metrics API, scale, pods and pod metrics URLs).
 #[derive(Debug, Clone, Default)]
 pub struct TlsOptions {
     /// PEM CA bundle to trust (besides the built-in roots).
@@ -37,12 +46,22 @@ pub struct TlsOptions {
 /// Everything `local-hpa` needs.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
-    /// The HPA (only External metrics).
+    /// The HPA (External, Resource and ContainerResource metrics).
     pub hpa: HpaSpec,
-    /// Base URL of the external metrics API, e.g. `https://127.0.0.1:6443`.
-    pub metrics_api: String,
+    /// Base URL of the external metrics API, e.g. `https://127.0.0.1:6443`; required when the
+    /// HPA has External metrics.
+    pub metrics_api: Option<String>,
     /// URL of the scale subresource (GET and PUT `autoscaling/v1` `Scale`).
     pub scale_url: String,
+    /// URL of a core/v1 `PodList` of the target's pods, e.g.
+    /// `https://apiserver/api/v1/namespaces/milvus/pods`; asked with the scale's
+    /// `status.selector` as `labelSelector`. Required with Resource metrics; when given, External
+    /// `Value` targets count ready pods from it too (as the controller does).
+    pub pods_url: Option<String>,
+    /// URL of a `metrics.k8s.io/v1beta1` `PodMetricsList`, e.g.
+    /// `https://apiserver/apis/metrics.k8s.io/v1beta1/namespaces/milvus/pods`; asked with the
+    /// same `labelSelector`. Required with Resource metrics.
+    pub pod_metrics_url: Option<String>,
     /// How often to sync (`--horizontal-pod-autoscaler-sync-period`, 15 s).
     pub sync_period: Duration,
     /// `--horizontal-pod-autoscaler-tolerance` (0.1).
@@ -58,13 +77,24 @@ pub struct ControllerConfig {
 pub enum StartError {
     /// A metric type `local-hpa` cannot serve.
     #[error(
-        "spec.metrics[{index}]: {kind} metrics are not supported by local-hpa (only External: it has no custom or resource metrics API and no pods)"
+        "spec.metrics[{index}]: {kind} metrics are not supported by local-hpa (only External, Resource and ContainerResource: it has no custom metrics API)"
     )]
     UnsupportedMetric {
         /// Index in `spec.metrics`.
         index: usize,
         /// The metric type.
         kind: &'static str,
+    },
+    /// A metric needs a URL that was not given.
+    #[error("spec.metrics[{index}]: {kind} metrics need {flag}")]
+    MissingUrl {
+        /// Index in `spec.metrics` (`0` also for the defaulted CPU metric of an HPA without
+        /// `spec.metrics`).
+        index: usize,
+        /// The metric type.
+        kind: &'static str,
+        /// The missing option (`--metrics-api`, `--pods-url`, `--pod-metrics-url`).
+        flag: &'static str,
     },
     /// A TLS file could not be read or used.
     #[error("TLS option {option}: {message}")]
@@ -115,10 +145,18 @@ pub struct SyncOutcome {
 pub struct LocalHpa {
     autoscaler: Autoscaler,
     client: reqwest::Client,
-    metrics_api: String,
+    metrics_api: Option<String>,
     scale_url: String,
+    pods_url: Option<String>,
+    pod_metrics_url: Option<String>,
+    /// Whether any metric is a Resource or ContainerResource metric.
+    per_pod: bool,
     sync_period: Duration,
     started: Instant,
+    /// Wall-clock time at `started`, since the Unix epoch: the autoscaler's clock is
+    /// `epoch + (tokio now - started)`, so that pod start and readiness times and metric
+    /// timestamps (wall clock) compare with it, also for pods older than the controller.
+    epoch: Duration,
 }
 
 fn read(option: &'static str, path: &PathBuf) -> Result<Vec<u8>, StartError> {
@@ -176,6 +214,13 @@ fn build_client(
     Ok(builder.build()?)
 }
 
+/// The pods and pod metrics read in one sync (`None`: not asked).
+#[derive(Default)]
+struct PodsRead {
+    pods: Option<Result<Vec<PodInfo>, String>>,
+    metrics: Option<Result<PodMetricsList, String>>,
+}
+
 /// The parts of an `ExternalMetricValueList` the HPA reads.
 #[derive(Deserialize)]
 struct ExternalMetricValueList {
@@ -217,19 +262,51 @@ async fn error_text(response: reqwest::Response) -> String {
 }
 
 impl LocalHpa {
-    /// Checks the HPA (External metrics only) and builds the HTTP client.
+    /// Checks the HPA (External, Resource and ContainerResource metrics, each with the URLs it
+    /// needs) and builds the HTTP client.
     pub fn new(config: ControllerConfig) -> Result<LocalHpa, StartError> {
+        let mut per_pod = false;
         for (index, m) in config.hpa.metrics.iter().enumerate() {
             let kind = match m.source {
-                MetricSource::External { .. } => continue,
-                MetricSource::Object { .. } => "Object",
-                MetricSource::Pods { .. } => "Pods",
+                MetricSource::External { .. } => {
+                    if config.metrics_api.is_none() {
+                        return Err(StartError::MissingUrl {
+                            index,
+                            kind: "External",
+                            flag: "--metrics-api",
+                        });
+                    }
+                    continue;
+                }
                 MetricSource::Resource { .. } => "Resource",
                 MetricSource::ContainerResource { .. } => "ContainerResource",
+                MetricSource::Object { .. } => {
+                    return Err(StartError::UnsupportedMetric {
+                        index,
+                        kind: "Object",
+                    });
+                }
+                MetricSource::Pods { .. } => {
+                    return Err(StartError::UnsupportedMetric {
+                        index,
+                        kind: "Pods",
+                    });
+                }
             };
-            return Err(StartError::UnsupportedMetric { index, kind });
+            for (given, flag) in [
+                (&config.pods_url, "--pods-url"),
+                (&config.pod_metrics_url, "--pod-metrics-url"),
+            ] {
+                if given.is_none() {
+                    return Err(StartError::MissingUrl { index, kind, flag });
+                }
+            }
+            per_pod = true;
         }
         let client = build_client(&config.tls, config.request_timeout)?;
+        let epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         Ok(LocalHpa {
             autoscaler: Autoscaler::with_options(
                 config.hpa,
@@ -239,10 +316,16 @@ impl LocalHpa {
                 },
             ),
             client,
-            metrics_api: config.metrics_api.trim_end_matches('/').to_string(),
+            metrics_api: config
+                .metrics_api
+                .map(|m| m.trim_end_matches('/').to_string()),
             scale_url: config.scale_url,
+            pods_url: config.pods_url,
+            pod_metrics_url: config.pod_metrics_url,
+            per_pod,
             sync_period: config.sync_period,
             started: Instant::now(),
+            epoch,
         })
     }
 
@@ -255,7 +338,9 @@ impl LocalHpa {
         };
         let url = format!(
             "{}/apis/external.metrics.k8s.io/v1beta1/namespaces/{}/{}",
-            self.metrics_api, spec.namespace, metric.name
+            self.metrics_api.as_deref()?,
+            spec.namespace,
+            metric.name
         );
         let selector = metric
             .selector
@@ -345,9 +430,92 @@ impl LocalHpa {
         Ok(())
     }
 
-    /// The autoscaler's clock: time since this controller started, on tokio's clock.
-    fn now(&self) -> Duration {
+    /// Time since this controller started, on tokio's clock.
+    fn elapsed(&self) -> Duration {
         Instant::now().saturating_duration_since(self.started)
+    }
+
+    /// The autoscaler's clock: wall-clock time since the Unix epoch at start, advanced by
+    /// tokio's clock (so tests can pause it), comparable with pod and metric timestamps.
+    fn now(&self) -> Duration {
+        self.epoch + self.elapsed()
+    }
+
+    /// GET a list URL with `labelSelector` and decode it.
+    async fn get_list<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        selector: &str,
+    ) -> Result<T, String> {
+        let response = self
+            .client
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .query(&[("labelSelector", selector)])
+            .send()
+            .await
+            .map_err(|e| chain(&e))?;
+        if !response.status().is_success() {
+            return Err(error_text(response).await);
+        }
+        let body = response.bytes().await.map_err(|e| chain(&e))?;
+        serde_json::from_slice(&body).map_err(|e| format!("decoding the response of {url}: {e}"))
+    }
+
+    /// The target's pods, as the controller's pod lister would give them (`labelSelector`:
+    /// the scale's `status.selector`).
+    async fn list_pods(&self, url: &str, selector: &str) -> Result<Vec<PodInfo>, String> {
+        let list: List<Pod> = self.get_list(url, selector).await?;
+        pods::pod_infos(&list.items)
+    }
+
+    /// Everything the per-pod metrics need this sync: the pods and their usage.
+    async fn read_pods(&self, selector: Option<&str>) -> PodsRead {
+        let mut read = PodsRead::default();
+        if self.pods_url.is_none() && !self.per_pod {
+            return read;
+        }
+        let Some(selector) = selector else {
+            let e =
+                "the scale has no status.selector (selector is required to find the target's pods)"
+                    .to_string();
+            read.pods = Some(Err(e.clone()));
+            read.metrics = self.per_pod.then_some(Err(e));
+            return read;
+        };
+        if let Some(url) = &self.pods_url {
+            read.pods = Some(self.list_pods(url, selector).await);
+        }
+        if let (true, Some(url)) = (self.per_pod, &self.pod_metrics_url) {
+            read.metrics = Some(
+                self.get_list::<PodMetricsList>(url, selector)
+                    .await
+                    .map_err(|e| format!("unable to fetch metrics from resource metrics API: {e}")),
+            );
+        }
+        read
+    }
+
+    /// The observation of a Resource or ContainerResource metric (`GetResourceMetric`).
+    fn resource_observation(
+        read: &PodsRead,
+        resource: &str,
+        container: Option<&str>,
+    ) -> MetricObservation {
+        match (&read.pods, &read.metrics) {
+            (Some(Err(e)), _) => MetricObservation::Error(format!(
+                "unable to get pods while calculating replica count: {e}"
+            )),
+            (_, Some(Err(e))) => MetricObservation::Error(e.clone()),
+            (_, Some(Ok(list))) if list.items.is_empty() => {
+                MetricObservation::Error("no metrics returned from resource metrics API".into())
+            }
+            (_, Some(Ok(list))) => match pods::resource_samples(list, resource, container) {
+                Ok(samples) => MetricObservation::PerPod(samples),
+                Err(e) => MetricObservation::Error(e),
+            },
+            (_, None) => MetricObservation::Error("no pod metrics URL".into()),
+        }
     }
 
     /// One sync: GET the scale, fetch every metric, decide, PUT the scale if it changes, log.
@@ -361,20 +529,44 @@ impl LocalHpa {
         })?;
         let spec_replicas = scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
         let status_replicas = scale.status.as_ref().map_or(0, |s| s.replicas);
+        let selector = scale
+            .status
+            .as_ref()
+            .and_then(|s| s.selector.as_deref())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        let read = self.read_pods(selector.as_deref()).await;
         let count = u32::try_from(status_replicas).unwrap_or(0);
-        let state = ReplicaState {
-            spec_replicas,
-            status_replicas,
-            // A scale subresource says how many replicas run, not how many are ready: all of
-            // them are taken as ready.
-            pods: Pods::Counted {
+        let pods = match &read.pods {
+            Some(Ok(list)) => Pods::Listed(list.clone()),
+            // Without pod objects a scale subresource says how many replicas run, not how many
+            // are ready: all of them are taken as ready (External metrics only; the per-pod
+            // metrics carry the listing error).
+            _ => Pods::Counted {
                 total: count,
                 ready: count,
             },
         };
+        let pods_listed = match &pods {
+            Pods::Listed(list) => Some(list.len()),
+            Pods::Counted { .. } => None,
+        };
+        let state = ReplicaState {
+            spec_replicas,
+            status_replicas,
+            pods,
+        };
         let mut observations = Vec::with_capacity(self.autoscaler.spec().metrics.len());
         for i in 0..self.autoscaler.spec().metrics.len() {
-            observations.push(self.fetch_metric(i).await);
+            let observation = match &self.autoscaler.spec().metrics[i].source {
+                MetricSource::Resource { name } => Self::resource_observation(&read, name, None),
+                MetricSource::ContainerResource { name, container } => {
+                    Self::resource_observation(&read, name, Some(container))
+                }
+                _ => self.fetch_metric(i).await,
+            };
+            observations.push(observation);
         }
         let now = self.now();
         let decision = self.autoscaler.reconcile(now, &state, &observations);
@@ -390,7 +582,8 @@ impl LocalHpa {
             }
         }
         log_decision(
-            now,
+            self.elapsed(),
+            pods_listed,
             &self.autoscaler,
             &decision,
             rescaled,
@@ -424,7 +617,8 @@ impl LocalHpa {
 }
 
 fn log_decision(
-    now: Duration,
+    elapsed: Duration,
+    pods_listed: Option<usize>,
     autoscaler: &Autoscaler,
     d: &Decision,
     rescaled: bool,
@@ -440,6 +634,7 @@ fn log_decision(
                 "metric": m.metric,
                 "value": p.current.value.map(|v| v as f64 / 1000.0),
                 "average_value": p.current.average_value.map(|v| v as f64 / 1000.0),
+                "average_utilization": p.current.average_utilization,
                 "target": match s.target {
                     hpa::MetricTarget::Value(v) | hpa::MetricTarget::AverageValue(v) => serde_json::json!(v as f64 / 1000.0),
                     hpa::MetricTarget::Utilization(u) => serde_json::json!(u),
@@ -462,7 +657,8 @@ fn log_decision(
         .collect();
     tracing::info!(
         hpa = %format!("{}/{}", spec.namespace, spec.name),
-        clock_s = now.as_secs_f64(),
+        clock_s = elapsed.as_secs_f64(),
+        pods = pods_listed,
         current = d.current_replicas,
         desired = d.desired_replicas,
         raw_recommendation = d.raw_recommendation,

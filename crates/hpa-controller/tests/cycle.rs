@@ -17,7 +17,7 @@ use hpa::{ConditionType, HpaSpec};
 use hpa_controller::{ControllerConfig, LocalHpa, StartError, TlsOptions};
 use serde_json::{Value, json};
 
-const EXAMPLE: &str = include_str!("../../../manifests/examples/hpa-querynode.yaml");
+const EXAMPLE: &str = include_str!("hpa-queue-p99.yaml");
 const SCALE_PATH: &str = "/apis/apps/v1/namespaces/milvus/deployments/milvus-querynode/scale";
 
 /// What the fakes serve and what they saw.
@@ -134,8 +134,10 @@ fn fake(
 fn controller(base: &str) -> LocalHpa {
     LocalHpa::new(ControllerConfig {
         hpa: HpaSpec::from_yaml(EXAMPLE).unwrap(),
-        metrics_api: base.to_string(),
+        metrics_api: Some(base.to_string()),
         scale_url: format!("{base}{SCALE_PATH}"),
+        pods_url: None,
+        pod_metrics_url: None,
         sync_period: Duration::from_secs(15),
         tolerance: 0.1,
         request_timeout: None,
@@ -275,8 +277,10 @@ async fn failed_scale_get_is_an_error_and_run_stops_on_shutdown() {
 fn config(base: &str) -> ControllerConfig {
     ControllerConfig {
         hpa: HpaSpec::from_yaml(EXAMPLE).unwrap(),
-        metrics_api: base.to_string(),
+        metrics_api: Some(base.to_string()),
         scale_url: format!("{base}{SCALE_PATH}"),
+        pods_url: None,
+        pod_metrics_url: None,
         sync_period: Duration::from_secs(15),
         tolerance: 0.1,
         request_timeout: None,
@@ -285,7 +289,7 @@ fn config(base: &str) -> ControllerConfig {
 }
 
 #[test]
-fn resource_metrics_are_refused_at_start() {
+fn resource_metrics_need_the_pod_urls_and_pods_metrics_are_refused() {
     let text = EXAMPLE.replace(
         "    - type: External\n      external:\n        metric:\n          name: milvus_search_latency_p99_seconds",
         "    - type: Resource\n      resource:\n        name: cpu\n        target: {type: Utilization, averageUtilization: 50}\n    - type: External\n      external:\n        metric:\n          name: milvus_search_latency_p99_seconds",
@@ -293,7 +297,53 @@ fn resource_metrics_are_refused_at_start() {
     let hpa = HpaSpec::from_yaml(&text).unwrap();
     assert_eq!(hpa.metrics.len(), 3);
     let e = LocalHpa::new(ControllerConfig {
-        hpa,
+        hpa: hpa.clone(),
+        ..config("http://127.0.0.1:1")
+    })
+    .err()
+    .unwrap();
+    assert!(
+        matches!(
+            e,
+            StartError::MissingUrl {
+                index: 1,
+                kind: "Resource",
+                flag: "--pods-url"
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "spec.metrics[1]: Resource metrics need --pods-url"
+    );
+    let e = LocalHpa::new(ControllerConfig {
+        hpa: hpa.clone(),
+        pods_url: Some("http://127.0.0.1:1/api/v1/namespaces/milvus/pods".into()),
+        ..config("http://127.0.0.1:1")
+    })
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("--pod-metrics-url"), "{e}");
+    // External metrics need --metrics-api.
+    let e = LocalHpa::new(ControllerConfig {
+        hpa: HpaSpec::from_yaml(EXAMPLE).unwrap(),
+        metrics_api: None,
+        ..config("http://127.0.0.1:1")
+    })
+    .err()
+    .unwrap();
+    assert_eq!(
+        e.to_string(),
+        "spec.metrics[0]: External metrics need --metrics-api"
+    );
+
+    let pods = EXAMPLE.replace(
+        "    - type: External\n      external:\n        metric:\n          name: milvus_search_latency_p99_seconds",
+        "    - type: Pods\n      pods:\n        metric: {name: inflight}\n        target: {type: AverageValue, averageValue: \"4\"}\n    - type: External\n      external:\n        metric:\n          name: milvus_search_latency_p99_seconds",
+    );
+    let e = LocalHpa::new(ControllerConfig {
+        hpa: HpaSpec::from_yaml(&pods).unwrap(),
         ..config("http://127.0.0.1:1")
     })
     .err()
@@ -303,7 +353,7 @@ fn resource_metrics_are_refused_at_start() {
             e,
             StartError::UnsupportedMetric {
                 index: 1,
-                kind: "Resource"
+                kind: "Pods"
             }
         ),
         "{e}"

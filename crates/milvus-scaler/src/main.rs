@@ -96,7 +96,8 @@ enum Command {
         config: ConfigArg,
     },
     /// Run the Kubernetes HPA algorithm locally: read an HPA's External metrics from the
-    /// external metrics API and drive a scale subresource (where no kube-controller-manager runs).
+    /// external metrics API (and CPU/memory from pod and pod-metrics lists) and drive a scale
+    /// subresource (where no kube-controller-manager runs).
     LocalHpa(LocalHpaArgs),
     /// Closed-loop what-if: run HPA policies (and the smallest static size meeting the SLO)
     /// against a load trace on a service model calibrated from real Milvus; print a table or JSON.
@@ -144,15 +145,24 @@ enum SimulateOutput {
 
 #[derive(clap::Args)]
 struct LocalHpaArgs {
-    /// An autoscaling/v2 HorizontalPodAutoscaler (YAML), read as-is; External metrics only.
+    /// An autoscaling/v2 HorizontalPodAutoscaler (YAML), read as-is; External, Resource and
+    /// ContainerResource metrics.
     #[arg(long, value_name = "FILE")]
     hpa: PathBuf,
-    /// Base URL of the external metrics API, e.g. https://127.0.0.1:6443.
+    /// Base URL of the external metrics API, e.g. https://127.0.0.1:6443 (External metrics).
     #[arg(long, value_name = "URL")]
-    metrics_api: String,
+    metrics_api: Option<String>,
     /// URL of the scale subresource: GET and PUT an autoscaling/v1 Scale.
     #[arg(long, value_name = "URL")]
     scale_url: String,
+    /// URL of a core/v1 PodList of the target's pods, asked with the scale's status.selector as
+    /// labelSelector (Resource metrics), e.g. .../api/v1/namespaces/milvus/pods.
+    #[arg(long, value_name = "URL")]
+    pods_url: Option<String>,
+    /// URL of a metrics.k8s.io/v1beta1 PodMetricsList, asked with the same labelSelector
+    /// (Resource metrics), e.g. .../apis/metrics.k8s.io/v1beta1/namespaces/milvus/pods.
+    #[arg(long, value_name = "URL")]
+    pod_metrics_url: Option<String>,
     /// PEM CA bundle to trust for HTTPS.
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
@@ -302,6 +312,8 @@ async fn local_hpa(args: LocalHpaArgs) -> anyhow::Result<()> {
         hpa,
         metrics_api: args.metrics_api,
         scale_url: args.scale_url,
+        pods_url: args.pods_url,
+        pod_metrics_url: args.pod_metrics_url,
         sync_period: args.sync_period,
         tolerance: args.tolerance,
         request_timeout: Some(args.sync_period.max(Duration::from_secs(1))),
