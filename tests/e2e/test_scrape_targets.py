@@ -39,3 +39,31 @@ def test_dns_target_expands_and_failures_are_per_target():
     finally:
         scaler.stop()
         exporter.stop()
+
+
+def test_file_target_is_reread_each_round_and_demand_drain_is_honoured(tmp_path):
+    """A `file:` target list is followed as it changes (emptied: every signal unknown; refilled: back),
+    and `signals.demand_drain` reaches search_demand: nq in flight / drain on top of the nq rate."""
+    body = fixture("milvus-2.3.5-metrics-under-load.prom")
+    assert 'milvus_proxy_executing_total_nq{node_id="3"} 0' in body
+    exporter = StaticExporter(body.replace('milvus_proxy_executing_total_nq{node_id="3"} 0',
+                                           'milvus_proxy_executing_total_nq{node_id="3"} 30'))
+    targets = tmp_path / "targets.txt"
+    targets.write_text(f"# the one proxy\nhttp://127.0.0.1:{exporter.port}/metrics\n")
+    scaler = Scaler({
+        "milvus": [{"name": "demo", "scrape": {"interval": "1s", "targets": [f"file:{targets}"]}}],
+        "signals": {"window": "10s", "stale_after": "5s", "demand_drain": "10s"},
+    })
+    try:
+        # The received-nq counter stands still in the capture: demand is 30 nq in flight / 10 s.
+        wait_until(lambda: scaler_signal(scaler, "demo", "search_demand") == 3.0, 30, "search_demand of 3.0")
+        targets.write_text("")
+        wait_until(lambda: scaler_signal(scaler, "demo", "loaded_entities") is None, 30,
+                   "signals unknown once the list is empty")
+        targets.write_text(f"http://127.0.0.1:{exporter.port}/metrics\n")
+        wait_until(lambda: scaler_signal(scaler, "demo", "loaded_entities") == 250_000, 30,
+                   "signals back once the target is listed again")
+        assert scaler.service.alive()
+    finally:
+        scaler.stop()
+        exporter.stop()

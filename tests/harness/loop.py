@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import yaml
 
 from .cluster import MilvusCluster, QueryNodeScaleEndpoint
 from .kube import FrontProxyPki
+from .kube_fakes import PodsAndMetricsFake
 from .procs import Service, free_port, wait_until
 from .services import Scaler, cargo_bin, run_dir
 
@@ -98,6 +100,14 @@ class ClosedLoop:
             self.parts.append(self.scaler)
             self.endpoint = QueryNodeScaleEndpoint(cluster, max_replicas=max_replicas)
             self.parts.append(self.endpoint)
+            # Resource (CPU) metrics need pods and their usage, as metrics-server reports them.
+            cpu = any(m["type"] in ("Resource", "ContainerResource") for m in hpa["spec"].get("metrics", []))
+            pod_args: list[str] = []
+            if cpu:
+                self.pods = PodsAndMetricsFake(self._query_node_pods, namespace=self.namespace,
+                                               labels={"app.kubernetes.io/component": "querynode"})
+                self.parts.append(self.pods)
+                pod_args = ["--pods-url", self.pods.pods_url, "--pod-metrics-url", self.pods.pod_metrics_url]
             self.hpa_path = self.dir / "hpa.yaml"
             self.hpa_path.write_text(yaml.safe_dump(hpa))
             self.hpa_log = self.dir / "local-hpa.log"
@@ -109,13 +119,27 @@ class ClosedLoop:
                 "--client-cert", self.pki.path("client.crt"),
                 "--client-key", self.pki.path("client.key"),
                 "--scale-url", self.endpoint.url,
-                "--sync-period", sync_period,
+                "--sync-period", sync_period, *pod_args,
             ], self.hpa_log, env={"RUST_LOG": "info"})
             self.parts.append(self.controller)
             wait_until(lambda: bool(self.decisions()), 120, "local-hpa's first decision", proc=self.controller)
         except BaseException:
             self.stop()
             raise
+
+    def _query_node_pods(self) -> list[dict]:
+        """The query nodes as pods: ready once registered with the coordinator, until told to stop."""
+        now_unix, now_mono = time.time(), time.monotonic()
+        unix = lambda t: now_unix - (now_mono - t)  # noqa: E731  (harness times are monotonic)
+        pods = []
+        for node in list(self.cluster.nodes.values()):
+            if node.stopping:
+                continue
+            ready = node.registered_at is not None
+            pods.append({"name": node.name, "pid": node.proc.pid, "started_at": unix(node.started_at),
+                         "ready": ready, "ready_since": unix(node.registered_at) if ready else None,
+                         "cpu_request_cores": self.cluster.query_node_cpu})
+        return pods
 
     def decisions(self) -> list[dict]:
         """local-hpa's decision log lines (one JSON object per sync)."""

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use milvus_scaler::config::{Config, ConfigError, MilvusInstance};
+use milvus_scaler::config::{Config, ConfigError, MilvusInstance, SignalsConfig};
 use milvus_scaler::{table, telemetry};
 use milvus_signals::SnapshotStore;
 use milvus_signals::source::prometheus::PrometheusSource;
@@ -349,7 +349,7 @@ fn start_pollers(
         spawn_poller(
             instance,
             meta,
-            cfg.signals.window,
+            &cfg.signals,
             store.clone(),
             shutdown.clone(),
             tasks,
@@ -362,17 +362,27 @@ fn start_pollers(
 fn spawn_poller(
     instance: &MilvusInstance,
     meta: InstanceMeta,
-    window: Duration,
+    signals: &SignalsConfig,
     store: Arc<SnapshotStore>,
     shutdown: watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
     if let Some(s) = &instance.scrape {
-        let source = ScrapeSource::new(s.targets.clone(), s.timeout.unwrap_or(s.interval), window)?;
+        let source = ScrapeSource::new(
+            s.targets.clone(),
+            s.timeout.unwrap_or(s.interval),
+            signals.window,
+        )?
+        .with_demand_drain(signals.demand_drain);
         tasks.spawn(run_poller(source, meta, s.interval, store, shutdown));
     } else if let Some(p) = &instance.prometheus {
-        let source =
-            PrometheusSource::new(&p.url, &p.selector, p.timeout.unwrap_or(p.interval), window)?;
+        let source = PrometheusSource::new(
+            &p.url,
+            &p.selector,
+            p.timeout.unwrap_or(p.interval),
+            signals.window,
+        )?
+        .with_demand_drain(signals.demand_drain);
         tasks.spawn(run_poller(source, meta, p.interval, store, shutdown));
     }
     Ok(())
