@@ -45,6 +45,7 @@ INSTANCE, NAMESPACE = "demo", "milvus"
 UTILISATION = 0.6  # the shipped example's target: 60 % of one node's measured capacity
 BARS = "▁▂▃▄▅▆▇█"
 UNKNOWN = "·"
+NO_SAMPLE = object()  # columns older than the first sample: drawn blank
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -137,7 +138,9 @@ def sparkline(values: list[float | None], top: float) -> str:
     """One character per value: blank for 0, ▁..█ for (0, top], · for unknown."""
     out = []
     for v in values:
-        if v is None:
+        if v is NO_SAMPLE:
+            out.append(" ")
+        elif v is None:
             out.append(UNKNOWN)
         elif v <= 0 or top <= 0:
             out.append(" ")
@@ -370,7 +373,7 @@ class ClusterDemo:
 
         def col(key):
             seen = [h.get(key) for h in hist]
-            return [None] * pad + seen, seen
+            return [NO_SAMPLE] * pad + seen, seen
 
         now = hist[-1] if hist else {}
         serving, desired = now.get("serving"), now.get("desired")
@@ -378,9 +381,9 @@ class ClusterDemo:
         lines = [f"{time.strftime('%H:%M:%S')}  Milvus cluster: {serving} query node(s) serving, spec.replicas "
                  f"{desired}   " + (f"make load: {phase}" if phase else "(`make load` in another terminal)")
                  + "   Ctrl-C stops everything",
-                 f"HPA {SHIPPED_HPA.relative_to(REPO)}: {', '.join(self.metric_names)} AverageValue "
-                 f"{self.target:.1f}/node (60 % of the {self.capacity:.1f} searches/s one node serves), "
-                 f"replicas 1-{self.args.max_replicas}, sync {self.args.sync}s", ""]
+                 f"HPA {SHIPPED_HPA.name}: {', '.join(self.metric_names)} AverageValue {self.target:.1f}/node "
+                 f"(60 % of {self.capacity:.1f}/s, one node's capacity), replicas 1-{self.args.max_replicas}, "
+                 f"sync {self.args.sync}s", ""]
 
         def row(name: str, values, top: float, value: str) -> str:
             return f"{name:<{label_w}}{sparkline(values, top)} {value:>{value_w}} {'max ' + fmt(top):<{scale_w}}"
@@ -463,7 +466,7 @@ class ClusterDemo:
                     detail += f"; {name}: {m['error']}"
                     continue
                 total, avg = m.get("value"), m.get("average_value")
-                now = fmt(total) + (f" ({fmt(avg)}/node)" if avg is not None else "")
+                now = f"{fmt(avg)}/node" if avg is not None else fmt(total)
                 detail += f"; {name} {now}, target {fmt(m.get('target'))}/node → {m.get('replicas')}"
             reason = d.get("reason", "").replace("external metric ", "")
             out.append((t, f"{hhmmss(t)}  local-hpa  spec.replicas {d['current']} → {d['desired']}: "
@@ -488,8 +491,8 @@ class ClusterDemo:
             miss += d["miss"]
             ratio = f"{d['hit'] / (d['hit'] + d['miss']):.0%}" if d["hit"] + d["miss"] else "-"
             seg = "?" if d["segments"] is None else f"{d['segments']:.0f}"
-            parts.append(f"{name}: {seg} sealed segments, cache {ratio} of {(d['hit'] + d['miss']) / 1e6:.1f} MB "
-                         f"read from cache")
+            parts.append(f"{name}: {seg} sealed segments; read {(d['hit'] + d['miss']) / 1e6:.1f} MB through its "
+                         f"segment-cache, {ratio} from its disk")
         for node in list(self.cluster.gone):
             f = node.cache_final or {}
             hit += f.get("hit_bytes", 0)

@@ -5,9 +5,13 @@ serves) and drives an open-loop search load: searches are scheduled at a fixed r
 speed (a slow cluster shows as latency, not as a lower offered rate). Default phases, as multiples
 of one query node's measured capacity C:
 
-    quiet      0.2 x C  for  40 s   one node suffices: nothing scales
-    spike      2.0 x C  for 150 s   10x the quiet rate: the HPA adds query nodes, p99 falls as they serve
-    cool-down  0.2 x C  for 150 s   the HPA removes them again, one at a time
+    quiet      0.15 x C  for  40 s   one node suffices: nothing scales
+    spike      1.5 x C   for 150 s   10x the quiet rate: the HPA adds query nodes, p99 falls as they serve
+    cool-down  0.15 x C  for 150 s   the HPA removes them again, one at a time
+
+The spike stays well inside what maxReplicas nodes serve: past what the machine (2 shared cores: proxy,
+coordinators and this client too) can carry, this client's workers all wait, the proxy sees fewer
+searches than are offered, and the demand signal — rightly — sees only what reaches Milvus.
 
 Prints a line as each phase starts and one as it ends (searches finished / failed / dropped, p99),
 and keeps `.run/load-status.json` current (phase, offered rate) so `make run`'s view can draw the
@@ -70,8 +74,8 @@ def main() -> int:
     p.add_argument("--uri", help="Milvus gRPC address (default: the proxy of `make run`, from .run/demo.json)")
     p.add_argument("--capacity", type=float,
                    help="searches/s one query node serves (default: `make run`'s measurement, else measured here)")
-    p.add_argument("--quiet-x", type=float, default=0.2, help="quiet rate, as a multiple of the capacity")
-    p.add_argument("--spike-x", type=float, default=2.0, help="spike rate, as a multiple of the capacity")
+    p.add_argument("--quiet-x", type=float, default=0.15, help="quiet rate, as a multiple of the capacity")
+    p.add_argument("--spike-x", type=float, default=1.5, help="spike rate, as a multiple of the capacity")
     p.add_argument("--quiet", type=float, default=40, help="seconds of quiet load before the spike")
     p.add_argument("--spike", type=float, default=150, help="seconds of spike")
     p.add_argument("--cooldown", type=float, default=150, help="seconds of quiet load after the spike")
