@@ -678,10 +678,23 @@ fn scaling_rules(
 mod tests {
     use super::*;
 
-    const QUERYNODE: &str = include_str!("../../../manifests/examples/hpa-querynode.yaml");
+    /// The first shipped example (queue depth + p99 `Value`): two metrics and both behaviors.
+    const QUERYNODE: &str = include_str!("../../../bench/policies/hpa-first-example.yaml");
+    const SHIPPED: &str = include_str!("../../../manifests/examples/hpa-querynode.yaml");
 
     #[test]
-    fn parses_the_shipped_querynode_example() {
+    fn parses_the_shipped_demand_example() {
+        let spec = HpaSpec::from_yaml(SHIPPED).unwrap();
+        assert_eq!(spec.metrics.len(), 1);
+        let MetricSource::External { metric } = &spec.metrics[0].source else {
+            panic!("not external: {:?}", spec.metrics[0].source)
+        };
+        assert_eq!(metric.name, "milvus_search_demand");
+        assert_eq!(spec.metrics[0].target, MetricTarget::AverageValue(60_000));
+    }
+
+    #[test]
+    fn parses_the_first_querynode_example() {
         let spec = HpaSpec::from_yaml(QUERYNODE).unwrap();
         assert_eq!(spec.name, "milvus-querynode");
         assert_eq!(spec.namespace, "milvus");
