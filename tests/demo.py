@@ -423,6 +423,11 @@ class ClusterDemo:
             lines.append("  " + e)
         lines.append("")
         lines.extend(self.cache_line().splitlines())
+        info = getattr(self, "info", {})
+        if info:
+            lines.append("")
+            lines.append(f"proxy {info['proxy_uri']} · external metrics API {info['metrics_api']} · "
+                         f"kubectl/curl hints and logs: {DEMO_FILE.relative_to(REPO)}")
         return "\n".join(line[:width].rstrip() for line in lines)
 
     def event_marks(self, hist: list[dict], pad: int) -> str:
