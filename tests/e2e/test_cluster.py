@@ -138,9 +138,9 @@ def test_scale_query_nodes_up_and_gracefully_down():
         t = time.monotonic()
         coll = _collection(cluster.proxy_uri)
         print(f"\ncollection {ROWS} x {DIM}-d, {BATCHES} flushes, IVF_FLAT built in {time.monotonic() - t:.1f}s")
-        t = time.monotonic()
+        t_load = time.monotonic()
         coll.load()
-        print(f"loaded on 2 query nodes in {time.monotonic() - t:.1f}s")
+        print(f"loaded on 2 query nodes in {time.monotonic() - t_load:.1f}s")
         res = coll.search([[0.5] * DIM], "vec", {"metric_type": "L2", "params": {"nprobe": 16}}, limit=10)
         assert len(res[0]) == 10
 
@@ -151,6 +151,9 @@ def test_scale_query_nodes_up_and_gracefully_down():
             serve_at = {n: _wait_serving(cluster, n, 300) for n in first}
         assert not warm.failures, warm.failures[:5]
         _print_phases("initial query nodes", [_node_phases(cluster, n, seg_at[n], serve_at[n]) for n in first])
+        print("  (their segments came with the load: " + ", ".join(
+            f"{n} load() -> segments {seg_at[n] - t_load:.1f}s, -> serving {serve_at[n] - t_load:.1f}s" for n in first)
+            + ")")
         for n in first:
             print(f"  {n}: sealed segments {cluster.sealed_segments(n):.0f}, entities {cluster.entities(n):.0f}")
             assert cluster.entities(n) > 0, f"{n} holds no data"
@@ -208,7 +211,7 @@ def test_scale_query_nodes_up_and_gracefully_down():
             print("\nscale events:")
             for e in scale.events:
                 print(f"  +{e['t'] - scale.events[0]['t']:7.1f}s {e['action']:<8} {e['node'] or '':<12} {e['reason']}"
-                      + (f" ({e.get('seconds')}s, {e.get('exit')})" if "seconds" in e else ""))
+                      + (f" ({e['seconds']}s" + (f", {e['exit']}" if "exit" in e else "") + ")" if "seconds" in e else ""))
             print(f"scale-down: PUT -> segments gone from {new} {_fmt(drained_at and drained_at - t_put)}; "
                   f"PUT -> process exited {exited_at - t_put:.1f}s; exit: {removed[-1].get('exit')}")
             print(f"searches during scale-down: {load.ok} ok ({load.ok - before} after the PUT), "
