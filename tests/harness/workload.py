@@ -107,11 +107,20 @@ class RateLoad:
     slow cluster shows as latency and backlog, not as a lower offered rate (no coordinated omission).
 
     `records` holds `(scheduled_t, latency_seconds, error_or_None)` for every finished search.
+    With `retry_transient`, a search that fails with one of Milvus's transient routing errors
+    (`TRANSIENT`) is retried once after 0.5 s, as production clients do; the first error is kept in
+    `retried` (scheduled_t, error), so what was retried is never hidden.
     """
 
+    TRANSIENT = ("channel not available", "node not found", "segment lacks", "leader not available",
+                 "connection refused", "session not found")
+
     def __init__(self, coll: Collection, rate, workers: int = 48, nq: int = 1, dim: int = DIM, nprobe: int = 16,
-                 max_backlog: int = 5000):
+                 max_backlog: int = 5000, retry_transient: bool = False):
         import queue
+
+        self.retry_transient = retry_transient
+        self.retried: list[tuple[float, str]] = []
 
         self.coll = coll
         self.rate = rate
@@ -153,11 +162,19 @@ class RateLoad:
                 return
             vectors = [[rng.random() for _ in range(self.dim)] for _ in range(self.nq)]
             error = None
-            try:
-                self.coll.search(vectors, "vec", {"metric_type": "L2", "params": {"nprobe": self.nprobe}}, limit=10,
-                                 timeout=60)
-            except Exception as e:  # recorded; the test decides whether errors matter
-                error = str(e)
+            for attempt in (0, 1):
+                try:
+                    self.coll.search(vectors, "vec", {"metric_type": "L2", "params": {"nprobe": self.nprobe}},
+                                     limit=10, timeout=60)
+                    error = None
+                    break
+                except Exception as e:  # recorded; the test decides whether errors matter
+                    error = str(e)
+                    if attempt or not self.retry_transient or not any(t in error for t in self.TRANSIENT):
+                        break
+                    with self._lock:
+                        self.retried.append((scheduled, error))
+                    time.sleep(0.5)
             with self._lock:
                 self.records.append((scheduled, self.now() - scheduled, error))
 
