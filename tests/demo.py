@@ -43,6 +43,9 @@ SHIPPED_HPA = REPO / "manifests" / "examples" / "hpa-querynode.yaml"
 COLLECTION = "demo_load"
 INSTANCE, NAMESPACE = "demo", "milvus"
 UTILISATION = 0.6  # the shipped example's target: 60 % of one node's measured capacity
+# Searches heavy on the query node (10 vectors each, nprobe 64) and light on the proxy and the Python
+# client, so that one more query node is more capacity on a 2-core machine (as test_closed_loop.py).
+NQ, NPROBE = 10, 64
 BARS = "▁▂▃▄▅▆▇█"
 UNKNOWN = "·"
 NO_SAMPLE = object()  # columns older than the first sample: drawn blank
@@ -53,11 +56,11 @@ NO_SAMPLE = object()  # columns older than the first sample: drawn blank
 
 
 def saturation_throughput(coll, seconds: float = 20.0) -> float:
-    """Searches per second one query node completes when kept busy (closed loop, 8 callers, nq=1,
-    nprobe=16: what `make load`'s searches are), as tests/e2e/test_closed_loop.py measures it."""
+    """Searches per second one query node completes when kept busy (closed loop, 8 callers, nq 10,
+    nprobe 64: what `make load`'s searches are), as tests/e2e/test_closed_loop.py measures it."""
     from harness import workload
 
-    with workload.SearchLoad(coll, threads=8, nq=1, nprobe=16) as load:
+    with workload.SearchLoad(coll, threads=8, nq=NQ, nprobe=NPROBE) as load:
         time.sleep(min(3.0, seconds / 4))
         start, t0 = load.completed, time.monotonic()
         time.sleep(seconds)
@@ -260,9 +263,9 @@ class ClusterDemo:
         self.capacity = saturation_throughput(self.coll, args.measure)
         if self.capacity <= 0.5:
             raise RuntimeError(f"one query node served {self.capacity:.2f} searches/s: nothing to scale")
-        self.target = UTILISATION * self.capacity
-        say(f"  one query node serves {self.capacity:.1f} searches/s; HPA target "
-            f"{self.target:.1f} per node ({UTILISATION:.0%})")
+        self.target = UTILISATION * self.capacity * NQ  # search_demand counts nq per second
+        say(f"  one query node serves {self.capacity:.1f} searches/s ({self.capacity * NQ:.0f} nq/s); HPA target "
+            f"{self.target:.1f} nq/s per node ({UTILISATION:.0%})")
 
         sync = args.sync
         self.hpa = hpa_manifest(SHIPPED_HPA, instance=INSTANCE, namespace=NAMESPACE, overrides={
@@ -298,6 +301,7 @@ class ClusterDemo:
             "mode": "cluster", "pid": os.getpid(), "started": time.time(),
             "proxy_uri": self.cluster.proxy_uri, "collection": COLLECTION,
             "capacity_per_node": round(self.capacity, 2), "target_per_node": round(self.target, 2),
+            "nq": NQ, "nprobe": NPROBE,
             "min_replicas": 1, "max_replicas": args.max_replicas,
             "metrics_api": self.api_url, "kubeconfig": self.kubeconfig, "kubectl": self.kubectl,
             "scale_url": self.loop.endpoint.url,
@@ -385,8 +389,8 @@ class ClusterDemo:
         lines = [f"{time.strftime('%H:%M:%S')}  Milvus cluster: {serving} query node(s) serving, spec.replicas "
                  f"{desired}   " + (f"make load: {phase}" if phase else "(`make load` in another terminal)")
                  + "   Ctrl-C stops everything",
-                 f"HPA {SHIPPED_HPA.name}: {', '.join(self.metric_names)} AverageValue {self.target:.1f}/node "
-                 f"(60 % of {self.capacity:.1f}/s, one node's capacity), replicas 1-{self.args.max_replicas}, "
+                 f"HPA {SHIPPED_HPA.name}: {', '.join(self.metric_names)} AverageValue {self.target:.0f} nq/s/node "
+                 f"= 60 % of one node ({self.capacity:.1f} searches/s x nq {NQ}), replicas 1-{self.args.max_replicas}, "
                  f"sync {self.args.sync}s", ""]
 
         def row(name: str, values, top: float, value: str) -> str:
@@ -394,15 +398,20 @@ class ClusterDemo:
 
         lines.append(f"{'':<{label_w}}{'one column per second, newest at the right':<{span}} {'now':>{value_w}} "
                      f"{'scale':<{scale_w}}")
-        # The rates share one scale: what the proxy receives, what `make load` offers, the demand signal.
+        # Searches/s share one scale (what the proxy receives, what `make load` offers); the demand signal
+        # (nq/s) is drawn against maxReplicas x the per-node target, its value followed by the replicas
+        # it asks for before tolerance and behavior (ceil(demand / target)).
         rates, rates_seen = col("rate")
         offered, offered_seen = col("offered")
         demand, demand_seen = col("demand")
-        rate_top = nice_top(rates_seen + offered_seen + demand_seen + [self.capacity], 1)
+        rate_top = nice_top(rates_seen + offered_seen + [self.capacity], 1)
+        demand_top = nice_top(demand_seen + [self.target * self.args.max_replicas], 1)
+        wants = now.get("demand")
+        demand_now = fmt(wants) + (f" →{math.ceil(wants / self.target - 1e-9)}" if wants is not None else "")
         lines.append(row("search rate /s", rates, rate_top, fmt(now.get("rate"))))
         if any(v is not None for v in offered_seen):
             lines.append(row(" offered (make load) /s", offered, rate_top, fmt(now.get("offered"))))
-        lines.append(row("search_demand nq/s", demand, rate_top, fmt(now.get("demand"))))
+        lines.append(row("search_demand nq/s", demand, demand_top, demand_now))
         rep_top = float(self.args.max_replicas)
         lines.append(row("desired replicas", col("desired")[0], rep_top, fmt(desired)))
         lines.append(row("serving query nodes", col("serving")[0], rep_top, fmt(serving)))

@@ -1,8 +1,9 @@
 """`make load`: quiet → 10x spike → cool-down against the Milvus of `make run`.
 
 Reads `.run/demo.json` (written by `make run`: the proxy's address and the searches/s one query node
-serves) and drives an open-loop search load: searches are scheduled at a fixed rate whatever Milvus's
-speed (a slow cluster shows as latency, not as a lower offered rate). Default phases, as multiples
+serves) and drives an open-loop load of searches of 10 vectors each (nprobe 64, heavy on the query
+nodes): they are scheduled at a fixed rate whatever Milvus's speed (a slow cluster shows as latency,
+not as a lower offered rate). Default phases, as multiples
 of one query node's measured capacity C:
 
     quiet      0.15 x C  for  40 s   one node suffices: nothing scales
@@ -97,6 +98,9 @@ def main() -> int:
     else:
         print(f"creating collection {COLLECTION} (20k vectors, IVF_FLAT)...", flush=True)
         coll = workload.create_collection(COLLECTION, rows=20_000)
+    from demo import NPROBE, NQ
+
+    nq, nprobe = (info or {}).get("nq", NQ), (info or {}).get("nprobe", NPROBE)
     capacity = args.capacity
     if capacity is None and info is not None and not args.uri:
         capacity = info.get("capacity_per_node")
@@ -105,7 +109,7 @@ def main() -> int:
 
         print("measuring what this Milvus serves (15 s of back-to-back searches)...", flush=True)
         capacity = saturation_throughput(coll, 15)
-    print(f"{uri}: one query node serves {capacity:.1f} searches/s (nq=1, nprobe=16)", flush=True)
+    print(f"{uri}: one query node serves {capacity:.1f} searches/s (nq {nq}, nprobe {nprobe})", flush=True)
 
     phases = [("quiet", args.quiet_x, args.quiet), ("spike", args.spike_x, args.spike),
               ("cool-down", args.quiet_x, args.cooldown)]
@@ -122,7 +126,10 @@ def main() -> int:
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     writer = threading.Thread(target=keep_status, daemon=True)
     writer.start()
-    load = workload.RateLoad(coll, rate=lambda t: current["rate"], workers=args.workers, nq=1, nprobe=16)
+    # Clients retry Milvus 2.3.5's transient routing errors once (seen for ~1 s after a shard leader's
+    # graceful exit), as production clients do; counted and printed.
+    load = workload.RateLoad(coll, rate=lambda t: current["rate"], workers=args.workers, nq=nq, nprobe=nprobe,
+                             retry_transient=True)
     bounds = []
     try:
         with load:
@@ -152,8 +159,8 @@ def main() -> int:
     for name, start, end in bounds:
         print(f"  {name:<9} {summary(load.window(start, end))}", flush=True)
     after = " The loop scales back in over the next minutes." if (info or {}).get("mode") == "cluster" else ""
-    print(f"done: {len(load.records):,} searches, {len(load.errors())} failed, {load.dropped} dropped.{after}",
-          flush=True)
+    print(f"done: {len(load.records):,} searches, {len(load.errors())} failed, {load.dropped} dropped, "
+          f"{len(load.retried)} retried once after a transient routing error.{after}", flush=True)
     return 0
 
 

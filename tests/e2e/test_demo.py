@@ -53,8 +53,10 @@ def test_make_run_comes_up_on_the_cluster_shows_the_loop_and_stops_everything():
     assert {"coordinators", "proxy", "datanode", "indexnode", "querynode-1", "querynode-1/segment-cache", "etcd",
             "broker", "moto", "milvus-scaler", "local-hpa"} <= set(pids), pids
     # measured capacity and the HPA target from it
-    cap = re.search(r"one query node serves ([\d.]+) searches/s; HPA target ([\d.]+) per node", text)
-    assert cap and float(cap.group(1)) > 0 and abs(float(cap.group(2)) - 0.6 * float(cap.group(1))) < 0.1, text
+    cap = re.search(r"one query node serves ([\d.]+) searches/s \(\d+ nq/s\); HPA target ([\d.]+) nq/s per node",
+                    text)
+    assert cap and float(cap.group(1)) > 0, text
+    assert abs(float(cap.group(2)) - 0.6 * 10 * float(cap.group(1))) < 1, text  # 60 % of nq/s, nq 10
     # the view: every row, the scale events section, the cache line
     view = text[text.index("one column per second"):]
     for row in ("search rate /s", "search_demand nq/s", "desired replicas", "serving query nodes",
