@@ -79,7 +79,7 @@ class ClosedLoop:
 
     def __init__(self, cluster: MilvusCluster, hpa: dict, *, instance: str = "demo", window: str = "30s",
                  stale_after: str = "10s", scrape_interval: str = "1s", sync_period: str = "15s",
-                 max_replicas: int = 8, demand_drain: str = "60s"):
+                 max_replicas: int = 8, demand_drain: str = "120s"):
         self.cluster = cluster
         self.instance = instance
         self.namespace = hpa["metadata"]["namespace"]

@@ -86,7 +86,8 @@ impl Default for Telemetry {
     fn default() -> Self {
         Self {
             window_seconds: 30.0,
-            demand_drain_seconds: 30.0,
+            // milvus-scaler's default `signals.demand_drain`.
+            demand_drain_seconds: 120.0,
             cpu_window_seconds: 30.0,
         }
     }

@@ -404,7 +404,7 @@ node_groups:
             Duration::from_secs(1)
         );
         assert_eq!(c.signals.window, Duration::from_secs(30));
-        assert_eq!(c.signals.demand_drain, Duration::from_secs(60));
+        assert_eq!(c.signals.demand_drain, Duration::from_secs(120));
         let em = c.external_metrics.unwrap();
         assert_eq!(em.listen.port(), 6443);
         assert_eq!(
@@ -430,10 +430,10 @@ node_groups:
     }
 
     #[test]
-    fn demand_drain_defaults_to_a_minute_and_is_read_as_a_duration() {
+    fn demand_drain_defaults_to_two_minutes_and_is_read_as_a_duration() {
         assert_eq!(
             SignalsConfig::default().demand_drain,
-            Duration::from_secs(60)
+            Duration::from_secs(120)
         );
         for (text, expected) in [("90s", 90), ("2m", 120), ("1s", 1)] {
             let c = Config::parse(

@@ -64,7 +64,7 @@ struct DemandHistory {
 
 /// Default of `signals.demand_drain`: the time within which `search_demand` asks for the capacity
 /// to drain the nq in flight.
-pub const DEFAULT_DEMAND_DRAIN: Duration = Duration::from_secs(60);
+pub const DEFAULT_DEMAND_DRAIN: Duration = Duration::from_secs(120);
 
 /// Everything kept about one target: its newest sample, its counter histories and the in-flight
 /// history of each query node it exports.
@@ -750,7 +750,7 @@ mod tests {
 
     #[test]
     fn the_drain_setting_scales_only_the_backlog_term() {
-        for (drain, expected) in [(None, 50.0 + 12.0 / 60.0), (Some(1), 50.0 + 12.0)] {
+        for (drain, expected) in [(None, 50.0 + 12.0 / 120.0), (Some(1), 50.0 + 12.0)] {
             let mut e = SignalEngine::new(Duration::from_secs(30));
             if let Some(secs) = drain {
                 e = e.with_demand_drain(Duration::from_secs(secs));
@@ -910,7 +910,7 @@ mod tests {
         );
         close(
             value(&e.compute(), Signal::SearchDemand),
-            8.0 / 2.0 + (8.0 / 3.0) / 60.0,
+            8.0 / 2.0 + (8.0 / 3.0) / 120.0,
         );
     }
 
