@@ -108,12 +108,12 @@ class RateLoad:
 
     `records` holds `(scheduled_t, latency_seconds, error_or_None)` for every finished search.
     With `retry_transient`, a search that fails with one of Milvus's transient routing errors
-    (`TRANSIENT`) is retried once after 0.5 s, as production clients do; the first error is kept in
-    `retried` (scheduled_t, error), so what was retried is never hidden.
+    (`TRANSIENT`) is retried after 0.5, 1 and 2 s (3.5 s in all), as production clients do with
+    backoff; every retried error is kept in `retried` (scheduled_t, error), so nothing is hidden.
     """
 
-    TRANSIENT = ("channel not available", "node not found", "segment lacks", "leader not available",
-                 "connection refused", "session not found")
+    TRANSIENT = ("channel not available", "node not found", "node offline", "segment lacks",
+                 "leader not available", "connection refused", "session not found")
 
     def __init__(self, coll: Collection, rate, workers: int = 48, nq: int = 1, dim: int = DIM, nprobe: int = 16,
                  max_backlog: int = 5000, retry_transient: bool = False):
@@ -162,7 +162,7 @@ class RateLoad:
                 return
             vectors = [[rng.random() for _ in range(self.dim)] for _ in range(self.nq)]
             error = None
-            for attempt in (0, 1):
+            for backoff in (0.5, 1.0, 2.0, None):
                 try:
                     self.coll.search(vectors, "vec", {"metric_type": "L2", "params": {"nprobe": self.nprobe}},
                                      limit=10, timeout=60)
@@ -170,11 +170,11 @@ class RateLoad:
                     break
                 except Exception as e:  # recorded; the test decides whether errors matter
                     error = str(e)
-                    if attempt or not self.retry_transient or not any(t in error for t in self.TRANSIENT):
+                    if backoff is None or not self.retry_transient or not any(t in error for t in self.TRANSIENT):
                         break
                     with self._lock:
                         self.retried.append((scheduled, error))
-                    time.sleep(0.5)
+                    time.sleep(backoff)
             with self._lock:
                 self.records.append((scheduled, self.now() - scheduled, error))
 
