@@ -74,11 +74,12 @@ pub fn table(runs: &[NamedRun], slo_p99_seconds: f64) -> String {
     let base = runs.first().map(|r| r.outcome.summary.node_hours);
     let _ = writeln!(
         out,
-        "{:<34} {:>9} {:>9} {:>8} {:>12} {:>9} {:>9} {:>8} {:>10}",
+        "{:<34} {:>9} {:>9} {:>8} {:>9} {:>12} {:>9} {:>9} {:>8} {:>10}",
         "policy",
         "pod-h",
         "node-h",
         "changes",
+        "reversals",
         "steady ch/h",
         format!("p99<={}s", slo_p99_seconds),
         "max pods",
@@ -96,11 +97,12 @@ pub fn table(runs: &[NamedRun], slo_p99_seconds: f64) -> String {
             .map_or("-".to_string(), |v| format!("{v:.1}"));
         let _ = writeln!(
             out,
-            "{:<34} {:>9.1} {:>9.1} {:>8} {:>12} {:>8.1}% {:>9} {:>8.0} {:>10}",
+            "{:<34} {:>9.1} {:>9.1} {:>8} {:>9} {:>12} {:>8.1}% {:>9} {:>8.0} {:>10}",
             truncate(&r.name, 34),
             s.pod_hours,
             s.node_hours,
             s.scale_changes,
+            s.reversals,
             steady,
             100.0 * s.slo_fraction,
             s.max_pods,

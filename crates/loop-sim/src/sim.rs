@@ -138,7 +138,11 @@ pub struct Summary {
     /// Times the controller changed the desired replicas.
     pub scale_changes: u32,
     /// Changes per hour while the offered load had been steady (within 5 % for 10 minutes).
+    /// A scale-in walking down one pod a minute counts every step.
     pub steady_changes_per_hour: Option<f64>,
+    /// Changes against the direction of the previous change (up after down, down after up): the
+    /// flapping count.
+    pub reversals: u32,
     /// Fraction of searches (by count) served in a second whose p99 was within the SLO.
     pub slo_fraction: f64,
     /// Searches that failed (no query node serving).
@@ -215,6 +219,8 @@ pub fn run(
     let mut node_seconds = 0.0;
     let mut scale_changes = 0u32;
     let mut steady_changes = 0u32;
+    let mut reversals = 0u32;
+    let mut last_direction: Option<bool> = None;
     let mut steady_seconds = 0.0;
     let mut within_slo = 0.0;
     let mut served_total = 0.0;
@@ -418,6 +424,11 @@ pub fn run(
             let decided = controller.sync(now, &view);
             if decided != desired {
                 scale_changes += 1;
+                let up = decided > desired;
+                if last_direction.is_some_and(|was_up| was_up != up) {
+                    reversals += 1;
+                }
+                last_direction = Some(up);
                 if is_steady(trace, now) {
                     steady_changes += 1;
                 }
@@ -460,6 +471,7 @@ pub fn run(
             scale_changes,
             steady_changes_per_hour: (steady_seconds > 0.0)
                 .then(|| steady_changes as f64 / (steady_seconds / 3600.0)),
+            reversals,
             slo_fraction: if served_total > 0.0 {
                 within_slo / served_total
             } else {
@@ -635,6 +647,7 @@ mod tests {
             .map(|s| s.desired)
             .collect();
         assert!(settled.windows(2).all(|w| w[0] == w[1]), "{settled:?}");
+        assert!(out.summary.reversals <= 1, "{:?}", out.summary);
         assert_eq!(out.summary.failed_searches, 0.0);
         assert!(out.summary.slo_fraction > 0.9, "{:?}", out.summary);
     }
