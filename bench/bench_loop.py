@@ -60,15 +60,6 @@ def binary() -> str:
     raise SystemExit("milvus-scaler not built: run `cargo build --release` (make bench does)")
 
 
-def saturation(coll, seconds: float = 20.0) -> float:
-    with workload.SearchLoad(coll, threads=8, nq=NQ, nprobe=NPROBE) as load:
-        time.sleep(3)
-        start, t0 = load.completed, time.monotonic()
-        time.sleep(seconds)
-        done = load.completed - start
-    return done / (time.monotonic() - t0)
-
-
 def latency_at(coll, rate: float, seconds: float = 30.0) -> tuple[float, float]:
     with workload.RateLoad(coll, rate=lambda t: rate, workers=64, nq=NQ, nprobe=NPROBE) as load:
         time.sleep(seconds)
@@ -77,7 +68,7 @@ def latency_at(coll, rate: float, seconds: float = 30.0) -> tuple[float, float]:
 
 
 def calibrate(cluster: MilvusCluster, coll) -> dict:
-    mu = saturation(coll)
+    mu = workload.saturation_throughput(coll, NQ, NPROBE)
     p50_30, p99_30 = latency_at(coll, 0.3 * mu)
     p50_60, p99_60 = latency_at(coll, 0.6 * mu)
     # A new query node: PUT replicas 2 -> the node serves its share (searches executed for a leader).

@@ -56,18 +56,11 @@ NO_SAMPLE = object()  # columns older than the first sample: drawn blank
 
 
 def saturation_throughput(coll, seconds: float = 20.0) -> float:
-    """Searches per second one query node completes when kept busy (closed loop, 8 callers, nq 10,
-    nprobe 64: what `make load`'s searches are), as tests/e2e/test_closed_loop.py measures it."""
+    """Searches per second one query node completes when kept busy (nq 10, nprobe 64: what
+    `make load`'s searches are), as tests/e2e/test_closed_loop.py measures it."""
     from harness import workload
 
-    with workload.SearchLoad(coll, threads=8, nq=NQ, nprobe=NPROBE) as load:
-        time.sleep(min(3.0, seconds / 4))
-        start, t0 = load.completed, time.monotonic()
-        time.sleep(seconds)
-        done = load.completed - start
-    if load.errors:
-        raise RuntimeError(f"searches failed while measuring capacity: {load.errors[:3]}")
-    return done / (time.monotonic() - t0)
+    return workload.saturation_throughput(coll, NQ, NPROBE, seconds=seconds)
 
 
 def parse_metrics(text: str) -> dict[str, list[tuple[str, float]]]:

@@ -45,17 +45,6 @@ UTILISATION = 0.6  # the shipped example's target: 60 % of a node's measured cap
 NQ, NPROBE = 10, 64
 
 
-def saturation_throughput(coll, seconds: float = 20.0) -> float:
-    """Searches per second one query node completes when kept busy (closed loop, 8 callers)."""
-    with workload.SearchLoad(coll, threads=8, nq=NQ, nprobe=NPROBE) as load:
-        time.sleep(3)
-        start, t0 = load.completed, time.monotonic()
-        time.sleep(seconds)
-        done = load.completed - start
-    assert not load.errors, load.errors[:3]
-    return done / (time.monotonic() - t0)
-
-
 def p99(records) -> float | None:
     return workload.quantile([r[1] for r in records if r[2] is None], 0.99)
 
@@ -65,7 +54,7 @@ def test_spike_scales_query_nodes_out_and_back_in_without_flapping_or_failed_sea
     with MilvusCluster(query_nodes=1, query_node_cpu=0.15, extra=extra) as cluster:
         workload.connect(cluster.proxy_uri)
         coll = workload.create_collection("closed_loop", rows=20_000, batch=4_000, flush_every_batch=True, shards=2)
-        capacity = saturation_throughput(coll)
+        capacity = workload.saturation_throughput(coll, NQ, NPROBE)
         print(f"\none query node (15 % of a core) completes {capacity:.1f} searches/s")
         assert capacity > 2, "the cluster serves almost nothing: nothing to scale"
         target = UTILISATION * capacity * NQ  # search_demand counts nq per second

@@ -67,6 +67,19 @@ def load_when_ready(coll: Collection, timeout: float = 120) -> None:
             time.sleep(2)
 
 
+def saturation_throughput(coll: Collection, nq: int, nprobe: int, seconds: float = 20.0, threads: int = 8) -> float:
+    """Searches per second Milvus completes when kept busy: `threads` callers back to back (closed
+    loop), after a short warm-up. Raises if a search fails: a capacity measured on errors is wrong."""
+    with SearchLoad(coll, threads=threads, nq=nq, nprobe=nprobe) as load:
+        time.sleep(min(3.0, seconds / 4))
+        start, t0 = load.completed, time.monotonic()
+        time.sleep(seconds)
+        done = load.completed - start
+    if load.errors:
+        raise RuntimeError(f"searches failed while measuring capacity: {load.errors[:3]}")
+    return done / (time.monotonic() - t0)
+
+
 class SearchLoad:
     """`threads` threads searching `coll` back to back until stopped; counts completed searches."""
 
