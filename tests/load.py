@@ -126,8 +126,8 @@ def main() -> int:
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     writer = threading.Thread(target=keep_status, daemon=True)
     writer.start()
-    # Clients retry Milvus 2.3.5's transient routing errors once (seen for ~1 s after a shard leader's
-    # graceful exit), as production clients do; counted and printed.
+    # Clients retry Milvus 2.3.5's transient routing errors with backoff (seen for ~1 s after a shard
+    # leader's graceful exit), as production clients do; counted and printed.
     load = workload.RateLoad(coll, rate=lambda t: current["rate"], workers=args.workers, nq=nq, nprobe=nprobe,
                              retry_transient=True)
     bounds = []
@@ -160,7 +160,7 @@ def main() -> int:
         print(f"  {name:<9} {summary(load.window(start, end))}", flush=True)
     after = " The loop scales back in over the next minutes." if (info or {}).get("mode") == "cluster" else ""
     print(f"done: {len(load.records):,} searches, {len(load.errors())} failed, {load.dropped} dropped, "
-          f"{len(load.retried)} retried once after a transient routing error.{after}", flush=True)
+          f"{len(load.retried)} transient routing errors retried.{after}", flush=True)
     return 0
 
 
