@@ -207,7 +207,7 @@ def simulate(trace: dict, hpas: list[Path], capacity: float) -> list[dict]:
 def main() -> int:
     rows, notes = [], []
     extra = {"dataCoord.compaction.enableAutoCompaction": False}
-    with MilvusCluster(query_nodes=1, query_node_cpu=CPU_SHARE, extra=extra) as cluster:
+    with MilvusCluster(query_nodes=1, query_node_cpu=CPU_SHARE, extra=extra, graceful_stop_timeout=30) as cluster:
         workload.connect(cluster.proxy_uri)
         coll = workload.create_collection("bench_loop", rows=20_000, batch=4_000, flush_every_batch=True, shards=2)
         cal = calibrate(cluster, coll)

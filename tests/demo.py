@@ -241,7 +241,8 @@ class ClusterDemo:
             f"index node, 1 query node ({args.node_cpu:.0%} of a core, own segment-cache)...")
         t0 = time.monotonic()
         extra = {"dataCoord.compaction.enableAutoCompaction": False}  # keep the sealed segments apart to balance
-        self.cluster = MilvusCluster(query_nodes=1, query_node_cpu=args.node_cpu, extra=extra)
+        self.cluster = MilvusCluster(query_nodes=1, query_node_cpu=args.node_cpu, extra=extra,
+                                     graceful_stop_timeout=30)  # Milvus's default: a timed-out stop loses searches
         self.cluster.start()  # stops what it started if it fails
         phases = getattr(self.cluster, "phase_log", None)
         took = phases[-1][1] if phases else time.monotonic() - t0  # without the wait for the lock

@@ -121,7 +121,7 @@ class RateLoad:
 
     `records` holds `(scheduled_t, latency_seconds, error_or_None)` for every finished search.
     With `retry_transient`, a search that fails with one of Milvus's transient routing errors
-    (`TRANSIENT`) is retried after 0.5, 1 and 2 s (3.5 s in all), as production clients do with
+    (`TRANSIENT`) is retried after 0.5, 1, 2 and 4 s (7.5 s in all), as production clients do with
     backoff; every retried error is kept in `retried` (scheduled_t, error), so nothing is hidden.
     """
 
@@ -175,7 +175,7 @@ class RateLoad:
                 return
             vectors = [[rng.random() for _ in range(self.dim)] for _ in range(self.nq)]
             error = None
-            for backoff in (0.5, 1.0, 2.0, None):
+            for backoff in (0.5, 1.0, 2.0, 4.0, None):
                 try:
                     self.coll.search(vectors, "vec", {"metric_type": "L2", "params": {"nprobe": self.nprobe}},
                                      limit=10, timeout=60)
