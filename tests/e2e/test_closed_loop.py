@@ -129,14 +129,18 @@ def test_spike_scales_query_nodes_out_and_back_in_without_flapping_or_failed_sea
                 assert not failed, failed[:5]
 
                 # ---- blind: no target scraped, every signal unknown → the HPA holds ---------------
-                phase["rate"] = spike
                 loop.targets.blind = True
                 loop.targets.write()
+                seen = len(loop.decisions())
+                wait_until(lambda: any("invalid" in (d.get("reason") or "") for d in loop.decisions()[seen:]), 60,
+                           "the HPA to find every metric unknown")
+                phase["rate"] = spike  # a spike it cannot see: it must hold, not guess
                 before = len(loop.decisions())
                 time.sleep(8 * SYNC)
                 blind = loop.decisions()[before:]
                 assert loop.desired() == 1, "the HPA scaled while blind"
                 assert len(blind) >= 4 and all(d["desired"] == d["current"] for d in blind), blind
+                assert all("invalid" in (d.get("reason") or "") for d in blind), [d.get("reason") for d in blind]
             print("\nscale events:")
             for e in loop.endpoint.events:
                 print(f"  {e['time']} {e['action']:<8} {e['node'] or '':<14} {e['reason']}")
