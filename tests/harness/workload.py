@@ -126,7 +126,8 @@ class RateLoad:
     """
 
     TRANSIENT = ("channel not available", "node not found", "node offline", "segment lacks",
-                 "leader not available", "connection refused", "session not found")
+                 "leader not available", "connection refused", "session not found",
+                 "failed to search/query delegator")
 
     def __init__(self, coll: Collection, rate, workers: int = 48, nq: int = 1, dim: int = DIM, nprobe: int = 16,
                  max_backlog: int = 5000, retry_transient: bool = False):
