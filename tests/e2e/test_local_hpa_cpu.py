@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.kube_fakes import (PodsAndMetricsFake, go_duration, parse_selector,  # noqa: E402
                                 rfc3339, selector_matches)
-from harness.procs import wait_until  # noqa: E402
+from harness.procs import send_json, wait_until  # noqa: E402
 from harness.services import cargo_bin, run_dir  # noqa: E402
 
 SELECTOR = "app=querynode"
@@ -76,12 +76,7 @@ class ScaleFake:
                 pass
 
             def _send(self, code, body):
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, code, body)
 
             def do_GET(self):
                 if self.path != ScaleFake.PATH:

@@ -15,7 +15,6 @@ so the harness creates the ones Milvus uses before Milvus starts.
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
 import os
 import random
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from .procs import Service, http_ok, port_open, wait_until
+from .procs import Service, http_ok, port_open, send_json, wait_until
 from .segment_cache import ACCESS_KEY, SECRET_KEY, SegmentCache
 from .services import Milvus, Moto, _try_lock, run_dir
 
@@ -754,12 +753,7 @@ class QueryNodeScaleEndpoint:
                 pass
 
             def _send(self, code: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, code, body)
 
             def do_GET(self):
                 if self.path.split("?")[0] != SCALE_PATH:

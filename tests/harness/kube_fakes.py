@@ -44,7 +44,6 @@ With tests/harness/cluster.py's MilvusCluster, a provider is e.g.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import threading
@@ -54,6 +53,8 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
+
+from .procs import send_json
 
 PODS_RE = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/?$")
 METRICS_RE = re.compile(r"^/apis/metrics\.k8s\.io/v1beta1/namespaces/([^/]+)/pods/?$")
@@ -194,12 +195,7 @@ class PodsAndMetricsFake:
                 pass
 
             def _send(self, code: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, code, body)
 
             def do_GET(self):
                 url = urlsplit(self.path)

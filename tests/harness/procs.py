@@ -1,6 +1,7 @@
 """Process lifecycle: start in its own session, log to a file, wait for readiness, stop by PID."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -98,3 +99,13 @@ class Service:
     def kill(self) -> None:
         self.signal(signal.SIGKILL)
         self.popen.wait(timeout=30)
+
+
+def send_json(handler, code: int, body) -> None:
+    """Answers an http.server request with `body` as JSON (the fakes' one response helper)."""
+    data = json.dumps(body).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
