@@ -47,22 +47,25 @@ pub enum LoadTrace {
 impl LoadTrace {
     /// Checks the trace describes a real load: finite, non-negative rates and durations.
     pub fn validate(&self) -> Result<(), SimError> {
-        let bad = |what: &str| {
-            let (key, message) = what.split_once(": ").unwrap_or(("", what));
-            Err(SimError::invalid(key, message))
-        };
+        let bad = |key: &str, message: String| Err(SimError::invalid(key, message));
         let ok = |v: f64| v.is_finite() && v >= 0.0;
         match self {
             LoadTrace::Points { points } => {
                 if points.is_empty() {
-                    return bad("points: at least one [seconds, qps] point is needed");
+                    return bad(
+                        "points",
+                        "at least one [seconds, qps] point is needed".into(),
+                    );
                 }
                 let mut last = f64::NEG_INFINITY;
                 for (i, [t, q]) in points.iter().enumerate() {
                     if !ok(*t) || !ok(*q) || *t <= last {
-                        return bad(&format!(
-                            "points[{i}]: expected [seconds, qps], both finite and >= 0, seconds strictly increasing; got [{t}, {q}]"
-                        ));
+                        return bad(
+                            &format!("points[{i}]"),
+                            format!(
+                                "expected [seconds, qps], both finite and >= 0, seconds strictly increasing; got [{t}, {q}]"
+                            ),
+                        );
                     }
                     last = *t;
                 }
@@ -84,7 +87,7 @@ impl LoadTrace {
                     ("cooldown_seconds", cooldown_seconds),
                 ] {
                     if !ok(*v) {
-                        return bad(&format!("{name}: expected a finite number >= 0, got {v}"));
+                        return bad(name, format!("expected a finite number >= 0, got {v}"));
                     }
                 }
             }
@@ -96,16 +99,16 @@ impl LoadTrace {
                 days,
             } => {
                 if !ok(*floor_qps) || !ok(*peak_qps) || peak_qps < floor_qps {
-                    return bad("floor_qps and peak_qps: expected 0 <= floor_qps <= peak_qps");
+                    return bad("floor_qps", "expected 0 <= floor_qps <= peak_qps".into());
                 }
                 if !(peak_width_hours.is_finite() && *peak_width_hours > 0.0) {
-                    return bad("peak_width_hours: expected a number > 0");
+                    return bad("peak_width_hours", "expected a number > 0".into());
                 }
                 if !(days.is_finite() && *days > 0.0) {
-                    return bad("days: expected a number > 0");
+                    return bad("days", "expected a number > 0".into());
                 }
                 if let Some(h) = peaks_at_hours.iter().find(|h| !(0.0..=24.0).contains(*h)) {
-                    return bad(&format!("peaks_at_hours: expected hours 0-24, got {h}"));
+                    return bad("peaks_at_hours", format!("expected hours 0-24, got {h}"));
                 }
             }
         }
