@@ -35,11 +35,16 @@ pub enum Signal {
     /// whatever the capacity, so an `AverageValue` target of one query node's capacity in nq/s
     /// asks for demand / capacity replicas.
     SearchDemand,
+    /// 1 while the query coordinator moves data between query nodes (segment or channel tasks
+    /// that load, move or release, or a query node in stopping balance) in any round of the
+    /// window, else 0. A hold for scale-in: a `Value` target of 1 asks for the current replicas
+    /// exactly while Milvus is still balancing, and for nothing otherwise (docs/scaling-policy.md).
+    QueryBalancing,
 }
 
 impl Signal {
     /// Every signal, in display order.
-    pub const ALL: [Signal; 11] = [
+    pub const ALL: [Signal; 12] = [
         Signal::SearchQueueDepth,
         Signal::SearchLatencyP50Seconds,
         Signal::SearchLatencyP90Seconds,
@@ -51,6 +56,7 @@ impl Signal {
         Signal::SearchInflight,
         Signal::SearchInflightNodeMax,
         Signal::SearchDemand,
+        Signal::QueryBalancing,
     ];
 
     /// The signal's name in configuration and trigger metadata, e.g. `search_queue_depth`.
@@ -67,6 +73,7 @@ impl Signal {
             Signal::SearchInflight => "search_inflight",
             Signal::SearchInflightNodeMax => "search_inflight_node_max",
             Signal::SearchDemand => "search_demand",
+            Signal::QueryBalancing => "query_balancing",
         }
     }
 
@@ -90,7 +97,8 @@ impl Signal {
             | Signal::SearchRate
             | Signal::SearchInflight
             | Signal::SearchInflightNodeMax
-            | Signal::SearchDemand => true,
+            | Signal::SearchDemand
+            | Signal::QueryBalancing => true,
             Signal::SearchQueueDepth
             | Signal::IndexPendingBuilds
             | Signal::LoadedEntities
@@ -100,8 +108,9 @@ impl Signal {
 
     /// Whether Milvus labels the metrics behind the signal by collection, so that it has
     /// per-collection values. The query-node read-task gauges (queue depth, in-flight) carry
-    /// only `node_id`, and so does the proxy's `executing_total_nq` behind `search_demand`:
-    /// those signals exist for the whole instance only.
+    /// only `node_id`, and so does the proxy's `executing_total_nq` behind `search_demand`;
+    /// querycoord's task gauges carry only the task type: those signals exist for the whole
+    /// instance only.
     pub fn is_per_collection(self) -> bool {
         match self {
             Signal::SearchLatencyP50Seconds
@@ -114,7 +123,8 @@ impl Signal {
             Signal::SearchQueueDepth
             | Signal::SearchInflight
             | Signal::SearchInflightNodeMax
-            | Signal::SearchDemand => false,
+            | Signal::SearchDemand
+            | Signal::QueryBalancing => false,
         }
     }
 

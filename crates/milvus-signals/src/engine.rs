@@ -79,6 +79,8 @@ struct TargetHistory {
     answered: VecDeque<SystemTime>,
     /// Proxy targets only: the two inputs of `search_demand`.
     demand: DemandHistory,
+    /// Query-coordinator (and stopping-balance) tasks moving data, at each round inside the window.
+    balance: VecDeque<(SystemTime, f64)>,
 }
 
 /// Keeps what the window needs and derives signal values from it.
@@ -152,6 +154,9 @@ impl SignalEngine {
                     .executing
                     .push_back((at, sample.executing_nq().unwrap_or(0.0)));
             }
+            if sample.has_querycoord || sample.balance_tasks > 0.0 {
+                history.balance.push_back((at, sample.balance_tasks));
+            }
             history.latest = sample;
             history.answered.push_back(at);
         }
@@ -174,6 +179,9 @@ impl SignalEngine {
             history.in_flight.retain(|_, points| !points.is_empty());
             while history.answered.front().is_some_and(|t| !inside(*t)) {
                 history.answered.pop_front();
+            }
+            while history.balance.front().is_some_and(|(t, _)| !inside(*t)) {
+                history.balance.pop_front();
             }
             let demand = &mut history.demand;
             while demand
@@ -219,6 +227,10 @@ impl SignalEngine {
         self.gauge_signals(&targets, &mut out);
         self.windowed_signals(&current, &targets, &mut out);
         self.in_flight_signals(&current, &mut out);
+        out.insert(
+            SignalKey::instance(Signal::QueryBalancing),
+            balancing_signal(&current),
+        );
         out.insert(
             SignalKey::instance(Signal::SearchDemand),
             self.demand_signal(&named),
@@ -488,6 +500,22 @@ impl SignalEngine {
             }
         }
     }
+}
+
+/// `query_balancing`: 1 when any target of the newest round saw data moving between query nodes
+/// in any of its rounds inside the window, else 0; unknown without a query coordinator in the
+/// newest round (a hold that cannot see Milvus must not say "settled").
+fn balancing_signal(current: &[&TargetHistory]) -> Result<f64, String> {
+    if !current.iter().any(|h| h.latest.has_querycoord) {
+        return Err(
+            "no scraped target exports query-coordinator metrics (milvus_querycoord_*)".into(),
+        );
+    }
+    let moving = current
+        .iter()
+        .flat_map(|h| h.balance.iter())
+        .any(|(_, tasks)| *tasks > 0.0);
+    Ok(if moving { 1.0 } else { 0.0 })
 }
 
 /// Increase of a counter over consecutive values, Prometheus-style: a drop is a reset (the
@@ -1077,5 +1105,63 @@ mod tests {
             Ok(7.0)
         );
         assert_eq!(value(&v, Signal::LoadedEntities), Ok(7.0));
+    }
+
+    /// A 2.3.5 query coordinator body with `moving` segment_move tasks and, always, channel
+    /// and leader-update tasks that move nothing / are idle.
+    fn querycoord(moving: f64) -> TargetSample {
+        let body = format!(
+            "milvus_querycoord_querynode_num 2\n\
+             milvus_querycoord_task_num{{querycoord_task_type=\"segment_move\"}} {moving}\n\
+             milvus_querycoord_task_num{{querycoord_task_type=\"channel_grow\"}} 0\n\
+             milvus_querycoord_task_num{{querycoord_task_type=\"leader_update\"}} 3\n"
+        );
+        parse_target(&body, &Limits::default()).unwrap()
+    }
+
+    #[test]
+    fn balancing_holds_for_a_window_after_the_last_task_and_is_unknown_without_querycoord() {
+        let mut e = SignalEngine::new(Duration::from_secs(30));
+        // No query coordinator scraped: unknown, never "settled".
+        e.observe(t(0), one("qn", qn_2_5("1", 0.0, 0.0)));
+        assert!(
+            value(&e.compute(), Signal::QueryBalancing)
+                .unwrap_err()
+                .contains("query-coordinator")
+        );
+        // Idle 2.3.5 querycoord exports no task gauge yet: settled (leader_update moves nothing).
+        let idle = parse_target("milvus_querycoord_querynode_num 1\n", &Limits::default()).unwrap();
+        e.observe(t(1), one("qc", idle));
+        assert_eq!(value(&e.compute(), Signal::QueryBalancing), Ok(0.0));
+        e.observe(t(2), one("qc", querycoord(0.0)));
+        assert_eq!(value(&e.compute(), Signal::QueryBalancing), Ok(0.0));
+        // Segments moving: 1, and it stays 1 for a whole window after the last task.
+        e.observe(t(10), one("qc", querycoord(4.0)));
+        assert_eq!(value(&e.compute(), Signal::QueryBalancing), Ok(1.0));
+        e.observe(t(20), one("qc", querycoord(0.0)));
+        assert_eq!(value(&e.compute(), Signal::QueryBalancing), Ok(1.0));
+        e.observe(t(40), one("qc", querycoord(0.0)));
+        assert_eq!(value(&e.compute(), Signal::QueryBalancing), Ok(1.0));
+        e.observe(t(41), one("qc", querycoord(0.0)));
+        assert_eq!(value(&e.compute(), Signal::QueryBalancing), Ok(0.0));
+    }
+
+    #[test]
+    fn balancing_counts_stopping_nodes_on_any_target() {
+        let mut e = SignalEngine::new(Duration::from_secs(30));
+        let stopping =
+            parse_target("milvus_querynode_stopping_balance_node_num 1\nmilvus_querynode_read_task_ready_len{node_id=\"2\"} 0\n", &Limits::default())
+                .unwrap();
+        assert_eq!(stopping.balance_tasks, 1.0);
+        let round = BTreeMap::from([
+            ("qc".to_string(), querycoord(0.0)),
+            ("qn".to_string(), stopping),
+        ]);
+        e.observe(t(0), round);
+        assert_eq!(value(&e.compute(), Signal::QueryBalancing), Ok(1.0));
+        // The coordinator alone afterwards: the stopping node's round is still inside the window
+        // but the node is gone from the newest round, so it no longer counts.
+        e.observe(t(5), one("qc", querycoord(0.0)));
+        assert_eq!(value(&e.compute(), Signal::QueryBalancing), Ok(0.0));
     }
 }

@@ -70,6 +70,9 @@ pub struct TargetSample {
     pub has_querynode: bool,
     /// The target runs the data coordinator (exports `milvus_datacoord_*`).
     pub has_datacoord: bool,
+    /// The target runs the query coordinator (exports `milvus_querycoord_*`; in 2.6 the mix
+    /// coordinator does).
+    pub has_querycoord: bool,
     /// Whether any read-task queue gauge was exported (a query node without one is an error).
     pub has_queue_gauge: bool,
     /// Gauge values by (gauge, collection); `None` collection is the target's total.
@@ -86,6 +89,12 @@ pub struct TargetSample {
     /// series only; `None` when the target exports no `milvus_proxy_received_nq` series at all
     /// (a proxy creates them on its first search or query).
     pub received_search_nq: Option<f64>,
+    /// Query distribution changing now: the query coordinator's scheduled segment and channel
+    /// tasks that load, move or release data (`milvus_querycoord_task_num` with a
+    /// `querycoord_task_type` ending `_grow`, `_move` or `_reduce`) plus query nodes in stopping
+    /// balance (`milvus_querynode_stopping_balance_node_num`, 2.4+). 0 when neither is exported:
+    /// querycoord creates the task gauges on its first scheduled task.
+    pub balance_tasks: f64,
 }
 
 impl TargetSample {
@@ -111,6 +120,8 @@ pub const METRICS_READ: &[&str] = &[
     "milvus_proxy_sq_latency_bucket",
     "milvus_proxy_collection_sq_latency_bucket",
     "milvus_proxy_collection_sq_latency_count",
+    "milvus_querycoord_task_num",
+    "milvus_querynode_stopping_balance_node_num",
 ];
 
 /// Parses a Milvus `/metrics` body and extracts the load figures from it.
@@ -125,6 +136,7 @@ pub fn extract(exposition: &Exposition) -> TargetSample {
         has_proxy: exposition.has_family_prefix("milvus_proxy_"),
         has_querynode: exposition.has_family_prefix("milvus_querynode_"),
         has_datacoord: exposition.has_family_prefix("milvus_datacoord_"),
+        has_querycoord: exposition.has_family_prefix("milvus_querycoord_"),
         ..TargetSample::default()
     };
     for sample in &exposition.samples {
@@ -196,6 +208,17 @@ pub fn extract(exposition: &Exposition) -> TargetSample {
                     );
                 }
             }
+            "milvus_querycoord_task_num" => {
+                // 2.3.5 schedules segment/channel grow, move and reduce tasks; 2.5+ adds
+                // segment_update and leader_update, which change no node's share of the data.
+                let moves_data = sample.label("querycoord_task_type").is_some_and(|t| {
+                    t.ends_with("_grow") || t.ends_with("_move") || t.ends_with("_reduce")
+                });
+                if moves_data {
+                    out.balance_tasks += sample.value;
+                }
+            }
+            "milvus_querynode_stopping_balance_node_num" => out.balance_tasks += sample.value,
             "milvus_proxy_collection_sq_latency_count" => {
                 if let (Some("search"), Some(collection)) =
                     (sample.label("query_type"), sample.label("collection_name"))
@@ -386,5 +409,29 @@ milvus_proxy_executing_total_nq{node_id=\"3\",query_type=\"query\"} 1
         let s = parse_target(queries, &Limits::default()).unwrap();
         assert_eq!(s.received_search_nq, Some(0.0));
         assert_eq!(s.executing_nq(), None);
+    }
+
+    #[test]
+    fn balance_tasks_count_data_moving_querycoord_tasks_in_both_generations() {
+        // 2.3.5 captures: the standalone under load ran querycoord with all six task gauges at 0.
+        let s = parse_target(
+            &fixture("milvus-2.3.5-metrics-under-load.prom"),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert!(s.has_querycoord);
+        assert_eq!(s.balance_tasks, 0.0);
+        let body = "\
+milvus_querycoord_task_num{querycoord_task_type=\"segment_grow\"} 2
+milvus_querycoord_task_num{querycoord_task_type=\"segment_move\"} 3
+milvus_querycoord_task_num{querycoord_task_type=\"channel_reduce\"} 1
+milvus_querycoord_task_num{querycoord_task_type=\"segment_update\"} 7
+milvus_querycoord_task_num{querycoord_task_type=\"leader_update\"} 5
+milvus_querynode_stopping_balance_node_num 1
+";
+        let s = parse_target(body, &Limits::default()).unwrap();
+        // grow + move + reduce + stopping nodes; updates change no node's share.
+        assert_eq!(s.balance_tasks, 7.0);
+        assert!(s.has_querycoord);
     }
 }

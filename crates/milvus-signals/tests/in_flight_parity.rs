@@ -515,3 +515,118 @@ fn scrape_engine_and_promql_agree_on_search_demand() {
         ],
     );
 }
+
+fn balancing_scenario() -> Vec<Series> {
+    let task = |kind: &str, at| Series {
+        target: "coord",
+        metric: "milvus_querycoord_task_num",
+        labels: format!("querycoord_task_type=\"{kind}\""),
+        namespace: "milvus",
+        at,
+    };
+    vec![
+        // The query coordinator, scraped from start; its task gauges appear with the first task.
+        Series {
+            target: "coord",
+            metric: "milvus_querycoord_querynode_num",
+            labels: String::new(),
+            namespace: "milvus",
+            at: |_| Some(2.0),
+        },
+        // A node joined: segments move for 4 s from 20 s.
+        task("segment_move", |t| {
+            (t >= 10).then_some(if (20..24).contains(&t) { 3.0 } else { 0.0 })
+        }),
+        // Leader-view updates move no data: never a hold.
+        task("leader_update", |t| (t >= 10).then_some(5.0)),
+        // One channel grows for a single second at 60 s.
+        task("channel_grow", |t| {
+            (t >= 10).then_some(if t == 60 { 1.0 } else { 0.0 })
+        }),
+        // A 2.4+ query node in stopping balance from 80 s to 85 s, gone from 86 s.
+        Series {
+            target: "qn-stopping",
+            metric: "milvus_querynode_stopping_balance_node_num",
+            labels: String::new(),
+            namespace: "milvus",
+            at: |t| {
+                (70..=85)
+                    .contains(&t)
+                    .then_some(if t >= 80 { 1.0 } else { 0.0 })
+            },
+        },
+        // Another Milvus in the same Prometheus, always balancing: the selector keeps it out.
+        Series {
+            target: "other",
+            metric: "milvus_querycoord_task_num",
+            labels: "querycoord_task_type=\"segment_move\"".into(),
+            namespace: "elsewhere",
+            at: |_| Some(9.0),
+        },
+    ]
+}
+
+#[test]
+fn scrape_engine_and_promql_agree_on_query_balancing() {
+    const SECONDS: u64 = 130;
+    const CHECK_AT: &[u64] = &[
+        0, 5, 15, 19, 20, 30, 53, 54, 59, 60, 75, 80, 85, 86, 90, 91, 100, 115, 116, 130,
+    ];
+    let signals = [Signal::QueryBalancing];
+    let series = balancing_scenario();
+    let expected = engine_values(
+        &series,
+        SECONDS,
+        CHECK_AT,
+        &signals,
+        SignalEngine::new(WINDOW),
+    );
+    // The scenario exercises what it claims to (the engine side of the story): 1 from the first
+    // moving round until a whole window after the last one, 0 otherwise.
+    let at = |t: u64| expected[&t][0].clone().unwrap();
+    for (t, want) in [
+        (0, 0.0),
+        (19, 0.0),
+        (20, 1.0),
+        (53, 1.0),
+        (54, 0.0),
+        (60, 1.0),
+        (80, 1.0),
+        (90, 1.0),
+        (91, 0.0),
+        (100, 0.0),
+        (115, 0.0),
+    ] {
+        assert_eq!(at(t), want, "at {t} s");
+    }
+    // 85 s: the stopping node's last round; 86 s: it is gone, and only the 60 s blip holds.
+    assert_eq!((at(85), at(86)), (1.0, 1.0));
+
+    // No query coordinator scraped: no value on either side.
+    let no_coord = vec![Series {
+        target: "qn",
+        metric: "milvus_querynode_read_task_ready_len",
+        labels: "node_id=\"1\"".into(),
+        namespace: "milvus",
+        at: |_| Some(3.0),
+    }];
+    let none = engine_values(&no_coord, 30, &[30], &signals, SignalEngine::new(WINDOW));
+    assert!(
+        none[&30][0]
+            .as_ref()
+            .unwrap_err()
+            .contains("query-coordinator")
+    );
+
+    let exprs = exprs(&signals, DEFAULT_DEMAND_DRAIN);
+    promtool_agrees(
+        "balancing",
+        &[
+            group(
+                &input_series(&series, SECONDS),
+                &expr_tests(&exprs, &expected),
+            ),
+            group(&input_series(&no_coord, 30), &expr_tests(&exprs, &none)),
+        ],
+    );
+}

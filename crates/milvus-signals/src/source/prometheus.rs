@@ -53,6 +53,7 @@ pub fn queries(selector: &str, window: Duration, demand_drain: Duration) -> Vec<
     let proxy_up = format!("0 * max(milvus_proxy_tt_lag_ms{})", sel(""));
     let mut out = in_flight_queries(selector, window);
     out.push(demand_query(selector, window, demand_drain));
+    out.push(balancing_query(selector, window));
     out.extend([
         SignalQuery {
             signal: Signal::SearchQueueDepth,
@@ -215,6 +216,41 @@ fn demand_query(selector: &str, window: Duration, drain: Duration) -> SignalQuer
         collection_label: None,
         expr: format!(
             "sum((rate({received}[{secs}s:{step}s]) + avg_over_time({executing}[{secs}s:{step}s]) / {drain}) and {proxy}) unless on () {one_missing}"
+        ),
+    }
+}
+
+/// `query_balancing`: 1 when a target scraped now exported data-moving query-coordinator tasks
+/// (`milvus_querycoord_task_num` of a `_grow`, `_move` or `_reduce` type) or query nodes in
+/// stopping balance in any subquery point of the window, else 0; empty (unknown) while no query
+/// coordinator is scraped (`milvus_querycoord_querynode_num`, exported from start). As in the
+/// scrape engine, a coordinator without task gauges yet counts 0 and a target no longer scraped
+/// no longer counts.
+fn balancing_query(selector: &str, window: Duration) -> SignalQuery {
+    let extra = if selector.is_empty() {
+        String::new()
+    } else {
+        format!(",{selector}")
+    };
+    let secs = window.as_secs().max(1);
+    let step = (secs / 30).max(1);
+    let tasks = format!(
+        "sum by (instance) (milvus_querycoord_task_num{{querycoord_task_type=~\".*_(grow|move|reduce)\"{extra}}} >= 0)"
+    );
+    let stopping = format!(
+        "sum by (instance) (milvus_querynode_stopping_balance_node_num{{{selector}}} >= 0)"
+    );
+    let coordinator =
+        format!("group by (instance) (milvus_querycoord_querynode_num{{{selector}}})");
+    // Per target: tasks + stopping nodes, either alone, or 0 for a coordinator without either.
+    let activity =
+        format!("(({tasks} + {stopping}) or {tasks} or {stopping} or 0 * {coordinator})");
+    let now = format!("({coordinator} or group by (instance) ({stopping}))");
+    SignalQuery {
+        signal: Signal::QueryBalancing,
+        collection_label: None,
+        expr: format!(
+            "(max(max_over_time({activity}[{secs}s:{step}s]) and on (instance) {now}) > bool 0) and on () group({coordinator})"
         ),
     }
 }
