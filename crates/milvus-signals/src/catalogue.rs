@@ -35,9 +35,8 @@ pub enum Signal {
     /// whatever the capacity, so an `AverageValue` target of one query node's capacity in nq/s
     /// asks for demand / capacity replicas.
     SearchDemand,
-    /// 1 while the query coordinator moves data between query nodes (segment or channel tasks
-    /// that load, move or release, or a query node in stopping balance) in any round of the
-    /// window, else 0. A hold for scale-in: a `Value` target of 1 asks for the current replicas
+    /// 1 while the query coordinator moves data between query nodes (segment or channel move
+    /// tasks, or a query node in stopping balance) in any round of the window, else 0. A hold for scale-in: a `Value` target of 1 asks for the current replicas
     /// exactly while Milvus is still balancing, and for nothing otherwise (docs/scaling-policy.md).
     QueryBalancing,
 }

@@ -1107,13 +1107,13 @@ mod tests {
         assert_eq!(value(&v, Signal::LoadedEntities), Ok(7.0));
     }
 
-    /// A 2.3.5 query coordinator body with `moving` segment_move tasks and, always, channel
-    /// and leader-update tasks that move nothing / are idle.
+    /// A 2.3.5 query coordinator body with `moving` segment_move tasks and, always, grow and
+    /// leader-update tasks, which move nothing between nodes.
     fn querycoord(moving: f64) -> TargetSample {
         let body = format!(
             "milvus_querycoord_querynode_num 2\n\
              milvus_querycoord_task_num{{querycoord_task_type=\"segment_move\"}} {moving}\n\
-             milvus_querycoord_task_num{{querycoord_task_type=\"channel_grow\"}} 0\n\
+             milvus_querycoord_task_num{{querycoord_task_type=\"segment_grow\"}} 2\n\
              milvus_querycoord_task_num{{querycoord_task_type=\"leader_update\"}} 3\n"
         );
         parse_target(&body, &Limits::default()).unwrap()
@@ -1129,7 +1129,8 @@ mod tests {
                 .unwrap_err()
                 .contains("query-coordinator")
         );
-        // Idle 2.3.5 querycoord exports no task gauge yet: settled (leader_update moves nothing).
+        // Idle 2.3.5 querycoord exports no task gauge yet: settled; grows and leader updates
+        // move nothing between nodes.
         let idle = parse_target("milvus_querycoord_querynode_num 1\n", &Limits::default()).unwrap();
         e.observe(t(1), one("qc", idle));
         assert_eq!(value(&e.compute(), Signal::QueryBalancing), Ok(0.0));

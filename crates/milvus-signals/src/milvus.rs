@@ -89,11 +89,13 @@ pub struct TargetSample {
     /// series only; `None` when the target exports no `milvus_proxy_received_nq` series at all
     /// (a proxy creates them on its first search or query).
     pub received_search_nq: Option<f64>,
-    /// Query distribution changing now: the query coordinator's scheduled segment and channel
-    /// tasks that load, move or release data (`milvus_querycoord_task_num` with a
-    /// `querycoord_task_type` ending `_grow`, `_move` or `_reduce`) plus query nodes in stopping
-    /// balance (`milvus_querynode_stopping_balance_node_num`, 2.4+). 0 when neither is exported:
-    /// querycoord creates the task gauges on its first scheduled task.
+    /// Data moving between query nodes now: the query coordinator's scheduled segment and channel
+    /// move tasks (`milvus_querycoord_task_num{querycoord_task_type=~".*_move"}`: balancing onto a
+    /// new node, or off a stopping one) plus query nodes in stopping balance
+    /// (`milvus_querynode_stopping_balance_node_num`, 2.4+). Grow tasks (loading a newly sealed
+    /// segment, which continuous inserts cause every few minutes) and reduce tasks (releases) are
+    /// not counted: they move nothing between nodes. 0 when neither is exported: querycoord
+    /// creates the task gauges on its first scheduled task.
     pub balance_tasks: f64,
 }
 
@@ -210,10 +212,10 @@ pub fn extract(exposition: &Exposition) -> TargetSample {
             }
             "milvus_querycoord_task_num" => {
                 // 2.3.5 schedules segment/channel grow, move and reduce tasks; 2.5+ adds
-                // segment_update and leader_update, which change no node's share of the data.
-                let moves_data = sample.label("querycoord_task_type").is_some_and(|t| {
-                    t.ends_with("_grow") || t.ends_with("_move") || t.ends_with("_reduce")
-                });
+                // segment_update and leader_update. Only moves shift data between nodes.
+                let moves_data = sample
+                    .label("querycoord_task_type")
+                    .is_some_and(|t| t.ends_with("_move"));
                 if moves_data {
                     out.balance_tasks += sample.value;
                 }
@@ -412,7 +414,7 @@ milvus_proxy_executing_total_nq{node_id=\"3\",query_type=\"query\"} 1
     }
 
     #[test]
-    fn balance_tasks_count_data_moving_querycoord_tasks_in_both_generations() {
+    fn balance_tasks_count_moves_between_nodes_in_both_generations() {
         // 2.3.5 captures: the standalone under load ran querycoord with all six task gauges at 0.
         let s = parse_target(
             &fixture("milvus-2.3.5-metrics-under-load.prom"),
@@ -424,14 +426,16 @@ milvus_proxy_executing_total_nq{node_id=\"3\",query_type=\"query\"} 1
         let body = "\
 milvus_querycoord_task_num{querycoord_task_type=\"segment_grow\"} 2
 milvus_querycoord_task_num{querycoord_task_type=\"segment_move\"} 3
-milvus_querycoord_task_num{querycoord_task_type=\"channel_reduce\"} 1
+milvus_querycoord_task_num{querycoord_task_type=\"channel_move\"} 1
+milvus_querycoord_task_num{querycoord_task_type=\"channel_reduce\"} 4
 milvus_querycoord_task_num{querycoord_task_type=\"segment_update\"} 7
 milvus_querycoord_task_num{querycoord_task_type=\"leader_update\"} 5
 milvus_querynode_stopping_balance_node_num 1
 ";
         let s = parse_target(body, &Limits::default()).unwrap();
-        // grow + move + reduce + stopping nodes; updates change no node's share.
-        assert_eq!(s.balance_tasks, 7.0);
+        // Segment and channel moves + stopping nodes; grows, reduces and updates move nothing
+        // between nodes.
+        assert_eq!(s.balance_tasks, 5.0);
         assert!(s.has_querycoord);
     }
 }

@@ -539,8 +539,10 @@ fn balancing_scenario() -> Vec<Series> {
         }),
         // Leader-view updates move no data: never a hold.
         task("leader_update", |t| (t >= 10).then_some(5.0)),
-        // One channel grows for a single second at 60 s.
-        task("channel_grow", |t| {
+        // Loading newly sealed segments moves nothing between nodes: never a hold.
+        task("segment_grow", |t| (t >= 10).then_some(2.0)),
+        // One channel moves for a single second at 60 s.
+        task("channel_move", |t| {
             (t >= 10).then_some(if t == 60 { 1.0 } else { 0.0 })
         }),
         // A 2.4+ query node in stopping balance from 80 s to 85 s, gone from 86 s.

@@ -220,8 +220,8 @@ fn demand_query(selector: &str, window: Duration, drain: Duration) -> SignalQuer
     }
 }
 
-/// `query_balancing`: 1 when a target scraped now exported data-moving query-coordinator tasks
-/// (`milvus_querycoord_task_num` of a `_grow`, `_move` or `_reduce` type) or query nodes in
+/// `query_balancing`: 1 when a target scraped now exported query-coordinator move tasks
+/// (`milvus_querycoord_task_num` of a `_move` type) or query nodes in
 /// stopping balance in any subquery point of the window, else 0; empty (unknown) while no query
 /// coordinator is scraped (`milvus_querycoord_querynode_num`, exported from start). As in the
 /// scrape engine, a coordinator without task gauges yet counts 0 and a target no longer scraped
@@ -235,7 +235,7 @@ fn balancing_query(selector: &str, window: Duration) -> SignalQuery {
     let secs = window.as_secs().max(1);
     let step = (secs / 30).max(1);
     let tasks = format!(
-        "sum by (instance) (milvus_querycoord_task_num{{querycoord_task_type=~\".*_(grow|move|reduce)\"{extra}}} >= 0)"
+        "sum by (instance) (milvus_querycoord_task_num{{querycoord_task_type=~\".*_move\"{extra}}} >= 0)"
     );
     let stopping = format!(
         "sum by (instance) (milvus_querynode_stopping_balance_node_num{{{selector}}} >= 0)"
