@@ -35,7 +35,7 @@ pub enum SimError {
     Controller(String),
     /// A policy names a signal the simulation does not produce.
     #[error(
-        "unknown signal {0:?}: the simulation serves search_demand, search_rate, search_inflight, search_inflight_node_max, search_queue_depth, search_latency_p99_seconds"
+        "unknown signal {0:?}: the simulation serves search_demand, search_rate, search_inflight, search_inflight_node_max, search_queue_depth, search_latency_p99_seconds, query_balancing"
     )]
     UnknownSignal(String),
 }

@@ -29,6 +29,9 @@ pub struct Signals {
     pub search_queue_depth: Option<f64>,
     /// 99th percentile search latency over the window, seconds.
     pub search_latency_p99_seconds: Option<f64>,
+    /// 1 when segments moved between query nodes in any second of the window (a started query
+    /// node loading its share, or a stopping one handing its share over), else 0.
+    pub query_balancing: Option<f64>,
 }
 
 impl Signals {
@@ -42,6 +45,7 @@ impl Signals {
             "search_inflight_node_max" => self.search_inflight_node_max,
             "search_queue_depth" => self.search_queue_depth,
             "search_latency_p99_seconds" => self.search_latency_p99_seconds,
+            "query_balancing" => self.query_balancing,
             _ => return Err(SimError::UnknownSignal(name.to_string())),
         })
     }
@@ -173,6 +177,7 @@ struct Second {
     inflight: f64,
     inflight_node_max: f64,
     latency: LatencySlice,
+    balancing: bool,
 }
 
 /// Runs `trace` against a cluster that starts with `initial_replicas` serving query nodes (and
@@ -370,11 +375,17 @@ pub fn run(
             }
         }
 
+        // Milvus moves segments onto a query node while it loads (after it started) and off one
+        // while it stops gracefully.
+        let balancing = pods
+            .iter()
+            .any(|p| matches!(p.phase, Phase::Starting { .. } | Phase::Stopping { .. }));
         history.push_back(Second {
             offered,
             inflight,
             inflight_node_max,
             latency,
+            balancing,
         });
         if history.len() > window_len {
             history.pop_front();
@@ -513,6 +524,11 @@ fn compute_signals(
         search_inflight_node_max: Some(node_max),
         search_queue_depth: Some(serving as f64 * waiting_per_node + backlog),
         search_latency_p99_seconds: mixture_quantile(&slices, 0.99),
+        query_balancing: Some(if history.iter().any(|s| s.balancing) {
+            1.0
+        } else {
+            0.0
+        }),
     }
 }
 
