@@ -22,6 +22,7 @@ about 2x one node's capacity → quiet. Asserted, by cause and effect (no wall-c
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,9 +31,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness import workload  # noqa: E402
-from harness.cluster import MilvusCluster  # noqa: E402
+from harness.cluster import MilvusCluster, metric_sum  # noqa: E402
 from harness.loop import ClosedLoop, hpa_manifest  # noqa: E402
 from harness.procs import REPO, wait_until  # noqa: E402
+from harness.services import scaler_signal  # noqa: E402
 
 pytestmark = pytest.mark.timeout(3600)
 
@@ -47,6 +49,34 @@ NQ, NPROBE = 10, 64
 
 def p99(records) -> float | None:
     return workload.quantile([r[1] for r in records if r[2] is None], 0.99)
+
+
+class BalancingSampler:
+    """Every 0.5 s: querycoord's move tasks read straight from Milvus's own /metrics, beside the
+    `query_balancing` signal milvus-scaler serves for the same instance."""
+
+    def __init__(self, cluster: MilvusCluster, loop: ClosedLoop, instance: str = "demo"):
+        self.coordinator = cluster.procs["coordinators"].metrics_url
+        self.loop, self.instance = loop, instance
+        self.samples: list[tuple[float, float | None, float | None]] = []  # (time, moves, signal)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            moves = [metric_sum(self.coordinator, "milvus_querycoord_task_num", querycoord_task_type=t)
+                     for t in ("segment_move", "channel_move")]
+            total = None if any(m is None for m in moves) else sum(moves)
+            try:
+                signal = scaler_signal(self.loop.scaler, self.instance, "query_balancing")
+            except Exception:  # the scaler is stopping
+                signal = None
+            self.samples.append((time.monotonic(), total, signal))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def test_spike_scales_query_nodes_out_and_back_in_without_flapping_or_failed_searches():
@@ -76,6 +106,7 @@ def test_spike_scales_query_nodes_out_and_back_in_without_flapping_or_failed_sea
         phase = {"rate": quiet}
         loop = ClosedLoop(cluster, hpa, window="10s", stale_after="5s", sync_period=f"{SYNC}s",
                           max_replicas=MAX_REPLICAS, demand_drain="20s")
+        balancing = BalancingSampler(cluster, loop)
         try:
             # Clients retry Milvus's transient routing errors with backoff (see the module docstring).
             with workload.RateLoad(coll, rate=lambda t: phase["rate"], workers=128, nq=NQ, nprobe=NPROBE,
@@ -129,6 +160,7 @@ def test_spike_scales_query_nodes_out_and_back_in_without_flapping_or_failed_sea
                 assert not failed, failed[:5]
 
                 # ---- blind: no target scraped, every signal unknown → the HPA holds ---------------
+                t_blind = time.monotonic()
                 loop.targets.blind = True
                 loop.targets.write()
                 seen = len(loop.decisions())
@@ -141,9 +173,24 @@ def test_spike_scales_query_nodes_out_and_back_in_without_flapping_or_failed_sea
                 assert loop.desired() == 1, "the HPA scaled while blind"
                 assert len(blind) >= 4 and all(d["desired"] == d["current"] for d in blind), blind
                 assert all("invalid" in (d.get("reason") or "") for d in blind), [d.get("reason") for d in blind]
+            balancing.stop()
+
+            # ---- query_balancing follows Milvus: whenever querycoord had segments or channels moving
+            # between query nodes (its own metrics), the served signal read 1 within 3 s -----------------
+            seen = [(t, m, v) for t, m, v in balancing.samples if t < t_blind]
+            moving = [t for t, m, _ in seen if m]
+            missed = [t for t in moving if not any(v == 1.0 for t2, _, v in seen if t <= t2 <= t + 3)]
+            ones = sum(1 for _, _, v in seen if v == 1.0)
+            zeros = sum(1 for _, _, v in seen if v == 0.0)
+            print(f"query_balancing: {len(moving)} samples with querycoord move tasks; the signal read 1 in "
+                  f"{ones} and 0 in {zeros} of {len(seen)} samples; missed moves: {len(missed)}")
+            assert moving, "querycoord never reported a move task while query nodes joined and left"
+            assert not missed, f"moves Milvus reported that query_balancing did not show: {missed[:5]}"
+            assert zeros > 0, "query_balancing never read 0: it would hold scale-in for ever"
             print("\nscale events:")
             for e in loop.endpoint.events:
                 print(f"  {e['time']} {e['action']:<8} {e['node'] or '':<14} {e['reason']}")
             print(f"searches: {len(load.records)} finished, {len(load.errors())} failed, {load.dropped} dropped")
         finally:
+            balancing.stop()
             loop.stop()
