@@ -176,10 +176,11 @@ def test_spike_scales_query_nodes_out_and_back_in_without_flapping_or_failed_sea
             balancing.stop()
 
             # ---- query_balancing follows Milvus: whenever querycoord had segments or channels moving
-            # between query nodes (its own metrics), the served signal read 1 within 3 s -----------------
+            # between query nodes (its own metrics), the served signal read 1 within 5 s (a few 1 s scrape
+            # rounds: one round whose coordinator scrape timed out on a busy machine is unknown) -------
             seen = [(t, m, v) for t, m, v in balancing.samples if t < t_blind]
             moving = [t for t, m, _ in seen if m]
-            missed = [t for t in moving if not any(v == 1.0 for t2, _, v in seen if t <= t2 <= t + 3)]
+            missed = [t for t in moving if not any(v == 1.0 for t2, _, v in seen if t <= t2 <= t + 5)]
             ones = sum(1 for _, _, v in seen if v == 1.0)
             zeros = sum(1 for _, _, v in seen if v == 0.0)
             print(f"query_balancing: {len(moving)} samples with querycoord move tasks; the signal read 1 in "
