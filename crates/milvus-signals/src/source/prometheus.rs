@@ -60,11 +60,7 @@ pub fn queries(selector: &str, window: Duration, demand_drain: Duration) -> Vec<
             collection_label: None,
             expr: format!(
                 "sum({{__name__=~\"milvus_querynode_read_task_(unsolved|ready)_len\"{}}})",
-                if selector.is_empty() {
-                    String::new()
-                } else {
-                    format!(",{selector}")
-                }
+                extra_matchers(selector)
             ),
         },
         SignalQuery {
@@ -136,6 +132,23 @@ pub fn queries(selector: &str, window: Duration, demand_drain: Duration) -> Vec<
     out
 }
 
+/// `selector` as extra matchers to append inside a selector's braces: `,` + selector, or nothing.
+fn extra_matchers(selector: &str) -> String {
+    if selector.is_empty() {
+        String::new()
+    } else {
+        format!(",{selector}")
+    }
+}
+
+/// A subquery's range and step, seconds, for `window`: about 30 points per window, at least one
+/// a second, so every sample of a Prometheus scraping every 1-30 s is seen, weighted by how long
+/// it held.
+fn subquery_range(window: Duration) -> (u64, u64) {
+    let secs = window.as_secs().max(1);
+    (secs, (secs / 30).max(1))
+}
+
 /// `search_inflight` (sum) and `search_inflight_node_max` (max) over query nodes of each node's
 /// in-flight read tasks (waiting + executing, both metric generations) averaged over the window.
 ///
@@ -145,19 +158,12 @@ pub fn queries(selector: &str, window: Duration, demand_drain: Duration) -> Vec<
 /// stay in the range for a whole window); `or` gives a node too new to have a subquery point its
 /// current value. No query node, or none scraped now: an empty result, which is unknown.
 fn in_flight_queries(selector: &str, window: Duration) -> Vec<SignalQuery> {
-    let extra = if selector.is_empty() {
-        String::new()
-    } else {
-        format!(",{selector}")
-    };
+    let extra = extra_matchers(selector);
     // `>= 0` drops NaN samples (the scrape engine skips them too) and keeps metric names apart.
     let now = format!(
         "sum by (node_id) ({{__name__=~\"milvus_querynode_read_task_(unsolved_len|ready_len|concurrency)\"{extra}}} >= 0)"
     );
-    let secs = window.as_secs().max(1);
-    // About 30 points per window, at least one a second: every sample of a Prometheus scraping
-    // every 1-30 s is seen, weighted by how long it held.
-    let step = (secs / 30).max(1);
+    let (secs, step) = subquery_range(window);
     let per_node = format!("((avg_over_time(({now})[{secs}s:{step}s]) or {now}) and {now})");
     vec![
         SignalQuery {
@@ -186,14 +192,8 @@ fn in_flight_queries(selector: &str, window: Duration) -> Vec<SignalQuery> {
 /// `milvus_proxy_executing_total_nq` but not the other makes the result empty (`unless`): unknown.
 /// No proxy: empty, unknown.
 fn demand_query(selector: &str, window: Duration, drain: Duration) -> SignalQuery {
-    let extra = if selector.is_empty() {
-        String::new()
-    } else {
-        format!(",{selector}")
-    };
-    let secs = window.as_secs().max(1);
-    // The same ~30 points per window as the in-flight averages.
-    let step = (secs / 30).max(1);
+    let extra = extra_matchers(selector);
+    let (secs, step) = subquery_range(window);
     let drain = drain.as_secs_f64().max(1.0);
     let proxy = format!(
         "group by (instance) ({{__name__=~\"milvus_proxy_(tt_lag_ms|received_nq|executing_total_nq)\"{extra}}})"
@@ -227,13 +227,8 @@ fn demand_query(selector: &str, window: Duration, drain: Duration) -> SignalQuer
 /// scrape engine, a coordinator without task gauges yet counts 0 and a target no longer scraped
 /// no longer counts.
 fn balancing_query(selector: &str, window: Duration) -> SignalQuery {
-    let extra = if selector.is_empty() {
-        String::new()
-    } else {
-        format!(",{selector}")
-    };
-    let secs = window.as_secs().max(1);
-    let step = (secs / 30).max(1);
+    let extra = extra_matchers(selector);
+    let (secs, step) = subquery_range(window);
     let tasks = format!(
         "sum by (instance) (milvus_querycoord_task_num{{querycoord_task_type=~\".*_move\"{extra}}} >= 0)"
     );
