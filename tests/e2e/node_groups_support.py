@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from harness import promtext
 from harness.exporter import StaticExporter
 from harness.procs import REPO, free_port
 from harness.services import cargo_bin, run_dir
@@ -163,9 +164,4 @@ def plan_nodes(cfg: dict, env: dict, apply: bool = False) -> subprocess.Complete
 
 def metric(text: str, name: str, **labels) -> float | None:
     """Value of the first sample of `name` whose labels include `labels`."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return None
+    return promtext.first_value(text, name, **labels)

@@ -65,9 +65,8 @@ class BalancingSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
-            moves = [metric_sum(self.coordinator, "milvus_querycoord_task_num", querycoord_task_type=t)
-                     for t in ("segment_move", "channel_move")]
-            total = None if any(m is None for m in moves) else sum(moves)
+            total = metric_sum(self.coordinator, "milvus_querycoord_task_num",
+                               querycoord_task_type=("segment_move", "channel_move"))
             try:
                 signal = scaler_signal(self.loop.scaler, self.instance, "query_balancing")
             except Exception:  # the scaler is stopping

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import yaml
 
+from . import promtext
 from .procs import Service, http_ok, port_open, send_json, wait_until
 from .segment_cache import ACCESS_KEY, SECRET_KEY, SegmentCache
 from .services import Milvus, Moto, _try_lock, run_dir
@@ -168,23 +169,13 @@ def proc_resources(pid: int) -> dict:
 
 
 def metric_sum(url: str, name: str, timeout: float = 3.0, **labels) -> float | None:
-    """Sum of the samples of `name` (matching `labels`) at a /metrics URL; None if unreachable."""
+    """Sum of the samples of `name` (matching `labels`, a value or a tuple of values each) at a
+    /metrics URL: 0 when it has none (Milvus creates series lazily); None if unreachable."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            text = r.read().decode()
+        text = promtext.fetch(url, timeout=timeout)
     except Exception:
         return None
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name):
-            continue
-        head, _, value = line.rpartition(" ")
-        base, _, rest = head.partition("{")
-        if base != name:
-            continue
-        if all(f'{k}="{v}"' in rest for k, v in labels.items()):
-            total += float(value)
-    return total
+    return promtext.value_sum(text, name, **labels) or 0.0
 
 
 class CpuGroup:
@@ -680,17 +671,12 @@ class MilvusCluster:
 
 def cache_reads(cache: SegmentCache) -> dict:
     """What a segment-cache served: object reads (GET + HEAD) and GET bytes, by hit / miss."""
-    m = cache.metrics()
-    out = {"hit": 0.0, "miss": 0.0, "hit_bytes": 0.0, "miss_bytes": 0.0}
-    for key, value in m.items():
-        base, _, labels = key.partition("{")
-        for result in ("hit", "miss"):
-            if f'result="{result}"' not in labels:
-                continue
-            if base == "segment_cache_requests_total" and ('op="get"' in labels or 'op="head"' in labels):
-                out[result] += value
-            elif base == "segment_cache_served_bytes_total":
-                out[f"{result}_bytes"] += value
+    text = cache.metrics_text()
+    out = {}
+    for result in ("hit", "miss"):
+        out[result] = promtext.value_sum(text, "segment_cache_requests_total", result=result,
+                                         op=("get", "head")) or 0.0
+        out[f"{result}_bytes"] = promtext.value_sum(text, "segment_cache_served_bytes_total", result=result) or 0.0
     return out
 
 

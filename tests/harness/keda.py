@@ -12,6 +12,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from . import promtext
 from .procs import REPO, free_port, port_open, wait_until
 from .services import Scaler, run_dir
 
@@ -153,10 +154,8 @@ class KedaScaler(Scaler):
         wait_until(lambda: port_open(self.grpc_port), 30, "KEDA gRPC port", proc=self.service)
 
     def gauge(self, name: str) -> float | None:
-        for line in self.metrics_text().splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                return float(line.rsplit(" ", 1)[1])
-        return None
+        """The first sample of `name` on the scaler's telemetry; None when there is none."""
+        return promtext.first_value(self.metrics_text(), name)
 
     def rss_kib(self) -> int:
         for line in Path(f"/proc/{self.service.pid}/status").read_text().splitlines():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from . import promtext
 from .procs import Service, free_port, http_ok, wait_until
 from .services import cargo_bin, run_dir, tool
 
@@ -44,26 +45,13 @@ class SegmentCache:
         if wait_ready:
             wait_until(lambda: http_ok(f"{self.telemetry}/healthz"), 30, "segment-cache healthz", proc=self.service)
 
-    def metrics(self) -> dict[str, float]:
-        """Parsed /metrics: 'name{labels}' -> value (labels sorted as rendered)."""
-        text = urllib.request.urlopen(f"{self.telemetry}/metrics", timeout=5).read().decode()
-        out = {}
-        for line in text.splitlines():
-            if not line or line.startswith("#"):
-                continue
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-        return out
+    def metrics_text(self) -> str:
+        """The cache's telemetry page."""
+        return promtext.fetch(f"{self.telemetry}/metrics")
 
     def metric(self, name: str, **labels) -> float:
-        total = 0.0
-        for k, v in self.metrics().items():
-            base, _, rest = k.partition("{")
-            if base != name:
-                continue
-            if all(f'{lk}="{lv}"' in rest for lk, lv in labels.items()):
-                total += v
-        return total
+        """Sum of the samples of `name` matching `labels`; 0 when there is none."""
+        return promtext.value_sum(self.metrics_text(), name, **labels) or 0.0
 
     def stop(self) -> int | None:
         return self.service.stop(timeout=15)

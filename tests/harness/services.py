@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from . import promtext
 from .procs import REPO, RUN_DIR, Service, free_port, http_ok, port_open, wait_until
 
 VENV_BIN = REPO / ".venv" / "bin"
@@ -233,18 +234,10 @@ import urllib.parse  # noqa: E402  (used by Prometheus.query)
 
 def scaler_reading(scaler: Scaler, instance: str, signal: str) -> tuple[bool | None, float | None, float | None]:
     """What `milvus-scaler`'s telemetry says of `signal`: (known, value, age in seconds), None where absent."""
-    known = value = age = None
-    for line in scaler.metrics_text().splitlines():
-        if line.startswith("#") or f'milvus="{instance}"' not in line or f'signal="{signal}"' not in line:
-            continue
-        name, _, number = line.rpartition(" ")
-        if name.startswith("milvus_scaler_signal_known{"):
-            known = float(number) == 1.0
-        elif name.startswith("milvus_scaler_signal_value{"):
-            value = float(number)
-        elif name.startswith("milvus_scaler_signal_age_seconds{"):
-            age = float(number)
-    return known, value, age
+    text = scaler.metrics_text()
+    known, value, age = (promtext.first_value(text, f"milvus_scaler_signal_{part}", milvus=instance, signal=signal)
+                         for part in ("known", "value", "age_seconds"))
+    return (None if known is None else known == 1.0), value, age
 
 
 def scaler_signal(scaler: Scaler, instance: str, signal: str) -> float | None:

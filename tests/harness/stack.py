@@ -6,11 +6,11 @@ and Debian's Prometheus scraping Milvus, milvus-scaler and segment-cache with th
 Everything is stopped by PID, in reverse order, by `stop()`."""
 from __future__ import annotations
 
-import urllib.request
 from pathlib import Path
 
 import yaml
 
+from . import promtext
 from .procs import REPO, free_port, port_open, wait_until
 from .segment_cache import ACCESS_KEY, SECRET_KEY, SegmentCache
 from .services import Milvus, Moto, Prometheus, Scaler, run_dir
@@ -138,14 +138,4 @@ class Stack:
 
 def telemetry_value(url: str, name: str, **labels) -> float | None:
     """Sum of the samples of `name` with `labels` on a /metrics page, None if there is none."""
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
-    total, seen = 0.0, False
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        series, _, value = line.rpartition(" ")
-        base, _, rest = series.partition("{")
-        if base == name and all(f'{k}="{v}"' in rest for k, v in labels.items()):
-            total += float(value)
-            seen = True
-    return total if seen else None
+    return promtext.value_sum(promtext.fetch(url), name, **labels)
