@@ -1,9 +1,11 @@
 //! What one Milvus `/metrics` body says about load: the Milvus-specific half of signal extraction.
 //!
-//! Two metric generations are understood: Milvus 2.3-2.4 (`read_task_unsolved_len`,
-//! `datacoord_index_task_count{index_task_status}`) and 2.5+ (`read_task_ready_len` alone,
-//! `datacoord_task_count{task_type,task_state}`). `read_task_concurrency` (read tasks executing
-//! now) exists in both.
+//! Milvus 2.3 to 2.6 are understood (docs/milvus-versions.md has what each version exports):
+//! query nodes export `read_task_ready_len` and `read_task_concurrency` (read tasks executing now)
+//! in every version, and `read_task_unsolved_len` (tasks being handed to the scheduler) until the
+//! 2.6 scheduler rework (2.6.17) dropped it; pending index builds are
+//! `datacoord_index_task_count{collection_id,index_task_status}` up to 2.5.4 and
+//! `datacoord_task_count{task_type,task_state}`, which has no `collection_id`, from 2.5.5.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -97,6 +99,10 @@ pub struct TargetSample {
     /// not counted: they move nothing between nodes. 0 when neither is exported: querycoord
     /// creates the task gauges on its first scheduled task.
     pub balance_tasks: f64,
+    /// The index builds of this target are counted for the whole instance only: it exports
+    /// `milvus_datacoord_task_count` index-job series without `collection_id` (Milvus 2.5.5+)
+    /// and no `milvus_datacoord_index_task_count`.
+    pub index_builds_instance_only: bool,
 }
 
 impl TargetSample {
@@ -141,6 +147,11 @@ pub fn extract(exposition: &Exposition) -> TargetSample {
         has_querycoord: exposition.has_family_prefix("milvus_querycoord_"),
         ..TargetSample::default()
     };
+    // Index builds: `index_task_count` (per collection, up to 2.5.4) wins over `task_count`
+    // (2.5+), so that a version exporting both is not counted twice.
+    let mut saw_index_task_count = false;
+    let mut task_count_pending: Vec<&Sample> = Vec::new();
+    let mut task_count_without_collection = false;
     for sample in &exposition.samples {
         // NaN gauges or counters carry no information; skipping them keeps sums meaningful.
         if sample.value.is_nan() {
@@ -162,6 +173,7 @@ pub fn extract(exposition: &Exposition) -> TargetSample {
                     if search { sample.value } else { 0.0 };
             }
             "milvus_datacoord_index_task_count" => {
+                saw_index_task_count = true;
                 if matches!(
                     sample.label("index_task_status"),
                     Some("unissued" | "in-progress")
@@ -177,8 +189,11 @@ pub fn extract(exposition: &Exposition) -> TargetSample {
                     sample.label("task_state"),
                     Some("JobStateInit" | "JobStateInProgress" | "JobStateRetry")
                 );
-                if is_index && pending {
-                    add_gauge_by(&mut out, Gauge::IndexPending, sample, "collection_id");
+                if is_index {
+                    task_count_without_collection |= sample.label("collection_id").is_none();
+                    if pending {
+                        task_count_pending.push(sample);
+                    }
                 }
             }
             "milvus_querynode_entity_num" => {
@@ -235,6 +250,12 @@ pub fn extract(exposition: &Exposition) -> TargetSample {
             }
             _ => {}
         }
+    }
+    if !saw_index_task_count {
+        for sample in task_count_pending {
+            add_gauge_by(&mut out, Gauge::IndexPending, sample, "collection_id");
+        }
+        out.index_builds_instance_only = task_count_without_collection;
     }
     out
 }
