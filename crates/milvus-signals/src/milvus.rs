@@ -375,6 +375,37 @@ milvus_datacoord_task_count{collection_id=\"1\",task_type=\"JobTypeStatsJob\",ta
     }
 
     #[test]
+    fn index_builds_are_counted_once_and_instance_only_from_2_5_5() {
+        // 2.5.5+: task_count without collection_id, no index_task_count.
+        let new = "\
+milvus_datacoord_task_count{task_type=\"JobTypeIndexJob\",task_state=\"JobStateInit\"} 2
+milvus_datacoord_task_count{task_type=\"JobTypeIndexJob\",task_state=\"JobStateRetry\"} 1
+milvus_datacoord_task_count{task_type=\"JobTypeStatsJob\",task_state=\"JobStateInit\"} 5
+";
+        let s = parse_target(new, &Limits::default()).unwrap();
+        assert_eq!(s.gauges[&(Gauge::IndexPending, None)], 3.0);
+        assert!(s.index_builds_instance_only);
+        // Idle (every state 0) is still instance-only: the series are there, unlabelled.
+        let idle = "milvus_datacoord_task_count{task_type=\"JobTypeIndexJob\",task_state=\"JobStateInit\"} 0\n";
+        assert!(
+            parse_target(idle, &Limits::default())
+                .unwrap()
+                .index_builds_instance_only
+        );
+        // A datacoord exporting both families counts each build once, per collection, from
+        // index_task_count.
+        let both = "\
+milvus_datacoord_index_task_count{collection_id=\"1\",index_task_status=\"unissued\"} 2
+milvus_datacoord_index_task_count{collection_id=\"1\",index_task_status=\"finished\"} 7
+milvus_datacoord_task_count{task_type=\"JobTypeIndexJob\",task_state=\"JobStateInit\"} 2
+";
+        let s = parse_target(both, &Limits::default()).unwrap();
+        assert_eq!(s.gauges[&(Gauge::IndexPending, None)], 2.0);
+        assert_eq!(s.gauges[&(Gauge::IndexPending, Some("1".into()))], 2.0);
+        assert!(!s.index_builds_instance_only);
+    }
+
+    #[test]
     fn queue_depth_sums_unsolved_and_ready() {
         let body = "milvus_querynode_read_task_unsolved_len{node_id=\"1\"} 3\nmilvus_querynode_read_task_ready_len{node_id=\"1\"} 4\n";
         let s = parse_target(body, &Limits::default()).unwrap();
