@@ -226,7 +226,7 @@ pub fn extract(exposition: &Exposition) -> TargetSample {
                 }
             }
             "milvus_querycoord_task_num" => {
-                // 2.3.5 schedules segment/channel grow, move and reduce tasks; 2.5+ adds
+                // 2.3.5 schedules segment/channel grow, move and reduce tasks; 2.4+ adds
                 // segment_update and leader_update. Only moves shift data between nodes.
                 let moves_data = sample
                     .label("querycoord_task_type")
@@ -414,7 +414,7 @@ milvus_datacoord_task_count{task_type=\"JobTypeIndexJob\",task_state=\"JobStateI
 
     #[test]
     fn in_flight_per_node_sums_waiting_and_executing_in_both_generations() {
-        // 2.3-2.4: unsolved + ready + concurrency; two nodes in one body, kept apart.
+        // 2.3-2.6.16: unsolved + ready + concurrency; two nodes in one body, kept apart.
         let old = "\
 milvus_querynode_read_task_unsolved_len{node_id=\"1\"} 3
 milvus_querynode_read_task_ready_len{node_id=\"1\"} 4
@@ -429,7 +429,7 @@ milvus_querynode_read_task_concurrency{node_id=\"2\"} 1
         );
         // Executing tasks are not waiting: the queue depth is unchanged by concurrency.
         assert_eq!(s.gauges[&(Gauge::QueueDepth, None)], 7.0);
-        // 2.5+: ready + concurrency.
+        // 2.6.17+: ready + concurrency.
         let new = "\
 milvus_querynode_read_task_ready_len{node_id=\"7\"} 5
 milvus_querynode_read_task_concurrency{node_id=\"7\"} 4
