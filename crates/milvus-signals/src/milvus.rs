@@ -226,7 +226,7 @@ pub fn extract(exposition: &Exposition) -> TargetSample {
                 }
             }
             "milvus_querycoord_task_num" => {
-                // 2.3.5 schedules segment/channel grow, move and reduce tasks; 2.4+ adds
+                // 2.3.5 schedules segment/channel grow, move and reduce tasks; later versions add
                 // segment_update and leader_update. Only moves shift data between nodes.
                 let moves_data = sample
                     .label("querycoord_task_type")
