@@ -193,6 +193,20 @@ impl SignalKey {
             collection: Some(collection.into()),
         }
     }
+
+    /// The key under which a round records why the Milvus being watched has no per-collection
+    /// values of `signal` at all (its value is the reason, as an error): the empty collection,
+    /// which no Milvus collection name or ID can be. Lookups of any collection then fail with
+    /// that reason instead of "no such collection" (e.g. `index_pending_builds` on Milvus
+    /// 2.5.5+, whose index task gauge has no `collection_id`).
+    pub fn no_collection_values(signal: Signal) -> Self {
+        Self::collection(signal, "")
+    }
+
+    /// Whether this is a [`SignalKey::no_collection_values`] marker, not a real collection.
+    pub fn is_no_collection_values(&self) -> bool {
+        self.collection.as_deref() == Some("")
+    }
 }
 
 #[cfg(test)]

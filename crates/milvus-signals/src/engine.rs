@@ -62,6 +62,9 @@ struct DemandHistory {
     executing: VecDeque<(SystemTime, f64)>,
 }
 
+/// Why `index_pending_builds` has no per-collection values on Milvus 2.5.5 and later.
+pub const INDEX_BUILDS_INSTANCE_ONLY: &str = "Milvus 2.5.5 and later count index builds in milvus_datacoord_task_count{task_type=\"JobTypeIndexJob\"}, which has no collection_id; ask for the instance-wide value (no collection)";
+
 /// Default of `signals.demand_drain`: the time within which `search_demand` asks for the capacity
 /// to drain the nq in flight.
 pub const DEFAULT_DEMAND_DRAIN: Duration = Duration::from_secs(120);
@@ -388,6 +391,12 @@ impl SignalEngine {
             for (collection, value) in per_key {
                 out.insert(SignalKey { signal, collection }, Ok(value));
             }
+        }
+        if datacoord && targets.iter().any(|t| t.index_builds_instance_only) {
+            out.insert(
+                SignalKey::no_collection_values(Signal::IndexPendingBuilds),
+                Err(INDEX_BUILDS_INSTANCE_ONLY.into()),
+            );
         }
     }
 

@@ -1,9 +1,11 @@
 //! What one Milvus `/metrics` body says about load: the Milvus-specific half of signal extraction.
 //!
-//! Two metric generations are understood: Milvus 2.3-2.4 (`read_task_unsolved_len`,
-//! `datacoord_index_task_count{index_task_status}`) and 2.5+ (`read_task_ready_len` alone,
-//! `datacoord_task_count{task_type,task_state}`). `read_task_concurrency` (read tasks executing
-//! now) exists in both.
+//! Milvus 2.3 to 2.6 are understood (docs/milvus-versions.md has what each version exports):
+//! query nodes export `read_task_ready_len` and `read_task_concurrency` (read tasks executing now)
+//! in every version, and `read_task_unsolved_len` (tasks being handed to the scheduler) until the
+//! 2.6 scheduler rework (2.6.17) dropped it; pending index builds are
+//! `datacoord_index_task_count{collection_id,index_task_status}` up to 2.5.4 and
+//! `datacoord_task_count{task_type,task_state}`, which has no `collection_id`, from 2.5.5.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -97,6 +99,10 @@ pub struct TargetSample {
     /// not counted: they move nothing between nodes. 0 when neither is exported: querycoord
     /// creates the task gauges on its first scheduled task.
     pub balance_tasks: f64,
+    /// The index builds of this target are counted for the whole instance only: it exports
+    /// `milvus_datacoord_task_count` index-job series without `collection_id` (Milvus 2.5.5+)
+    /// and no `milvus_datacoord_index_task_count`.
+    pub index_builds_instance_only: bool,
 }
 
 impl TargetSample {
@@ -141,6 +147,11 @@ pub fn extract(exposition: &Exposition) -> TargetSample {
         has_querycoord: exposition.has_family_prefix("milvus_querycoord_"),
         ..TargetSample::default()
     };
+    // Index builds: `index_task_count` (per collection, up to 2.5.4) wins over `task_count`
+    // (2.5+), so that a version exporting both is not counted twice.
+    let mut saw_index_task_count = false;
+    let mut task_count_pending: Vec<&Sample> = Vec::new();
+    let mut task_count_without_collection = false;
     for sample in &exposition.samples {
         // NaN gauges or counters carry no information; skipping them keeps sums meaningful.
         if sample.value.is_nan() {
@@ -162,6 +173,7 @@ pub fn extract(exposition: &Exposition) -> TargetSample {
                     if search { sample.value } else { 0.0 };
             }
             "milvus_datacoord_index_task_count" => {
+                saw_index_task_count = true;
                 if matches!(
                     sample.label("index_task_status"),
                     Some("unissued" | "in-progress")
@@ -177,8 +189,11 @@ pub fn extract(exposition: &Exposition) -> TargetSample {
                     sample.label("task_state"),
                     Some("JobStateInit" | "JobStateInProgress" | "JobStateRetry")
                 );
-                if is_index && pending {
-                    add_gauge_by(&mut out, Gauge::IndexPending, sample, "collection_id");
+                if is_index {
+                    task_count_without_collection |= sample.label("collection_id").is_none();
+                    if pending {
+                        task_count_pending.push(sample);
+                    }
                 }
             }
             "milvus_querynode_entity_num" => {
@@ -211,7 +226,7 @@ pub fn extract(exposition: &Exposition) -> TargetSample {
                 }
             }
             "milvus_querycoord_task_num" => {
-                // 2.3.5 schedules segment/channel grow, move and reduce tasks; 2.5+ adds
+                // 2.3.5 schedules segment/channel grow, move and reduce tasks; later versions add
                 // segment_update and leader_update. Only moves shift data between nodes.
                 let moves_data = sample
                     .label("querycoord_task_type")
@@ -235,6 +250,12 @@ pub fn extract(exposition: &Exposition) -> TargetSample {
             }
             _ => {}
         }
+    }
+    if !saw_index_task_count {
+        for sample in task_count_pending {
+            add_gauge_by(&mut out, Gauge::IndexPending, sample, "collection_id");
+        }
+        out.index_builds_instance_only = task_count_without_collection;
     }
     out
 }
@@ -354,6 +375,37 @@ milvus_datacoord_task_count{collection_id=\"1\",task_type=\"JobTypeStatsJob\",ta
     }
 
     #[test]
+    fn index_builds_are_counted_once_and_instance_only_from_2_5_5() {
+        // 2.5.5+: task_count without collection_id, no index_task_count.
+        let new = "\
+milvus_datacoord_task_count{task_type=\"JobTypeIndexJob\",task_state=\"JobStateInit\"} 2
+milvus_datacoord_task_count{task_type=\"JobTypeIndexJob\",task_state=\"JobStateRetry\"} 1
+milvus_datacoord_task_count{task_type=\"JobTypeStatsJob\",task_state=\"JobStateInit\"} 5
+";
+        let s = parse_target(new, &Limits::default()).unwrap();
+        assert_eq!(s.gauges[&(Gauge::IndexPending, None)], 3.0);
+        assert!(s.index_builds_instance_only);
+        // Idle (every state 0) is still instance-only: the series are there, unlabelled.
+        let idle = "milvus_datacoord_task_count{task_type=\"JobTypeIndexJob\",task_state=\"JobStateInit\"} 0\n";
+        assert!(
+            parse_target(idle, &Limits::default())
+                .unwrap()
+                .index_builds_instance_only
+        );
+        // A datacoord exporting both families counts each build once, per collection, from
+        // index_task_count.
+        let both = "\
+milvus_datacoord_index_task_count{collection_id=\"1\",index_task_status=\"unissued\"} 2
+milvus_datacoord_index_task_count{collection_id=\"1\",index_task_status=\"finished\"} 7
+milvus_datacoord_task_count{task_type=\"JobTypeIndexJob\",task_state=\"JobStateInit\"} 2
+";
+        let s = parse_target(both, &Limits::default()).unwrap();
+        assert_eq!(s.gauges[&(Gauge::IndexPending, None)], 2.0);
+        assert_eq!(s.gauges[&(Gauge::IndexPending, Some("1".into()))], 2.0);
+        assert!(!s.index_builds_instance_only);
+    }
+
+    #[test]
     fn queue_depth_sums_unsolved_and_ready() {
         let body = "milvus_querynode_read_task_unsolved_len{node_id=\"1\"} 3\nmilvus_querynode_read_task_ready_len{node_id=\"1\"} 4\n";
         let s = parse_target(body, &Limits::default()).unwrap();
@@ -362,7 +414,7 @@ milvus_datacoord_task_count{collection_id=\"1\",task_type=\"JobTypeStatsJob\",ta
 
     #[test]
     fn in_flight_per_node_sums_waiting_and_executing_in_both_generations() {
-        // 2.3-2.4: unsolved + ready + concurrency; two nodes in one body, kept apart.
+        // 2.3-2.6.16: unsolved + ready + concurrency; two nodes in one body, kept apart.
         let old = "\
 milvus_querynode_read_task_unsolved_len{node_id=\"1\"} 3
 milvus_querynode_read_task_ready_len{node_id=\"1\"} 4
@@ -377,7 +429,7 @@ milvus_querynode_read_task_concurrency{node_id=\"2\"} 1
         );
         // Executing tasks are not waiting: the queue depth is unchanged by concurrency.
         assert_eq!(s.gauges[&(Gauge::QueueDepth, None)], 7.0);
-        // 2.5+: ready + concurrency.
+        // 2.6.17+: ready + concurrency.
         let new = "\
 milvus_querynode_read_task_ready_len{node_id=\"7\"} 5
 milvus_querynode_read_task_concurrency{node_id=\"7\"} 4

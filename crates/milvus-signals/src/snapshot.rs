@@ -88,10 +88,22 @@ impl InstanceSnapshot {
             return Err(unavailable("no scrape round has completed yet".into()));
         }
         match self.values.get(key) {
-            None if key.collection.is_some() => Err(SignalError::UnknownCollection {
-                instance: self.name.clone(),
-                key: describe_key(key),
-            }),
+            None if key.collection.is_some() => {
+                match self
+                    .values
+                    .get(&SignalKey::no_collection_values(key.signal))
+                {
+                    Some(Err(reason)) => Err(SignalError::NotReportedPerCollection {
+                        instance: self.name.clone(),
+                        key: describe_key(key),
+                        reason: reason.clone(),
+                    }),
+                    _ => Err(SignalError::UnknownCollection {
+                        instance: self.name.clone(),
+                        key: describe_key(key),
+                    }),
+                }
+            }
             None => Err(unavailable("the source reported nothing for it".into())),
             Some(Err(reason)) => Err(unavailable(reason.clone())),
             Some(Ok(reading)) => {
@@ -114,7 +126,7 @@ impl InstanceSnapshot {
     pub fn collections(&self, signal: Signal) -> impl Iterator<Item = &str> {
         self.values
             .keys()
-            .filter(move |k| k.signal == signal)
+            .filter(move |k| k.signal == signal && !k.is_no_collection_values())
             .filter_map(|k| k.collection.as_deref())
     }
 }
@@ -142,6 +154,19 @@ pub enum SignalError {
         instance: String,
         /// The signal and collection asked for.
         key: String,
+    },
+    /// A collection was asked for, but this Milvus reports the metrics behind the signal for
+    /// the whole instance only (its version has no collection label on them).
+    #[error(
+        "Milvus instance {instance:?} has no {key}: it reports this signal for the whole instance only ({reason})"
+    )]
+    NotReportedPerCollection {
+        /// Instance name.
+        instance: String,
+        /// The signal and collection asked for.
+        key: String,
+        /// Which Milvus metric lacks the collection label, and since which version.
+        reason: String,
     },
     /// A collection was asked for, but the signal exists for the whole instance only.
     #[error(transparent)]
