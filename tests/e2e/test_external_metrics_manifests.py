@@ -72,7 +72,9 @@ def test_overlay_renders_and_validates():
 
     # The configuration the pod gets names files that the mounts provide.
     [cm] = by_kind(docs, "ConfigMap")
-    config = yaml.safe_load(cm["data"]["config.yaml"])
+    config = yaml.safe_load(cm["data"]["external-metrics.yaml"])
+    assert list(config) == ["external_metrics"], "the component adds its own section only"
+    assert container["args"][-2:] == ["--config", "/etc/milvus-scaler/external-metrics.yaml"], container["args"]
     em = config["external_metrics"]
     assert em["listen"].endswith(":6443")
     for file in (em["tls"]["cert_file"], em["tls"]["key_file"], em["client_auth"]["client_ca_file"]):
@@ -112,10 +114,11 @@ def test_configuration_in_the_overlay_is_accepted_by_check_config(tmp_path):
     """The ConfigMap's config.yaml passes `milvus-scaler check-config` (the real parser)."""
     from harness.services import cargo_bin
     [cm] = by_kind(kustomize("manifests/overlays/external-metrics"), "ConfigMap")
-    path = tmp_path / "config.yaml"
-    path.write_text(cm["data"]["config.yaml"])
-    out = subprocess.run([cargo_bin("milvus-scaler"), "check-config", "--config", str(path)],
-                         capture_output=True, text=True, timeout=30)
+    argv = [cargo_bin("milvus-scaler"), "check-config"]
+    for key in ("config.yaml", "external-metrics.yaml"):
+        (tmp_path / key).write_text(cm["data"][key])
+        argv += ["--config", str(tmp_path / key)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
 
 

@@ -1092,3 +1092,18 @@ def test_milvus_runs_on_its_policy_through_the_minio_env_overrides(monkeypatch):
         if milvus:
             milvus.stop()
         moto.stop()
+
+
+def test_planner_pod_size_equals_what_the_query_node_pod_requests():
+    """L2: the node-group planner packs `pod` per node; it must be the scheduler's view of the post-rendered
+    query-node pod: containers plus native sidecars (init containers with restartPolicy Always)."""
+    from kubernetes.utils import parse_quantity
+    spec = post_rendered_querynode()["spec"]["template"]["spec"]
+    running = spec["containers"] + [c for c in spec["initContainers"] if c.get("restartPolicy") == "Always"]
+    docs = render(MANIFESTS / "overlays" / "eks")
+    cm = find(docs, "ConfigMap", "milvus-scaler-config", "milvus-scaler")
+    group = next(g for g in yaml.safe_load(cm["data"]["node-groups.yaml"])["node_groups"]["groups"]
+                 if g["name"] == "querynodes")
+    for res in ("cpu", "memory"):
+        total = sum(parse_quantity(c["resources"]["requests"][res]) for c in running)
+        assert parse_quantity(str(group["pod"][res])) == total, (res, group["pod"][res], total)
