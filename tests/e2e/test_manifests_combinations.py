@@ -147,6 +147,19 @@ def test_combination_renders_validates_and_keeps_every_section(combo):
         assert len(dashboards) == GRAFANA_DASHBOARDS
     else:
         assert "ServiceMonitor" not in kinds and "PrometheusRule" not in kinds
+    # L5/L6: no API token, PSA "restricted" on the namespace, and every container port that serves is admitted
+    # by a NetworkPolicy selecting the pod.
+    dep = one(docs, "Deployment", "milvus-scaler", "milvus-scaler")
+    pod = dep["spec"]["template"]
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    ns_labels = one(docs, "Namespace", "milvus-scaler")["metadata"]["labels"]
+    assert ns_labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    policies = [x for x in docs if x["kind"] == "NetworkPolicy" and x["metadata"]["namespace"] == "milvus-scaler"
+                and x["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()]
+    admitted = {p["port"] for pol in policies for rule in pol["spec"].get("ingress", []) for p in rule.get("ports", [])}
+    served = {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+    assert served <= admitted, f"{where}: ports {sorted(served - admitted)} served but no NetworkPolicy admits them"
+    assert any("Egress" in pol["spec"]["policyTypes"] for pol in policies)
     if mode in ("external-metrics", "keda"):
         assert one(docs, "Deployment", "milvus-scaler", "milvus-scaler")["spec"]["replicas"] == 2
         assert one(docs, "PodDisruptionBudget", "milvus-scaler", "milvus-scaler")["spec"]["minAvailable"] == 1
