@@ -162,6 +162,10 @@ def test_combination_renders_validates_and_keeps_every_section(combo):
     assert any("Egress" in pol["spec"]["policyTypes"] for pol in policies)
     if mode in ("external-metrics", "keda"):
         assert one(docs, "Deployment", "milvus-scaler", "milvus-scaler")["spec"]["replicas"] == 2
+        if node_groups:
+            # Two replicas are two writers in `apply`: only safe while no group lowers desired capacity.
+            ng = yaml.safe_load(files[sections["node_groups"]])["node_groups"]
+            assert not any(g.get("scale_in") for g in ng["groups"]), f"{where}: scale_in with 2 writers"
         assert one(docs, "PodDisruptionBudget", "milvus-scaler", "milvus-scaler")["spec"]["minAvailable"] == 1
 
 
