@@ -513,10 +513,12 @@ def autoscaling_events():
              "(kube_horizontalpodautoscaler_spec_target_metric)",
              f"The `{signal}` signal exactly as milvus-scaler serves it (external metric `{metric_name}`, "
              "KEDA metric of the same name) and the target each HPA sets for it (needs kube-state-metrics; for "
-             "`AverageValue` targets the HPA compares value / replicas).",
+             "`AverageValue` targets the HPA compares value / replicas). KEDA-created HPAs name the metric "
+             "`s<N>-<name>` (plus `-<collection>` when a trigger names one); the matcher takes both forms.",
              [(f'milvus_scaler_signal_value{{{sig},signal="{signal}"}}', "{{milvus}} value"),
               (f'max by (horizontalpodautoscaler, metric_target_type) (kube_horizontalpodautoscaler_spec_target_metric{{{hpa},'
-               f'metric_name="{metric_name}"}})', "target {{horizontalpodautoscaler}} ({{metric_target_type}})")],
+               f'metric_name=~"(s[0-9]+-)?{metric_name}(-.+)?"}})',
+               "target {{horizontalpodautoscaler}} ({{metric_target_type}})")],
              unit=unit, w=12)
     d.ts("All signals", "milvus-scaler (milvus_scaler_signal_value)",
          "Every signal of every Milvus instance (only known values are updated).",

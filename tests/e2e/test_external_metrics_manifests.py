@@ -72,7 +72,9 @@ def test_overlay_renders_and_validates():
 
     # The configuration the pod gets names files that the mounts provide.
     [cm] = by_kind(docs, "ConfigMap")
-    config = yaml.safe_load(cm["data"]["config.yaml"])
+    config = yaml.safe_load(cm["data"]["external-metrics.yaml"])
+    assert list(config) == ["external_metrics"], "the component adds its own section only"
+    assert container["args"][-2:] == ["--config", "/etc/milvus-scaler/external-metrics.yaml"], container["args"]
     em = config["external_metrics"]
     assert em["listen"].endswith(":6443")
     for file in (em["tls"]["cert_file"], em["tls"]["key_file"], em["client_auth"]["client_ca_file"]):
@@ -98,24 +100,30 @@ def test_overlay_renders_and_validates():
             assert any(c["spec"].get("isCA") and c["spec"]["secretName"] == issuer["spec"]["ca"]["secretName"]
                        for c in certs.values())
 
-    # RBAC of an aggregated API server.
+    # RBAC: only what is used. milvus-scaler makes no TokenReview/SubjectAccessReview and reads nothing from
+    # the Kubernetes API, so no auth-delegator / auth-reader bindings and no API token in the pod (L5); the HPA
+    # controller may read the served metrics.
     bindings = by_kind(docs, "ClusterRoleBinding") + by_kind(docs, "RoleBinding")
     refs = {(b["roleRef"]["kind"], b["roleRef"]["name"], b["metadata"].get("namespace")) for b in bindings}
-    assert ("ClusterRole", "system:auth-delegator", None) in refs
-    assert ("Role", "extension-apiserver-authentication-reader", "kube-system") in refs
-    for b in bindings:
-        if b["roleRef"]["name"] in ("system:auth-delegator", "extension-apiserver-authentication-reader"):
-            assert b["subjects"] == [{"kind": "ServiceAccount", "name": "milvus-scaler", "namespace": "milvus-scaler"}]
+    assert ("ClusterRole", "system:auth-delegator", None) not in refs
+    assert ("Role", "extension-apiserver-authentication-reader", "kube-system") not in refs
+    assert ("ClusterRole", "milvus-scaler-external-metrics-reader", None) in refs
+    assert deploy["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    # NetworkPolicy: the aggregator's port is admitted (by TLS client certificate, any source).
+    policies = by_kind(docs, "NetworkPolicy")
+    ports = {p["port"] for pol in policies for rule in pol["spec"].get("ingress", []) for p in rule.get("ports", [])}
+    assert {"external-metrics", "telemetry"} <= ports, ports
 
 
 def test_configuration_in_the_overlay_is_accepted_by_check_config(tmp_path):
     """The ConfigMap's config.yaml passes `milvus-scaler check-config` (the real parser)."""
     from harness.services import cargo_bin
     [cm] = by_kind(kustomize("manifests/overlays/external-metrics"), "ConfigMap")
-    path = tmp_path / "config.yaml"
-    path.write_text(cm["data"]["config.yaml"])
-    out = subprocess.run([cargo_bin("milvus-scaler"), "check-config", "--config", str(path)],
-                         capture_output=True, text=True, timeout=30)
+    argv = [cargo_bin("milvus-scaler"), "check-config"]
+    for key in ("config.yaml", "external-metrics.yaml"):
+        (tmp_path / key).write_text(cm["data"][key])
+        argv += ["--config", str(tmp_path / key)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
 
 

@@ -301,3 +301,20 @@ def test_component_ships_dashboards_as_sidecar_configmaps_and_the_same_rules():
     assert sm and svc
     assert sm[0]["spec"]["endpoints"][0]["port"] in [p["name"] for p in svc[0]["spec"]["ports"]]
     assert re.fullmatch("milvus-scaler.*", svc[0]["metadata"]["name"]), "job label must match MilvusScalerDown"
+
+
+def test_hpa_target_panels_match_keda_metric_names():
+    """L8: KEDA-created HPAs name external metrics `s<N>-<name>` (and `-<collection>`); the panels' matcher
+    (PromQL regex, fully anchored like RE2's full match) must take those and the plain HPA name, nothing else."""
+    dash = json.loads((REPO / "grafana" / "dashboards" / "autoscaling-events.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])
+             if "kube_horizontalpodautoscaler_spec_target_metric" in t.get("expr", "")]
+    matchers = [m for e in exprs for m in re.findall(r'metric_name(=~?)"([^"]+)"', e)]
+    assert matchers, exprs
+    for op, pattern in matchers:
+        assert op == "=~", f"exact metric_name match misses KEDA's s<N>- names: {pattern}"
+        name = re.sub(r"^\(s\[0-9\]\+-\)\?|\(-\.\+\)\?$", "", pattern)
+        for ok in (name, f"s0-{name}", f"s17-{name}", f"s1-{name}-mycollection"):
+            assert re.fullmatch(pattern, ok), (pattern, ok)
+        for bad in (f"{name}_node_max", f"x{name}", f"sx-{name}"):
+            assert not re.fullmatch(pattern, bad), (pattern, bad)

@@ -142,29 +142,37 @@ def test_overlay_renders_and_validates(tmp_path):
     assert {"name": "telemetry", "containerPort": 9100} in container["ports"]
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {"/etc/milvus-scaler", "/etc/milvus-scaler/keda-tls"} <= mounts
-    config = yaml.safe_load(by_kind[("ConfigMap", "milvus-scaler-config")]["data"]["config.yaml"])
+    data = by_kind[("ConfigMap", "milvus-scaler-config")]["data"]
+    config = yaml.safe_load(data["keda.yaml"])
+    assert list(config) == ["keda"], "the component adds its own section only"
+    assert container["args"][-2:] == ["--config", "/etc/milvus-scaler/keda.yaml"], container["args"]
     assert config["keda"]["listen"] == "0.0.0.0:9090"
     for key in ("cert_file", "key_file", "client_ca_file"):
         assert config["keda"]["tls"][key].startswith("/etc/milvus-scaler/keda-tls/")
     # The shipped configuration is accepted by the program itself.
-    f = tmp_path / "config.yaml"
-    f.write_text(by_kind[("ConfigMap", "milvus-scaler-config")]["data"]["config.yaml"])
-    out = subprocess.run([cargo_bin("milvus-scaler"), "check-config", "--config", str(f)], capture_output=True,
-                         text=True, timeout=30)
+    argv = [cargo_bin("milvus-scaler"), "check-config"]
+    for key in ("config.yaml", "keda.yaml"):
+        (tmp_path / key).write_text(data[key])
+        argv += ["--config", str(tmp_path / key)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
 
 
 def test_examples_render_and_match_keda_fields(tmp_path):
     docs = kustomize(MANIFESTS / "examples" / "keda")
     kinds = sorted((d["kind"], d["metadata"]["name"]) for d in docs)
-    assert kinds == [("ScaledObject", "milvus-indexnode"), ("ScaledObject", "milvus-querynode"),
+    assert kinds == [("ScaledObject", "milvus-datanode"), ("ScaledObject", "milvus-indexnode"),
+                     ("ScaledObject", "milvus-proxy"), ("ScaledObject", "milvus-querynode"),
                      ("TriggerAuthentication", "milvus-scaler-mtls")]
     for d in docs:
         assert d["metadata"]["namespace"] == "milvus"
         assert check_keda(d) == [], (d["metadata"]["name"], check_keda(d))
     so = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "ScaledObject"}
     q, i = so["milvus-querynode"], so["milvus-indexnode"]
-    assert q["minReplicaCount"] == 1 and i["minReplicaCount"] == 0
+    assert q["minReplicaCount"] == 2 and i["minReplicaCount"] == 0
+    for name in ("milvus-proxy", "milvus-datanode"):
+        assert so[name]["minReplicaCount"] == 2, name
+        assert [t["type"] for t in so[name]["triggers"]] == ["cpu"], name
     assert q["fallback"]["replicas"] >= 1 and i["fallback"]["replicas"] >= 1
     assert q["fallback"]["behavior"] == "currentReplicasIfHigher"  # blind must not shrink a busy tier
     assert [t["metadata"]["signal"] for t in q["triggers"]] == ["search_demand"]

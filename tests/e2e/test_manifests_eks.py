@@ -6,8 +6,10 @@ lint), a moto server (IAM create-policy/create-role, S3 bucket configuration) an
 bucket layout (tests/fixtures/milvus-2.3.5-bucket-layout.txt).
 
 What cannot run here: an EKS API server, and the Milvus Helm chart (no network to fetch it, no helm binary).
-The chart's query-node render is therefore a committed sample (manifests/eks/querynode-post-render/helm-output.yaml);
-`test_post_render_sample_matches_values` keeps it in step with the Helm values.
+The chart's query-node render is therefore derived by hand from the chart's own template
+(manifests/eks/querynode-post-render/helm-output.yaml, header names the template and commit);
+`test_post_render_sample_matches_values` keeps it in step with the Helm values and
+`test_values_keys_exist_in_the_pinned_chart` checks every values key against the chart's key list (CHART_KEYS).
 """
 from __future__ import annotations
 
@@ -69,12 +71,15 @@ ROLE_PREFIX = "milvus-eks-"
 CRD_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "Prometheus Operator CRD",
     ("monitoring.coreos.com/v1", "PodMonitor"): "Prometheus Operator CRD",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "Prometheus Operator CRD (components/grafana; promtool-checked "
+                                                    "in test_grafana_static.py)",
     ("keda.sh/v1alpha1", "ScaledObject"): "KEDA CRD",
     ("keda.sh/v1alpha1", "ScaledJob"): "KEDA CRD",
     ("keda.sh/v1alpha1", "TriggerAuthentication"): "KEDA CRD",
     ("keda.sh/v1alpha1", "ClusterTriggerAuthentication"): "KEDA CRD",
     ("cert-manager.io/v1", "Certificate"): "cert-manager CRD (external-metrics serving certificate)",
     ("cert-manager.io/v1", "Issuer"): "cert-manager CRD (external-metrics CA)",
+    ("cert-manager.io/v1", "ClusterIssuer"): "cert-manager CRD (KEDA-mode CA: signs in two namespaces)",
     ("milvus.io/v1beta1", "Milvus"): "milvus-operator CRD (segment-cache's operator patch)",
 }
 
@@ -84,14 +89,12 @@ CHECKOV_GLOBAL_SKIPS = {
                   "milvusdb/milvus:v2.3.5); digests are a release-process concern, not the reference's",
     "CKV_K8S_15": "imagePullPolicy IfNotPresent with immutable version tags: a scale-out must not depend on "
                   "the registry answering (Always re-pulls on every pod start)",
-    "CKV2_K8S_6": "NetworkPolicy enforcement on EKS needs the VPC CNI network-policy agent enabled per cluster; "
-                  "the reference leaves traffic policy to the cluster's own baseline",
+    "CKV2_K8S_6": "milvus-scaler ships NetworkPolicies (base + one per mode, checked in "
+                  "test_manifests_combinations.py); checkov also flags the Milvus-side pods and the post-rendered "
+                  "query node, whose traffic policy is the Milvus release's (the chart ships none)",
 }
 # checkov: checks skipped on one resource only (check id, resource prefix) -> reason. Each must be used.
 CHECKOV_RESOURCE_SKIPS = {
-    ("CKV_K8S_38", "Deployment.milvus-scaler.milvus-scaler"):
-        "manifests/base (lead's) mounts the API token on purpose: milvus-scaler talks to the Kubernetes API "
-        "(external-metrics mode reads the extension-apiserver-authentication ConfigMap)",
     ("CKV_K8S_23", "Deployment.milvus.milvus-querynode"):
         "the chart's Milvus container: the milvusdb/milvus 2.3 image runs only as root (its entrypoint writes "
         "/milvus/configs/milvus.yaml; milvus-io/milvus#25565); the segment-cache containers run as 65532 "
@@ -114,6 +117,52 @@ REQUIRED_CHECKS = {
     "CKV_K8S_37": "capabilities dropped", "CKV_K8S_28": "no NET_RAW",
 }
 SIDECAR_ONLY_NAME = "milvus-querynode-segment-cache-only"
+
+# ------------------------------------------------------------------ the pinned Milvus chart's values keys
+# Chart zilliztech/milvus-helm `milvus` 4.1.15 (appVersion 2.3.5), commit bf062dd (docs/eks.md pins it), and
+# its subchart bitnami etcd 6.3.3. The key list is copied from the chart's values.yaml and the templates that
+# read them: charts/milvus/templates/{querynode,proxy,datanode,indexnode,mixcoord}-deployment.yaml
+# (`<component>.{enabled,replicas,resources,nodeSelector,affinity,tolerations,extraEnv,disk.enabled}`),
+# _helpers.tpl (serviceAccount.*, annotations), config.tpl (externalS3.*, externalKafka.*, log.*, minio/pulsar/
+# kafka .enabled), configmap.yaml (extraConfigFiles), servicemonitor.yaml (metrics.*), requirements.yaml
+# (etcd.enabled), and bitnami etcd's templates/statefulset.yaml and pdb.yaml (etcd.*). The template text was
+# read at CHART_TEMPLATE_COMMIT (the stored version of those files; the index has no copy at bf062dd):
+# the keys used here are read the same way there. CHART_NO_OPS are keys that 4.1.15 has no template for
+# (topologySpreadConstraints arrived in 2f452bc, 2024-12-24, chart 4.2.x; the `*.hpa` templates and
+# `pulsarv3` later still): setting them does nothing.
+CHART_VERSION = "4.1.15"
+CHART_COMMIT = "bf062dd"
+CHART_TEMPLATE_COMMIT = "0535fc8330fdcaac189a61a67a1dde7f5e789f8c"
+CHART_COMPONENT = {"mixCoordinator": "mixcoord", "proxy": "proxy", "queryNode": "querynode",
+                   "indexNode": "indexnode", "dataNode": "datanode"}
+_COMPONENT_KEYS = ("enabled", "replicas", "resources", "nodeSelector", "affinity", "tolerations", "extraEnv")
+CHART_KEYS = {
+    "cluster.enabled",
+    "image.all.repository", "image.all.tag", "image.all.pullPolicy",
+    "serviceAccount.create", "serviceAccount.name",
+    "metrics.enabled", "metrics.serviceMonitor.enabled", "metrics.serviceMonitor.interval",
+    "metrics.serviceMonitor.scrapeTimeout", "metrics.serviceMonitor.additionalLabels",
+    "annotations", "log.level", "log.format", "extraConfigFiles",
+    "minio.enabled",
+    *(f"externalS3.{k}" for k in ("enabled", "host", "port", "useSSL", "bucketName", "rootPath", "useIAM",
+                                    "cloudProvider", "iamEndpoint", "region", "useVirtualHost", "accessKey",
+                                    "secretKey")),
+    "pulsar.enabled", "kafka.enabled",
+    "externalKafka.enabled", "externalKafka.brokerList", "externalKafka.securityProtocol",
+    "externalKafka.sasl.mechanisms", "externalKafka.sasl.username", "externalKafka.sasl.password",
+    *(f"{c}.{k}" for c in CHART_COMPONENT for k in _COMPONENT_KEYS),
+    "mixCoordinator.activeStandby.enabled", "queryNode.disk.enabled", "indexNode.disk.enabled",
+    "attu.enabled",
+    # bitnami etcd 6.3.3
+    "etcd.enabled", "etcd.replicaCount", "etcd.pdb.create", "etcd.pdb.minAvailable", "etcd.affinity",
+    "etcd.persistence.enabled", "etcd.persistence.storageClass", "etcd.persistence.size", "etcd.resources",
+    "etcd.autoCompactionMode", "etcd.autoCompactionRetention", "etcd.extraEnvVars",
+}
+# Keys whose value the chart passes through whole (toYaml): not descended into.
+CHART_OPAQUE = {"annotations", "extraConfigFiles", "metrics.serviceMonitor.additionalLabels"}
+CHART_OPAQUE_LEAVES = {"resources", "nodeSelector", "affinity", "tolerations", "extraEnv", "extraEnvVars"}
+CHART_NO_OPS = {"topologySpreadConstraints", *(f"{c}.topologySpreadConstraints" for c in CHART_COMPONENT),
+                "etcd.topologySpreadConstraints", *(f"{c}.hpa" for c in CHART_COMPONENT), "pulsarv3"}
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -257,14 +306,16 @@ def check_crd(doc: dict, where: str) -> None:
     elif kind == "PodMonitor":
         assert spec.get("selector", {}).get("matchLabels"), f"{where}: PodMonitor without selector"
         assert spec.get("podMetricsEndpoints") and all(e.get("port") for e in spec["podMetricsEndpoints"]), where
+    elif kind == "PrometheusRule":
+        assert spec.get("groups") and all(g.get("name") and g.get("rules") for g in spec["groups"]), where
     elif kind in ("ScaledObject", "ScaledJob"):
         target = spec.get("scaleTargetRef") if kind == "ScaledObject" else spec.get("jobTargetRef")
         assert target, f"{where}: {kind} without its target ref"
         assert spec.get("triggers") and all(t.get("type") for t in spec["triggers"]), f"{where}: triggers"
     elif kind == "Certificate":
         assert spec.get("secretName") and spec.get("issuerRef", {}).get("name"), f"{where}: Certificate"
-    elif kind == "Issuer":
-        assert spec.get("ca") or "selfSigned" in spec, f"{where}: Issuer must be ca or selfSigned"
+    elif kind in ("Issuer", "ClusterIssuer"):
+        assert spec.get("ca") or "selfSigned" in spec, f"{where}: {kind} must be ca or selfSigned"
 
 
 @pytest.mark.parametrize("kdir", buildable_kustomizations(), ids=lambda p: str(p.relative_to(MANIFESTS)))
@@ -290,12 +341,86 @@ def test_kustomization_renders_and_validates_strict(kdir: Path):
 
 
 def test_eks_overlay_has_the_two_scaling_modes_as_components():
+    examples = {"external-metrics": "../../examples", "keda": "../../examples/keda"}
     for mode in ("external-metrics", "keda"):
         doc = load_yaml(MANIFESTS / "overlays" / f"eks-{mode}" / "kustomization.yaml")
-        assert doc["resources"] == ["../eks"]
+        assert doc["resources"] == ["../eks", examples[mode]]
         assert doc["components"] == [f"../../components/{mode}"]
     eks = load_yaml(MANIFESTS / "overlays" / "eks" / "kustomization.yaml")
-    assert {"../../base", "../../eks"} <= set(eks["resources"])
+    assert eks["resources"] == ["../../base"], "milvus-scaler's overlay must not include manifests/eks (C3)"
+    assert eks["components"] == ["../../components/node-groups", "../../components/grafana"]
+
+
+# Kinds a milvus-scaler overlay may create in namespace milvus: the autoscaling objects of the Milvus
+# components and KEDA's client credentials. Nothing the Milvus pods themselves need (service accounts,
+# PDBs, Services), and never a Namespace: `kubectl delete -k <overlay>` must leave Milvus running.
+SCALER_KINDS_IN_MILVUS = {"HorizontalPodAutoscaler", "ScaledObject", "TriggerAuthentication", "Certificate"}
+
+
+@pytest.mark.parametrize("overlay", ["eks", "eks-external-metrics", "eks-keda", "external-metrics", "keda"])
+def test_uninstalling_an_overlay_never_touches_namespace_milvus(overlay: str):
+    docs = render(MANIFESTS / "overlays" / overlay)
+    namespaces = sorted(d["metadata"]["name"] for d in docs if d["kind"] == "Namespace")
+    assert namespaces == ["milvus-scaler"], f"{overlay} would delete namespaces {namespaces} on uninstall"
+    in_milvus = sorted({d["kind"] for d in docs if d["metadata"].get("namespace") == MILVUS_NAMESPACE})
+    assert set(in_milvus) <= SCALER_KINDS_IN_MILVUS, f"{overlay} owns {in_milvus} in namespace milvus"
+    for d in render(EKS):
+        assert d["kind"] != "Namespace", "manifests/eks must not own namespace milvus (kubectl delete -k eks)"
+    ns = load_yaml(EKS / "namespace.yaml")
+    assert ns["kind"] == "Namespace" and ns["metadata"]["name"] == MILVUS_NAMESPACE
+
+
+@pytest.mark.parametrize("mode,kind", [("external-metrics", "HorizontalPodAutoscaler"), ("keda", "ScaledObject")])
+def test_eks_modes_autoscale_every_component_the_values_leave_to_an_autoscaler(mode: str, kind: str):
+    v = values()
+    chart_names = {"proxy": "proxy", "queryNode": "querynode", "indexNode": "indexnode", "dataNode": "datanode"}
+    left = {chart_names[c] for c in chart_names if v[c]["replicas"] == -1}
+    assert left == set(chart_names.values())
+    docs = render(MANIFESTS / "overlays" / f"eks-{mode}")
+    scalers = [d for d in docs if d["kind"] == kind]
+    targets = {d["spec"]["scaleTargetRef"]["name"]: d for d in scalers}
+    assert set(targets) == {f"milvus-{c}" for c in left}, sorted(targets)
+    for d in scalers:
+        assert d["metadata"]["namespace"] == MILVUS_NAMESPACE
+    minimum = (lambda d: d["spec"]["minReplicas"]) if kind == "HorizontalPodAutoscaler" else \
+        (lambda d: d["spec"]["minReplicaCount"])
+    for name in ("milvus-proxy", "milvus-datanode", "milvus-querynode"):
+        assert minimum(targets[name]) >= 2, f"{name}: at least 2 replicas (no single point of failure)"
+
+
+@pytest.mark.parametrize("mode", ["external-metrics", "keda"])
+def test_serving_modes_run_two_replicas_with_a_pdb(mode: str):
+    docs = render(MANIFESTS / "overlays" / f"eks-{mode}")
+    dep = find(docs, "Deployment", "milvus-scaler", "milvus-scaler")
+    assert dep["spec"]["replicas"] == 2
+    pdb = find(docs, "PodDisruptionBudget", "milvus-scaler", "milvus-scaler")
+    assert pdb["spec"]["minAvailable"] == 1
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    # node-groups ships in dry-run in the eks overlay: two replicas only plan, nothing writes the ASGs.
+    cm = find(docs, "ConfigMap", "milvus-scaler-config", "milvus-scaler")
+    assert yaml.safe_load(cm["data"]["node-groups.yaml"])["node_groups"]["mode"] == "dry-run"
+
+
+def test_keda_mode_certificates_cover_the_service_and_the_client_secret():
+    docs = render(MANIFESTS / "overlays" / "eks-keda")
+    server = find(docs, "Certificate", "milvus-scaler-keda-tls", "milvus-scaler")
+    svc = find(docs, "Service", "milvus-scaler", "milvus-scaler")
+    assert f"{svc['metadata']['name']}.milvus-scaler.svc" in server["spec"]["dnsNames"]
+    assert "server auth" in server["spec"]["usages"]
+    dep = find(docs, "Deployment", "milvus-scaler", "milvus-scaler")
+    secrets = {v["secret"]["secretName"] for v in dep["spec"]["template"]["spec"]["volumes"] if "secret" in v}
+    assert server["spec"]["secretName"] in secrets
+    client = find(docs, "Certificate", "milvus-scaler-keda-client", MILVUS_NAMESPACE)
+    assert "client auth" in client["spec"]["usages"]
+    auth = find(docs, "TriggerAuthentication", "milvus-scaler-mtls", MILVUS_NAMESPACE)
+    assert {r["name"] for r in auth["spec"]["secretTargetRef"]} == {client["spec"]["secretName"]}
+    # One CA signs both (ca.crt in each Secret is the other side's trust anchor).
+    assert server["spec"]["issuerRef"] == client["spec"]["issuerRef"]
+    assert client["spec"]["issuerRef"]["kind"] == "ClusterIssuer", "the two Secrets are in two namespaces"
+    issuer = find(docs, "ClusterIssuer", client["spec"]["issuerRef"]["name"])
+    ca = [d for d in docs if d["kind"] == "Certificate" and d["spec"].get("isCA")]
+    assert [c["spec"]["secretName"] for c in ca] == [issuer["spec"]["ca"]["secretName"]]
 
 
 def test_post_renderer_script_equals_kustomize_build():
@@ -329,7 +454,7 @@ def test_scaler_scrape_targets_resolve_to_headless_services_of_milvus_components
     """Every dns+http scrape target in milvus-scaler's config names a headless Service in the eks overlay that
     selects the pods of one Milvus component on its metrics port."""
     from urllib.parse import urlsplit
-    docs = render(MANIFESTS / "overlays" / "eks")
+    docs = render(MANIFESTS / "overlays" / "eks") + render(EKS)
     cm = find(docs, "ConfigMap", "milvus-scaler-config", "milvus-scaler")
     config = yaml.safe_load(cm["data"]["config.yaml"])
     chart_components = {"proxy", "querynode", "mixcoord", "indexnode", "datanode"}
@@ -350,14 +475,26 @@ def test_scaler_scrape_targets_resolve_to_headless_services_of_milvus_components
 
 # --------------------------------------------------------------------------------------------- checkov
 
+def in_release_namespace(docs) -> list:
+    """Helm's output carries no namespace (the chart's templates set none); `helm install -n milvus` puts the
+    objects there. Set it as the install would, for tools that read the files."""
+    out = []
+    for d in docs:
+        d = copy.deepcopy(d)
+        if d["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding", "ClusterIssuer", "APIService"):
+            d["metadata"].setdefault("namespace", MILVUS_NAMESPACE)
+        out.append(d)
+    return out
+
+
 def sidecar_only_deployment() -> dict:
     """The post-rendered query-node Deployment reduced to the containers this project owns."""
-    d = copy.deepcopy(post_rendered_querynode())
+    d = in_release_namespace([post_rendered_querynode()])[0]
     d["metadata"]["name"] = SIDECAR_ONLY_NAME
     spec = d["spec"]["template"]["spec"]
     owned = [c for c in spec["initContainers"] if c["name"].startswith("segment-cache")]
     sidecar = [c for c in owned if c.get("restartPolicy") == "Always"]
-    assert len(owned) == 2 and len(sidecar) == 1, [c["name"] for c in owned]
+    assert len(owned) == 1 and len(sidecar) == 1, [c["name"] for c in owned]
     spec["initContainers"] = [c for c in owned if c not in sidecar]
     main = copy.deepcopy(sidecar[0])
     del main["restartPolicy"]
@@ -376,7 +513,7 @@ def checkov_results(tmp_path_factory) -> list[dict]:
         if missing_components(kdir):
             continue
         name = str(kdir.relative_to(MANIFESTS)).replace("/", "__")
-        (out / f"{name}.yaml").write_text(yaml.safe_dump_all(render(kdir), sort_keys=False))
+        (out / f"{name}.yaml").write_text(yaml.safe_dump_all(in_release_namespace(render(kdir)), sort_keys=False))
         rendered += 1
     assert rendered >= 4
     (out / "sidecar-only.yaml").write_text(yaml.safe_dump(sidecar_only_deployment(), sort_keys=False))
@@ -439,16 +576,38 @@ def test_values_distributed_on_s3_through_irsa():
     queues = [k for k in ("pulsar", "pulsarv3", "kafka", "externalKafka", "externalPulsar")
               if (v.get(k) or {}).get("enabled")]
     assert queues == ["externalKafka"], f"exactly one message queue expected, got {queues}"
-    assert not v["externalKafka"]["sasl"].get("password"), "the MSK password is passed at install, never committed"
+    assert not v["externalKafka"]["sasl"].get("password"), "the MSK password never goes through Helm values"
+
+
+def test_msk_password_only_from_a_secret_on_every_component():
+    """M1: the chart renders externalKafka.sasl.password into ConfigMap `milvus`; it stays empty and every
+    component reads KAFKA_SASLPASSWORD (Milvus's env source: `kafka.saslPassword`) from Secret milvus-kafka."""
+    v = values()
+    for comp in ("mixCoordinator", "proxy", "queryNode", "indexNode", "dataNode"):
+        env = env_map({"env": v[comp]["extraEnv"]})
+        assert env.get("KAFKA_SASLPASSWORD") == {"secretKeyRef": {"name": "milvus-kafka", "key": "password"}}, comp
+    assert "--set externalKafka.sasl.password" not in VALUES_FILE.read_text(), "the install command must not --set it"
+
+
+def zone_anti_affinity(affinity: dict, component_labels: dict, required: bool) -> bool:
+    """True if `affinity` keeps pods with `component_labels` apart per zone (required or preferred)."""
+    anti = (affinity or {}).get("podAntiAffinity") or {}
+    if required:
+        terms = anti.get("requiredDuringSchedulingIgnoredDuringExecution") or []
+    else:
+        terms = [t["podAffinityTerm"] for t in anti.get("preferredDuringSchedulingIgnoredDuringExecution") or []]
+    return any(t["topologyKey"] == "topology.kubernetes.io/zone"
+               and t["labelSelector"]["matchLabels"] == component_labels for t in terms)
 
 
 def test_values_etcd_three_members_zone_spread():
     etcd = values()["etcd"]
     assert etcd["replicaCount"] == 3
     assert etcd["pdb"]["create"] and etcd["pdb"]["minAvailable"] == 2
-    spreads = etcd["topologySpreadConstraints"]
-    assert any(s["topologyKey"] == "topology.kubernetes.io/zone" and s["whenUnsatisfiable"] == "DoNotSchedule"
-               and s["maxSkew"] == 1 for s in spreads)
+    # bitnami etcd 6.3.3: `affinity` replaces the presets; required per zone, so one zone holds one member.
+    assert zone_anti_affinity(etcd["affinity"], {"app.kubernetes.io/name": "etcd",
+                                                 "app.kubernetes.io/instance": "milvus"}, required=True)
+    assert "podAntiAffinityPreset" not in etcd, "ignored when affinity is set: do not pretend it applies"
 
 
 def test_values_components_resources_replicas_and_spread():
@@ -457,10 +616,10 @@ def test_values_components_resources_replicas_and_spread():
         c = v[comp]
         for kind in ("requests", "limits"):
             assert {"cpu", "memory"} <= set(c["resources"][kind]), f"{comp}.resources.{kind}"
-        assert any(s["topologyKey"] == "topology.kubernetes.io/zone" for s in c["topologySpreadConstraints"]), comp
+        labels = {"app.kubernetes.io/instance": "milvus", "component": CHART_COMPONENT[comp]}
+        assert zone_anti_affinity(c["affinity"], labels, required=False), comp
     for comp in ("proxy", "queryNode", "indexNode", "dataNode"):
         assert v[comp]["replicas"] == -1, f"{comp}.replicas must be left to the HPA/KEDA"
-        assert v[comp]["hpa"]["enabled"] is False, f"{comp}: the chart's CPU HPA would fight the scaler"
 
     def image_tags(node, path=""):
         if isinstance(node, dict):
@@ -511,7 +670,7 @@ def test_service_accounts_exist_with_irsa_bound_to_trust_policies():
              ("milvus-scaler", "milvus-scaler")}
     assert v["serviceAccount"]["create"] is False, "service accounts come from manifests/eks, not the chart"
     assert qn["spec"]["template"]["spec"]["serviceAccountName"] == QUERYNODE_SA
-    docs = render(MANIFESTS / "overlays" / "eks")
+    docs = render(MANIFESTS / "overlays" / "eks") + render(EKS)
     for ns, name in sorted(named):
         sa = find(docs, "ServiceAccount", name, ns)
         arn = (sa["metadata"].get("annotations") or {}).get(IRSA_ANNOTATION)
@@ -538,7 +697,6 @@ def test_sidecar_listen_matches_milvus_minio_address():
     assert cfg["upstream"]["region"] == v["externalS3"]["region"]
     assert cfg["cache"]["dir"] == SEGMENT_CACHE_DIR
     root = v["externalS3"]["rootPath"].strip("/") + "/"
-    assert cfg["warm"]["prefixes"][0] == f"{root}index_files/", "index files warm first"
     assert all(p.startswith(root) for p in cfg["warm"]["prefixes"])
     # Milvus signs with the key pair the sidecar checks: both come from the Secret segment-cache.
     assert env["MINIO_ACCESSKEYID"] == {"secretKeyRef": {"name": "segment-cache", "key": "access-key"}}
@@ -550,15 +708,14 @@ def test_querynode_pod_has_sidecar_warm_nvme_and_graceful_stop():
     spec = post_rendered_querynode()["spec"]["template"]["spec"]
     c = containers_by_name(spec)
     init_names = [x["name"] for x in spec["initContainers"]]
-    assert init_names.index("segment-cache-warm") < init_names.index("segment-cache"), "warm, then serve"
-    warm, sidecar = c["segment-cache-warm"], c["segment-cache"]
-    assert warm["image"] == sidecar["image"] == SEGMENT_CACHE_IMAGE
-    assert warm["args"] == ["warm", "--config", SEGMENT_CACHE_CONFIG_PATH]
+    assert "segment-cache-warm" not in init_names, "a blocking warm init container (H4): warm runs in serve"
+    sidecar = c["segment-cache"]
+    assert sidecar["image"] == SEGMENT_CACHE_IMAGE
     assert sidecar["args"] == ["serve", "--config", SEGMENT_CACHE_CONFIG_PATH]
     assert sidecar["restartPolicy"] == "Always", "native sidecar: serving before Milvus starts"
-    assert "restartPolicy" not in warm
+    assert segment_cache_config()["warm"]["in_serve"] is True
     volumes = {vol["name"]: vol for vol in spec["volumes"]}
-    for cont in (warm, sidecar):
+    for cont in (sidecar,):
         mounts = {m["mountPath"]: m["name"] for m in cont["volumeMounts"]}
         assert SEGMENT_CACHE_CONFIG_PATH.rsplit("/", 1)[0] in mounts
         nvme = next(p for p in mounts if SEGMENT_CACHE_DIR.startswith(p + "/"))
@@ -582,8 +739,35 @@ def test_post_render_sample_matches_values():
     assert qn["image"] == f"{values()['image']['all']['repository']}:{values()['image']['all']['tag']}"
     assert spec["nodeSelector"] == v["nodeSelector"]
     assert spec["tolerations"] == v["tolerations"]
-    assert spec["topologySpreadConstraints"] == v["topologySpreadConstraints"]
+    assert spec["affinity"] == v["affinity"]
+    assert "topologySpreadConstraints" not in spec, "chart 4.1.x has no template for it"
+    assert "securityContext" not in spec, "chart 4.1.x renders no pod securityContext"
     assert spec["serviceAccountName"] == values()["serviceAccount"]["name"]
+    header = (POST_RENDER / "helm-output.yaml").read_text().split("apiVersion:")[0]
+    assert "DERIVED BY HAND" in header and CHART_TEMPLATE_COMMIT in header and "querynode-deployment.yaml" in header
+    # Exactly the pod-spec keys the template can render for our values (templates/querynode-deployment.yaml).
+    assert set(spec) == {"serviceAccountName", "initContainers", "containers", "nodeSelector", "affinity",
+                         "tolerations", "volumes"}, sorted(spec)
+
+
+def values_paths(node, prefix=""):
+    """Dotted paths of the values file, stopping at the keys the chart passes through whole (OPAQUE)."""
+    for k, child in node.items():
+        path = f"{prefix}.{k}" if prefix else k
+        if isinstance(child, dict) and child and path not in CHART_OPAQUE and k not in CHART_OPAQUE_LEAVES:
+            yield from values_paths(child, path)
+        else:
+            yield path
+
+
+def test_values_keys_exist_in_the_pinned_chart():
+    """Every key milvus-values.yaml sets is a key chart 4.1.15 reads (CHART_KEYS) and none is a known
+    silent no-op of that version (CHART_NO_OPS)."""
+    paths = sorted(values_paths(values()))
+    unknown = [p for p in paths if p not in CHART_KEYS]
+    assert not unknown, f"keys chart {CHART_VERSION} does not read (silent no-ops): {unknown}"
+    no_ops = [p for p in paths if any(p == n or p.startswith(n + ".") for n in CHART_NO_OPS)]
+    assert not no_ops, no_ops
 
 
 def test_pdbs_cover_the_milvus_components():
@@ -906,3 +1090,18 @@ def test_milvus_runs_on_its_policy_through_the_minio_env_overrides(monkeypatch):
         if milvus:
             milvus.stop()
         moto.stop()
+
+
+def test_planner_pod_size_equals_what_the_query_node_pod_requests():
+    """L2: the node-group planner packs `pod` per node; it must be the scheduler's view of the post-rendered
+    query-node pod: containers plus native sidecars (init containers with restartPolicy Always)."""
+    from kubernetes.utils import parse_quantity
+    spec = post_rendered_querynode()["spec"]["template"]["spec"]
+    running = spec["containers"] + [c for c in spec["initContainers"] if c.get("restartPolicy") == "Always"]
+    docs = render(MANIFESTS / "overlays" / "eks")
+    cm = find(docs, "ConfigMap", "milvus-scaler-config", "milvus-scaler")
+    group = next(g for g in yaml.safe_load(cm["data"]["node-groups.yaml"])["node_groups"]["groups"]
+                 if g["name"] == "querynodes")
+    for res in ("cpu", "memory"):
+        total = sum(parse_quantity(c["resources"]["requests"][res]) for c in running)
+        assert parse_quantity(str(group["pod"][res])) == total, (res, group["pod"][res], total)

@@ -151,17 +151,24 @@ def test_component_renders_validates_and_configures(cluster):
     sa = docs[("ServiceAccount", "milvus-scaler")]
     role = cluster["iam"]["serviceAccounts"][0]["roleName"]
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(f":role/{role}")
-    config_text = docs[("ConfigMap", "milvus-scaler-config")]["data"]["config.yaml"]
+    data = docs[("ConfigMap", "milvus-scaler-config")]["data"]
+    config_text = data["node-groups.yaml"]
     cfg = yaml.safe_load(config_text)
     base_cfg = yaml.safe_load(yaml.safe_load((BASE / "configmap.yaml").read_text())["data"]["config.yaml"])
-    assert {k: v for k, v in cfg.items() if k != "node_groups"} == base_cfg, "component drifted from the base config"
+    # The component adds its own file (a section of its own) and leaves the base's config.yaml alone.
+    assert yaml.safe_load(data["config.yaml"]) == base_cfg, "component changed the base config"
+    assert list(cfg) == ["node_groups"], list(cfg)
+    args = docs[("Deployment", "milvus-scaler")]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-2:] == ["--config", "/etc/milvus-scaler/node-groups.yaml"], args
     assert cfg["node_groups"]["mode"] == "dry-run"
     eks_groups = {g["name"]: g for g in cluster["nodeGroups"]}
     for g in cfg["node_groups"]["groups"]:
         e = eks_groups[g["name"]]
         types = e["instancesDistribution"]["instanceTypes"] if "instancesDistribution" in e else [e["instanceType"]]
         assert g["instance_type"] in types, g
-    (d / "config.yaml").write_text(config_text)
-    check = subprocess.run([cargo_bin("milvus-scaler"), "check-config", "--config", str(d / "config.yaml")],
+    (d / "config.yaml").write_text(data["config.yaml"])
+    (d / "node-groups.yaml").write_text(config_text)
+    check = subprocess.run([cargo_bin("milvus-scaler"), "check-config", "--config", str(d / "config.yaml"),
+                            "--config", str(d / "node-groups.yaml")],
                            capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stderr

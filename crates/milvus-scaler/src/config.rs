@@ -1,8 +1,8 @@
 //! The configuration file: one YAML document, validated at start with the offending key named.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use milvus_signals::source::scrape::TargetSpec;
@@ -167,6 +167,87 @@ impl Config {
         let file = path.display().to_string();
         let config: Config = yaml_config::read(path)?;
         config.checked(&file)
+    }
+
+    /// Reads the files at `paths` (one or more), merges them by top-level section and validates
+    /// the result. Each file holds whole sections (`milvus:`, `keda:`, `node_groups:`, ...); a
+    /// section in two files is an error naming both, so a component adds its section instead of
+    /// replacing the whole configuration (docs/configuration.md, "Several files").
+    pub fn load_all(paths: &[PathBuf]) -> Result<Config, ConfigError> {
+        match paths {
+            [] => Err(ConfigError::invalid(
+                "(command line)",
+                "--config",
+                "expected at least one configuration file",
+            )),
+            [one] => Config::load(one),
+            _ => {
+                let mut texts = Vec::with_capacity(paths.len());
+                for path in paths {
+                    let file = path.display().to_string();
+                    let text =
+                        std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                            file: file.clone(),
+                            source,
+                        })?;
+                    texts.push((file, text));
+                }
+                let borrowed: Vec<(&str, &str)> = texts
+                    .iter()
+                    .map(|(f, t)| (f.as_str(), t.as_str()))
+                    .collect();
+                Config::parse_merged(&borrowed)
+            }
+        }
+    }
+
+    /// Merges YAML documents `(file, text)` by top-level section and validates the result, as
+    /// [`Config::load_all`] does for files. Errors name the file that holds the offending section.
+    pub fn parse_merged(files: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut merged = serde_yaml::Mapping::new();
+        // Top-level section -> the file it came from.
+        let mut owner: BTreeMap<String, String> = BTreeMap::new();
+        for (file, text) in files {
+            let doc: Option<serde_yaml::Mapping> = yaml_config::parse(text, file)?;
+            for (key, value) in doc.unwrap_or_default() {
+                let Some(name) = key.as_str().map(str::to_string) else {
+                    return Err(ConfigError::invalid(
+                        file,
+                        "(top level)",
+                        "expected section names (strings) as top-level keys",
+                    ));
+                };
+                if let Some(first) = owner.get(&name) {
+                    return Err(ConfigError::invalid(
+                        file,
+                        name.clone(),
+                        format!(
+                            "section `{name}` is already defined in {first}; each section may appear in one file only"
+                        ),
+                    ));
+                }
+                owner.insert(name, file.to_string());
+                merged.insert(key, value);
+            }
+        }
+        let all = files
+            .iter()
+            .map(|(f, _)| *f)
+            .collect::<Vec<_>>()
+            .join(" + ");
+        let config: Config = serde_path_to_error::deserialize(serde_yaml::Value::Mapping(merged))
+            .map_err(|e| {
+            let path = e.path().to_string();
+            let section = path.split(['.', '[']).next().unwrap_or_default();
+            let file = owner.get(section).cloned().unwrap_or_else(|| all.clone());
+            let path = if path == "." {
+                "(top level)".to_string()
+            } else {
+                path
+            };
+            ConfigError::invalid(&file, path, e.into_inner().to_string())
+        })?;
+        config.checked(&all)
     }
 
     /// Parses and validates YAML `text`; `file` names it in errors.
@@ -384,6 +465,93 @@ node_groups:
       pod: { cpu: "8", memory: 16Gi }
       replicas: { signal: index_pending_builds, target_per_pod: 2, min: 0, max: 10 }
 "#;
+
+    const BASE: &str = r#"
+milvus:
+  - name: demo
+    scrape: { targets: ["http://127.0.0.1:9091/metrics"] }
+telemetry: { listen: 127.0.0.1:9100 }
+"#;
+
+    const KEDA: &str = r#"
+keda:
+  listen: 127.0.0.1:9090
+"#;
+
+    #[test]
+    fn several_files_merge_by_top_level_section() {
+        let cfg = Config::parse_merged(&[
+            ("base.yaml", BASE),
+            ("keda.yaml", KEDA),
+            ("node-groups.yaml", NODE_GROUPS),
+        ])
+        .unwrap();
+        assert_eq!(cfg.milvus[0].name, "demo");
+        assert!(cfg.keda.is_some(), "keda section kept");
+        assert_eq!(cfg.node_groups.unwrap().groups.len(), 2, "node_groups kept");
+        assert_eq!(cfg.telemetry.listen.port(), 9100);
+        // Order does not matter, and a file with nothing in it adds nothing.
+        let cfg =
+            Config::parse_merged(&[("keda.yaml", KEDA), ("empty.yaml", ""), ("base.yaml", BASE)])
+                .unwrap();
+        assert!(cfg.keda.is_some());
+    }
+
+    #[test]
+    fn a_section_in_two_files_is_an_error_naming_both() {
+        let e = Config::parse_merged(&[
+            ("base.yaml", BASE),
+            ("again.yaml", "telemetry: { listen: 127.0.0.1:1 }\n"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("again.yaml: telemetry: "), "{e}");
+        assert!(e.contains("already defined in base.yaml"), "{e}");
+    }
+
+    #[test]
+    fn merged_errors_name_the_file_of_the_bad_section() {
+        let e = Config::parse_merged(&[
+            ("base.yaml", BASE),
+            ("keda.yaml", "keda: { listen: nowhere }\n"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("keda.yaml: keda.listen: "), "{e}");
+        let e = Config::parse_merged(&[("base.yaml", BASE), ("x.yaml", "surprise: 1\n")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `surprise`"), "{e}");
+        // Validation after the merge still runs (node group naming an unknown instance).
+        let ng = NODE_GROUPS.replace("milvus: demo", "milvus: other");
+        let e = Config::parse_merged(&[("base.yaml", BASE), ("ng.yaml", &ng)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node_groups.groups[0].milvus"), "{e}");
+    }
+
+    #[test]
+    fn load_all_reads_every_file() {
+        let dir = std::env::temp_dir().join(format!("milvus-scaler-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("base.yaml"), dir.join("keda.yaml"));
+        std::fs::write(&a, BASE).unwrap();
+        std::fs::write(&b, KEDA).unwrap();
+        let cfg = Config::load_all(&[a.clone(), b.clone()]).unwrap();
+        assert!(cfg.keda.is_some());
+        assert!(
+            Config::load_all(std::slice::from_ref(&a))
+                .unwrap()
+                .keda
+                .is_none()
+        );
+        assert!(matches!(
+            Config::load_all(&[a, dir.join("missing.yaml")]),
+            Err(ConfigError::Read { .. })
+        ));
+        assert!(Config::load_all(&[]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_node_groups_example_parses() {

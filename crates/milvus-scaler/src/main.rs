@@ -48,9 +48,27 @@ enum LogFormat {
 
 #[derive(clap::Args)]
 struct ConfigArg {
-    /// Path of the YAML configuration file.
-    #[arg(long, short, env = "MILVUS_SCALER_CONFIG")]
-    config: PathBuf,
+    /// Path of a YAML configuration file; repeat to merge several files by top-level section
+    /// (a section may appear in one file only).
+    #[arg(long, short, env = "MILVUS_SCALER_CONFIG", required = true)]
+    config: Vec<PathBuf>,
+}
+
+impl ConfigArg {
+    /// Loads and merges the files.
+    fn load(&self) -> Result<Config, ConfigError> {
+        Config::load_all(&self.config)
+    }
+
+    /// The file names, for messages.
+    fn names(&self) -> String {
+        let names: Vec<String> = self
+            .config
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        names.join(" + ")
+    }
 }
 
 #[derive(Subcommand)]
@@ -240,10 +258,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::LocalHpa(args) => local_hpa(args).await,
         Command::Simulate(args) => simulate(args),
         Command::CheckConfig { config } => {
-            let cfg = Config::load(&config.config)?;
+            let cfg = config.load()?;
             println!(
                 "{}: valid, {} Milvus instance(s), {} node group(s)",
-                config.config.display(),
+                config.names(),
                 cfg.milvus.len(),
                 cfg.node_groups.as_ref().map_or(0, |n| n.groups.len())
             );
@@ -254,7 +272,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             watch,
             refresh,
         } => {
-            let cfg = Config::load(&config.config)?;
+            let cfg = config.load()?;
             signals(cfg, watch, refresh).await
         }
         Command::PlanNodes {
@@ -262,7 +280,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             apply,
             simulate,
         } => {
-            let cfg = Config::load(&config.config)?;
+            let cfg = config.load()?;
             plan_nodes(cfg, apply, simulate).await
         }
         Command::Serve {
@@ -270,7 +288,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             telemetry_listen,
             external_metrics_listen,
         } => {
-            let mut cfg = Config::load(&config.config)?;
+            let mut cfg = config.load()?;
             if let Some(listen) = telemetry_listen {
                 cfg.telemetry.listen = listen;
             }
