@@ -47,16 +47,17 @@ clean: ## Remove build output and run data (keeps .venv)
 PROFILE ?= release
 VERSION ?=
 REGISTRY ?= ghcr.io/milvus-scaler
-CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
+# The same cargo command as `make build` (debug) or `make bench` (release): no rebuild with other features.
+IMAGE_CARGO_BUILD := $(if $(filter release,$(PROFILE)),$(CARGO) build --release --workspace --locked,$(CARGO) build --workspace --all-targets --locked)
 
 .PHONY: image release
 image: ## Build both images with buildah (PROFILE=release|debug, VERSION=tag, REGISTRY=prefix)
 	@bash tests/setup.sh --images
-	$(CARGO) build $(CARGO_PROFILE_FLAG) --locked -p milvus-scaler -p segment-cache
-	PROFILE=$(PROFILE) VERSION=$(VERSION) REGISTRY=$(REGISTRY) images/build.sh
+	$(IMAGE_CARGO_BUILD)
+	PROFILE=$(PROFILE) VERSION=$(VERSION) REGISTRY=$(REGISTRY) bash images/build.sh
 
 release: ## Release bundle in dist/: install YAMLs pinned by digest, OCI archives, SBOMs, SHA256SUMS, notes (VERSION=x.y.z required)
 	@test -n "$(VERSION)" || { echo "make release: VERSION=x.y.z is required"; exit 2; }
 	@bash tests/setup.sh --images
-	$(CARGO) build $(CARGO_PROFILE_FLAG) --locked -p milvus-scaler -p segment-cache
-	PROFILE=$(PROFILE) VERSION=$(VERSION) REGISTRY=$(REGISTRY) images/release.sh
+	$(IMAGE_CARGO_BUILD)
+	PROFILE=$(PROFILE) VERSION=$(VERSION) REGISTRY=$(REGISTRY) bash images/release.sh
