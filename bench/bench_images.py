@@ -41,7 +41,8 @@ def layer_bytes(archive: Path) -> int:
 
 def main() -> None:
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-    env = {**os.environ, "PROFILE": "release", "VERSION": VERSION, "REGISTRY": REGISTRY}
+    profile = os.environ.get("BENCH_IMAGE_PROFILE", "release")  # debug: a quick check of this script
+    env = {**os.environ, "PROFILE": profile, "VERSION": VERSION, "REGISTRY": REGISTRY}
     subprocess.run(["bash", str(REPO / "images" / "build.sh")], cwd=REPO, env=env, check=True,
                    stdout=subprocess.DEVNULL)
     rows, notes = [], []
@@ -69,7 +70,7 @@ def main() -> None:
                  "unit": "MB", "ratio": round(rest / MB / DISTROLESS_BASE_MB, 3), "better": "lower"},
             ]
             subprocess.run(BUILDAH + ["rmi", ref], capture_output=True)
-    notes.append("Release profile binaries, glibc-dynamic, FROM scratch (images/rootfs.sh); one layer per image.")
+    notes.append(f"{profile} profile binaries, glibc-dynamic, FROM scratch (images/rootfs.sh); one layer per image.")
     notes.append("KEDA: no published image size could be cited (see bench/bench_images.py); distroless "
                  "figures from https://github.com/keptn/lifecycle-toolkit/issues/1087.")
     print(json.dumps({"name": "images", "rows": rows, "notes": notes}))

@@ -5,8 +5,10 @@
 #   etc/ssl/certs/ca-certificates.crt the build machine's CA bundle (HTTPS to AWS)
 #   etc/passwd, etc/group             root and nonroot (65532:65532), nothing else
 #   etc/nsswitch.conf                 hosts: files dns (glibc's built-in default asks DNS before /etc/hosts)
+#   etc/hosts                         localhost only: the runtime mounts its own over it (the kubelet
+#                                     does for every pod), this one serves where none does
 #   home/nonroot                      HOME of 65532 (empty; the root filesystem may be read-only)
-# /etc/hosts and /etc/resolv.conf are the runtime's (Kubernetes and buildah mount their own).
+# /etc/resolv.conf is the runtime's.
 # Usage: images/rootfs.sh BINARY CONTEXT
 set -euo pipefail
 bin=$1 ctx=$2
@@ -32,7 +34,8 @@ ca=/etc/ssl/certs/ca-certificates.crt
 install -m 0644 "$ca" "$root/etc/ssl/certs/ca-certificates.crt"
 printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' > "$root/etc/passwd"
 printf 'root:x:0:\nnonroot:x:65532:\n' > "$root/etc/group"
+printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
 printf 'passwd: files\ngroup: files\nhosts: files dns\n' > "$root/etc/nsswitch.conf"
-chmod 0644 "$root/etc/passwd" "$root/etc/group" "$root/etc/nsswitch.conf"
+chmod 0644 "$root/etc/hosts" "$root/etc/passwd" "$root/etc/group" "$root/etc/nsswitch.conf"
 chown 65532:65532 "$root/home/nonroot"
 chmod 0755 "$root/home/nonroot"

@@ -27,6 +27,7 @@ apt_install() {
 # Release (images/release.sh): cargo-cyclonedx writes the SBOMs, pinned; built once (~5 min).
 CYCLONEDX_VERSION=0.5.9
 image_tools() {
+  export PATH="$HOME/.cargo/bin:$PATH"
   apt_install buildah binutils ca-certificates
   if [ "$(cargo-cyclonedx cyclonedx --version 2>/dev/null | awk '{print $2}')" != "$CYCLONEDX_VERSION" ]; then
     echo "setup: cargo install cargo-cyclonedx@$CYCLONEDX_VERSION (once)"

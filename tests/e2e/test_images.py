@@ -5,7 +5,7 @@ One `make release VERSION=0.0.0-test PROFILE=debug` per session (it builds both 
 `images/build.sh`, then the bundle); the image tests run the images it built, inside them, as
 UID/GID 65532, on the host's loopback network (`buildah run --network host`): `--version`,
 `check-config` on the shipped configurations, `serve` answering /healthz and resolving a
-`dns+http://` name from the container's /etc/hosts (glibc with the image's nsswitch.conf), and
+`dns+http://` name from the container's /etc/hosts (glibc's resolver works in the image), and
 segment-cache serving a GET through moto. The release tests check the bundle: files, checksums,
 install YAMLs pinned to the digests of the archives, strict validation."""
 from __future__ import annotations
@@ -49,9 +49,14 @@ def release():
         pytest.fail("buildah not found: run `make setup`")
     dist = run_dir("release") / "dist"
     env = {**os.environ, "DIST": str(dist)}
-    _run(["make", "-s", "release", f"VERSION={VERSION}", "PROFILE=debug", f"REGISTRY={REGISTRY}"], cwd=REPO,
-         env=env, timeout=1200)
-    return dist
+    try:
+        _run(["make", "-s", "release", f"VERSION={VERSION}", "PROFILE=debug", f"REGISTRY={REGISTRY}"], cwd=REPO,
+             env=env, timeout=1200)
+        yield dist
+    finally:
+        # vfs keeps a full copy per image: drop this session's (the bundle has them as archives).
+        for name in NAMES:
+            subprocess.run(BUILDAH + ["rmi", f"{REGISTRY}/{name}:{VERSION}"], capture_output=True)
 
 
 @pytest.fixture(scope="session")
@@ -156,7 +161,7 @@ def test_check_config_on_shipped_configs(release, containers):
 
 def test_serve_healthz_and_dns_target_as_nonroot(containers):
     """serve answers /healthz on loopback; a dns+http:// name found only in the container's /etc/hosts
-    is resolved (glibc + the image's nsswitch.conf) and scraped; the process runs as 65532:65532."""
+    is resolved and scraped; the process runs as 65532:65532."""
     exporter = StaticExporter(fixture("milvus-2.3.5-metrics-under-load.prom"))
     d = run_dir("image-serve")
     os.chmod(d, 0o755)
@@ -184,6 +189,46 @@ def test_serve_healthz_and_dns_target_as_nonroot(containers):
         svc.stop()
         exporter.stop()
     assert not process_uids(marker), "serve outlived its buildah run"
+
+
+def test_serve_on_a_read_only_root_resolves_hosts_names(containers):
+    """The image's own root filesystem, mounted read-only (`buildah mount`, a private mount namespace,
+    chroot as 65532:65532: what `readOnlyRootFilesystem: true` gives a pod): serve starts, answers
+    /healthz, and resolves a name that only the bind-mounted /etc/hosts knows. (Here DNS is
+    unreachable, so glibc falls back to files even without the image's nsswitch.conf; that file
+    matters where DNS answers: files first, as in a pod.) `buildah run` has no read-only switch,
+    hence the hand-made mount."""
+    c = containers["milvus-scaler"]
+    root = _run(BUILDAH + ["mount", c]).stdout.strip()
+    exporter = StaticExporter(fixture("milvus-2.3.5-metrics-under-load.prom"))
+    d = run_dir("image-ro")
+    os.chmod(d, 0o755)
+    port = free_port()
+    (d / "hosts").write_text(f"127.0.0.1 {HOSTS_NAME}\n")
+    cfg = {"milvus": [{"name": "demo", "scrape": {"interval": "1s", "targets": [
+        f"dns+http://{HOSTS_NAME}:{exporter.port}/metrics"]}}], "telemetry": {"listen": f"127.0.0.1:{port}"}}
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    for f in ("hosts", "config.yaml"):
+        os.chmod(d / f, 0o644)
+    script = (f"mount --bind {root} {root} && mount --bind {d / 'hosts'} {root}/etc/hosts && "
+              f"mount --bind {d} {root}/home/nonroot && mount -o remount,bind,ro {root} && "
+              f"exec chroot --userspec=65532:65532 {root} /usr/local/bin/milvus-scaler serve "
+              f"--config /home/nonroot/config.yaml")
+    svc = Service("milvus-scaler-ro", ["unshare", "-m", "sh", "-c", script], d / "serve.log")
+    try:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 60, "/healthz on a read-only root", proc=svc)
+        target = f'milvus_scaler_target_up{{target="http://127.0.0.1:{exporter.port}/metrics"}} 1'
+
+        def scraped():
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                return target in r.read().decode()
+        wait_until(scraped, 30, f"{HOSTS_NAME} resolved on a read-only root", proc=svc)
+        assert process_uids("/home/nonroot/config.yaml") == {("65532", "65532")}
+    finally:
+        svc.stop()
+        exporter.stop()
+        subprocess.run(BUILDAH + ["umount", c], capture_output=True)
+    assert "Read-only" not in svc.tail(200)
 
 
 def test_segment_cache_serves_get_through_moto(containers):
