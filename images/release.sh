@@ -55,12 +55,16 @@ YAML
 done
 
 # SBOMs: the crate graph each binary is built from (normal dependencies, this Cargo.lock).
+# cargo-cyclonedx writes one file into every workspace member's folder (it has no package
+# selection): a name unique to this run, the two we ship moved out, every other one deleted.
+sbom=.release-sbom-$$
+trap 'find crates -name "$sbom.cdx.json" -delete' EXIT
+cargo-cyclonedx cyclonedx --manifest-path Cargo.toml --format json --spec-version 1.5 \
+  --override-filename "$sbom.cdx" >/dev/null
 for name in milvus-scaler segment-cache; do
-  rm -f "crates/$name/$name.cdx.json"
-  cargo-cyclonedx cyclonedx --manifest-path "crates/$name/Cargo.toml" --format json \
-    --spec-version 1.5 --override-filename "$name.cdx" >/dev/null
-  mv "crates/$name/$name.cdx.json" "$dist/$name-$VERSION.cdx.json"
+  mv "crates/$name/$sbom.cdx.json" "$dist/$name-$VERSION.cdx.json"
 done
+find crates -name "$sbom.cdx.json" -delete
 
 last_tag=$(git describe --tags --abbrev=0 2>/dev/null || true)
 {

@@ -42,6 +42,12 @@ def _run(cmd: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProc
     return out
 
 
+def _untracked() -> set[str]:
+    """Files git sees as untracked or changed in the source tree (ignored ones aside)."""
+    out = _run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO).stdout
+    return {line[3:] for line in out.splitlines()}
+
+
 @pytest.fixture(scope="session")
 def release():
     """dist/ of `make release VERSION=0.0.0-test PROFILE=debug` (into a run dir, not the repo's dist/)."""
@@ -49,9 +55,12 @@ def release():
         pytest.fail("buildah not found: run `make setup`")
     dist = run_dir("release") / "dist"
     env = {**os.environ, "DIST": str(dist)}
+    before = _untracked()
     try:
         _run(["make", "-s", "release", f"VERSION={VERSION}", "PROFILE=debug", f"REGISTRY={REGISTRY}"], cwd=REPO,
              env=env, timeout=1200)
+        # Nothing left in the source tree (cargo-cyclonedx writes into every crate's folder).
+        assert _untracked() == before, sorted(_untracked() - before)
         yield dist
     finally:
         # vfs keeps a full copy per image: drop this session's (the bundle has them as archives).
