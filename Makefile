@@ -41,3 +41,23 @@ bench: setup ## Benchmarks (release build); report in bench/results/
 clean: ## Remove build output and run data (keeps .venv)
 	$(CARGO) clean
 	rm -rf .run
+
+# Images and release bundle (images/, docs/images.md). PROFILE: cargo profile of the binaries that
+# go in (release by default; CI uses debug: a release build does not fit its time).
+PROFILE ?= release
+VERSION ?=
+REGISTRY ?= ghcr.io/milvus-scaler
+# The same cargo command as `make build` (debug) or `make bench` (release): no rebuild with other features.
+IMAGE_CARGO_BUILD := $(if $(filter release,$(PROFILE)),$(CARGO) build --release --workspace --locked,$(CARGO) build --workspace --all-targets --locked)
+
+.PHONY: image release
+image: ## Build both images with buildah (PROFILE=release|debug, VERSION=tag, REGISTRY=prefix)
+	@bash tests/setup.sh --images
+	$(IMAGE_CARGO_BUILD)
+	PROFILE=$(PROFILE) VERSION=$(VERSION) REGISTRY=$(REGISTRY) bash images/build.sh
+
+release: ## Release bundle in dist/: install YAMLs pinned by digest, OCI archives, SBOMs, SHA256SUMS, notes (VERSION=x.y.z required)
+	@test -n "$(VERSION)" || { echo "make release: VERSION=x.y.z is required"; exit 2; }
+	@bash tests/setup.sh --images
+	$(IMAGE_CARGO_BUILD)
+	PROFILE=$(PROFILE) VERSION=$(VERSION) REGISTRY=$(REGISTRY) bash images/release.sh
