@@ -89,14 +89,24 @@ def calibrate(cluster: MilvusCluster, coll) -> dict:
             "time_to_serve": to_serve, "graceful_stop": stop, "overhead": overhead}
 
 
+def model_p99(cal: dict, utilisation: float) -> float:
+    """p99 of an M/M/1 node at `utilisation` of its capacity plus the calibrated overhead, seconds."""
+    return cal["overhead"] + math.log(100) / (cal["capacity"] * (1 - utilisation))
+
+
 def write_model(cal: dict) -> None:
-    # The SLO the simulations judge by: 1.5x the p99 measured at the shipped policy's 60 % target.
-    slo = round(1.5 * cal["p99_60"], 3)
+    # The SLO the simulations judge by: 1.5x the p99 the *model* (M/M/1 per node plus overhead) gives at
+    # the shipped policy's 60 % target. It must come from the model, not from the measured p99: the
+    # simulation can only judge against latencies its own queue produces, and a measured p99 below the
+    # model's (real query nodes batch concurrent searches) would put every policy, static peak included,
+    # at 0 % within the SLO. How far the model is from the measurements is reported beside it.
+    slo = round(1.5 * model_p99(cal, 0.6), 3)
     text = f"""# Service model of one query node of the test harness's real Milvus 2.3.5 cluster (15 % of a core,
 # 20k x 64-d IVF_FLAT, nq 10, nprobe 64), measured by bench/bench_loop.py on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.
 # Measured: saturation {cal['capacity']:.1f} searches/s; p50/p99 at 30 % {cal['p50_30']*1000:.0f}/{cal['p99_30']*1000:.0f} ms,
 # at 60 % {cal['p50_60']*1000:.0f}/{cal['p99_60']*1000:.0f} ms; PUT replicas -> new node serving {cal['time_to_serve']:.1f} s;
-# graceful stop {cal['graceful_stop']:.1f} s. slo_p99_seconds = 1.5 x the p99 at 60 %.
+# graceful stop {cal['graceful_stop']:.1f} s. The model's p99 at 30 % / 60 %: {model_p99(cal, 0.3)*1000:.0f} / {model_p99(cal, 0.6)*1000:.0f} ms.
+# slo_p99_seconds = 1.5 x the model's p99 at 60 % (the shipped policy's target).
 service:
   node_capacity_qps: {cal['capacity']:.2f}
   overhead_seconds: {cal['overhead']:.4f}
@@ -232,6 +242,11 @@ def main() -> int:
         rows.append({"metric": f"real cluster: {metric}", "unit": unit, "ours": ours[key], "baseline": base[key],
                      "baseline_name": "first shipped example (queue AverageValue 10 + p99 Value 200m)",
                      "ratio": ratio(ours[key], base[key]), "better": better})
+    for u, measured in ((0.3, cal["p99_30"]), (0.6, cal["p99_60"])):
+        rows.append({"metric": f"calibration: p99 at {u:.0%} of one node's capacity, service model vs measured",
+                     "unit": "s", "ours": model_p99(cal, u), "baseline": measured,
+                     "baseline_name": "measured on the real cluster", "ratio": ratio(model_p99(cal, u), measured),
+                     "better": "closer to 1"})
     capacity = cal["capacity"]
     traces = {
         "10x spike": {"kind": "spike", "quiet_qps": capacity, "spike_qps": 10 * capacity, "quiet_seconds": 1200,
@@ -253,12 +268,20 @@ def main() -> int:
         rows.append({"metric": f"simulated {tname}: node-hours vs static peak provisioning", "unit": "node-h",
                      "ours": shipped["node_hours"], "baseline": static["node_hours"], "baseline_name": static["name"],
                      "ratio": ratio(shipped["node_hours"], static["node_hours"]), "better": "lower"})
-        rows.append({"metric": f"simulated {tname}: scale changes per hour at steady load", "unit": "/h",
+        for s in sims[2:]:
+            # Reversals (up after down, down after up) are the flapping; a scale-in walking down one pod
+            # a minute after the spike is many changes but one direction.
+            rows.append({"metric": f"simulated {tname}: direction reversals (flapping), shipped vs {s['name']}",
+                         "unit": "count", "ours": shipped["reversals"], "baseline": s["reversals"],
+                         "baseline_name": s["name"], "ratio": ratio(shipped["reversals"], s["reversals"]),
+                         "better": "lower"})
+        rows.append({"metric": f"simulated {tname}: scale changes per hour at steady load (every step of a "
+                               "scale-in walk counts)", "unit": "/h",
                      "ours": shipped["steady_changes_per_hour"], "baseline": None, "baseline_name": "-",
                      "ratio": None, "better": "lower"})
         notes.append(f"simulate {tname}: " + "; ".join(
             f"{s['name']}: {s['node_hours']:.1f} node-h, SLO {100 * s['slo_fraction']:.1f} %, "
-            f"{s['scale_changes']} changes, max {s['max_pods']} pods" for s in sims))
+            f"{s['scale_changes']} changes ({s['reversals']} reversals), max {s['max_pods']} pods" for s in sims))
     notes.append(f"calibration: {json.dumps({k: round(v, 4) for k, v in cal.items()})}")
     notes.append(f"real loop runs: {json.dumps(real)}")
     print(json.dumps({"name": "Closed loop: scaling policies on a real Milvus cluster and in simulation",
