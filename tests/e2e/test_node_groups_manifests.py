@@ -424,3 +424,21 @@ def test_component_renders_validates_and_configures(cluster):
                             "--config", str(d / "node-groups.yaml")],
                            capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stderr
+
+
+def test_sizing_has_one_entry_per_zone_group_and_the_docs_warn_about_scale_in(cluster):
+    """M2: milvus-scaler sizes one ASG per entry, so the per-zone groups are one entry each, equal but for the
+    zone (each a third of the workload); docs/node-groups.md warns that `scale_in: true` terminates undrained."""
+    patch = yaml.safe_load((COMPONENT / "configmap-patch.yaml").read_text())
+    groups = yaml.safe_load(patch["data"]["node-groups.yaml"])["node_groups"]["groups"]
+    names = {g["name"] for g in groups}
+    eks = {g["name"] for g in cluster["nodeGroups"] if g["name"].startswith(("querynodes-", "indexnodes-"))}
+    assert names == eks, (names, eks)
+    for role in ("querynodes", "indexnodes"):
+        mine = [g for g in groups if g["name"].startswith(role + "-")]
+        strip = [{k: v for k, v in g.items() if k not in ("name", "asg")} for g in mine]
+        assert len(mine) == 3 and all(s == strip[0] for s in strip), role
+        assert all(g["asg"] == f"eksctl-milvus-eks-nodegroup-{g['name']}-NodeGroup" for g in mine)
+        assert not any(g.get("scale_in") for g in mine)
+    doc = (REPO / "docs" / "node-groups.md").read_text()
+    assert "`scale_in: true` terminates nodes without draining them" in doc
