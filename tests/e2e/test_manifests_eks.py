@@ -1152,3 +1152,105 @@ def test_no_latency_trigger_is_divided_per_replica():
                         if "latency" in name or "p99" in name:
                             assert target["type"] == "Value", (doc["metadata"]["name"], name)
     assert checked >= 3
+
+
+# ------------------------------------------------------------------------------ docs/eks.md as a procedure
+
+def guide_sections() -> dict[str, str]:
+    """`## ` heading -> its text, for docs/eks.md."""
+    text = (REPO / "docs" / "eks.md").read_text()
+    parts = re.split(r"^## (.+)$", text, flags=re.M)
+    return {parts[i].strip(): parts[i + 1] for i in range(1, len(parts), 2)}
+
+
+def guide_commands(text: str) -> list[str]:
+    """The lines of the ```bash blocks, continuation lines joined."""
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    out = []
+    for block in blocks:
+        lines = (re.sub(r"\s+#\s.*$", "", line).strip() for line in block.replace("\\\n", " ").splitlines())
+        out += [line for line in lines if line and not line.startswith("#")]
+    return out
+
+
+def test_guide_steps_are_in_order_and_each_ends_with_a_check():
+    sections = guide_sections()
+    steps = [h for h in sections if re.match(r"^\d+\. ", h)]
+    assert [int(h.split(".")[0]) for h in steps] == list(range(len(steps))) and len(steps) >= 8, steps
+    for h in steps:
+        assert "Check" in sections[h], f"step {h!r} has no check"
+    for h in ("Compatibility", "Uninstall", "Tests"):
+        assert h in sections, h
+
+
+def test_guide_commands_name_files_that_exist_in_the_manifests_copy():
+    """Every file or directory a command passes (`file://`, `-f`, `-k`, `--values`, `< ...`) exists under
+    manifests/ (the guide works in a copy of it), so the commands run as written."""
+    cmds = guide_commands((REPO / "docs" / "eks.md").read_text())
+    refs = []
+    for c in cmds:
+        refs += re.findall(r"file://([\w./-]+)", c)
+        refs += re.findall(r"(?:-k|-f|--values|--post-renderer|<)\s+([a-z][\w./-]+)", c)
+    refs = [r for r in refs if not r.startswith(("/tmp", "-"))]
+    assert len(refs) >= 20, refs
+    missing = sorted({r for r in refs if not (MANIFESTS / r).exists()})
+    assert not missing, f"docs/eks.md names files the manifests copy does not have: {missing}"
+
+
+def test_guide_installs_milvus_as_the_manifests_expect():
+    """Namespace before `-k eks`, the gp3 class and the MSK Secret before Helm; chart 4.1.15 pinned exactly;
+    the password never on the command line; one cluster name."""
+    cmds = guide_commands((REPO / "docs" / "eks.md").read_text())
+    text = "\n".join(cmds)
+
+    def first(pattern: str) -> int:
+        hits = [i for i, c in enumerate(cmds) if re.search(pattern, c)]
+        assert hits, pattern
+        return hits[0]
+
+    helm = first(r"helm upgrade --install milvus milvus/milvus")
+    assert first(r"kubectl apply -f eks/namespace\.yaml") < first(r"kubectl apply -k eks$") < helm
+    assert first(r"kubectl apply -k cluster$") < helm
+    assert first(r"create secret generic milvus-kafka .*password=") < helm
+    assert first(r"create secret generic segment-cache") < helm
+    assert f"--version {CHART_VERSION}" in cmds[helm]
+    assert "awk" not in text, "pick the chart version by number, not by matching appVersion"
+    assert "externalKafka.sasl.password" not in text
+    assert first(r"eksctl create cluster -f node-groups/eksctl-cluster\.yaml") < first(r"aws iam create-role")
+    assert re.search(r"CLUSTER=milvus-eks\b", text)
+    for c in cmds:
+        assert not re.search(r"--name (?!\$CLUSTER)\S+", c) or "create-role" in c or "--role-name" in c, c
+    # The overlays install HPAs on CPU (proxy, data nodes): metrics-server comes before them.
+    assert first(r"metrics-server/metrics-server") < first(r"kubectl apply -k overlays/eks-")
+    assert first(r"jetstack/cert-manager") < first(r"kubectl apply -k overlays/eks-keda")
+
+
+def test_guide_uninstall_touches_namespace_milvus_only_when_milvus_is_deleted():
+    section = guide_sections()["Uninstall"]
+    marker = section.index("only if you decide to delete Milvus")
+    before, after = section[:marker], section[marker:]
+    milvus = re.compile(r"-n milvus\b|namespace milvus\b|-k eks\b|eks/namespace\.yaml|delete pvc")
+    for c in guide_commands(before):
+        assert not milvus.search(c), f"runs before the user chose to delete Milvus: {c}"
+    assert any("kubectl delete -k overlays/eks-" in c for c in guide_commands(before))
+    assert any(milvus.search(c) for c in guide_commands(after))
+    # The milvus-scaler overlays the first command deletes own nothing Milvus needs (C3, checked on the render).
+    for overlay in ("eks-external-metrics", "eks-keda"):
+        assert not [d for d in render(MANIFESTS / "overlays" / overlay)
+                    if d["kind"] == "Namespace" and d["metadata"]["name"] == MILVUS_NAMESPACE]
+
+
+def test_guide_compatibility_table():
+    table = guide_sections()["Compatibility"]
+    for needle in ("**>= 1.29** required", "native sidecar", "**4.1.15** exactly", "**>= 2.17**",
+                   "Prometheus Operator", "metrics-server", "cert-manager", "Cluster Autoscaler"):
+        assert needle in table, needle
+    assert CHART_VERSION == "4.1.15"
+
+
+def test_guide_documents_what_nth_imds_mode_does_not_cover():
+    """L7: NTH stays in IMDS mode (no SQS queue), and the guide says which terminations it cannot drain."""
+    nth = load_yaml(EKS / "node-termination-handler" / "values.yaml")
+    assert nth["enableSqsTerminationDraining"] is False
+    step = next(text for h, text in guide_sections().items() if h.startswith("5."))
+    assert "does **not** see terminations" in step and "queue mode" in step
