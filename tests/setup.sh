@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests, the demo and the benchmarks need, idempotently, into ignored folders:
-#   - Debian packages: prometheus (with promtool), wrk, rclone, etcd-server  (apt-get; root on these machines)
+#   - Debian packages: prometheus (with promtool), wrk, rclone, etcd-server, shellcheck  (apt-get; root on these machines)
 #   - .venv/: Milvus 2.3.5 standalone, pymilvus, moto server, aws CLI, pytest, grpc tools, ...
 #   - the Kafka-API broker tansu 0.6.0 for the Milvus cluster tests (tests/broker.sh, cached)
 #   - image and release tools: Debian's buildah, cargo-cyclonedx (SBOMs) in ~/.cargo/bin
@@ -40,7 +40,7 @@ if [ "${1:-}" = "--images" ]; then
   exit 0
 fi
 
-apt_install prometheus wrk rclone etcd-server
+apt_install prometheus wrk rclone etcd-server shellcheck
 image_tools
 # Debian's package starts a system Prometheus on :9090; the tests run their own on free ports.
 if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then

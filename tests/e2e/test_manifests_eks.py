@@ -263,6 +263,13 @@ def node_groups() -> dict:
     return groups
 
 
+def eksctl_roles() -> dict[str, tuple[str, str]]:
+    """IAM role name -> (namespace, service account) for the IRSA roles eksctl creates (iam.serviceAccounts)."""
+    cfg = load_yaml(EKSCTL_CONFIG)
+    return {sa["roleName"]: (sa["metadata"]["namespace"], sa["metadata"]["name"])
+            for sa in cfg["iam"]["serviceAccounts"]}
+
+
 def tolerates(tolerations: list[dict], taint: dict) -> bool:
     """Kubernetes toleration matching (core/v1 Toleration.ToleratesTaint)."""
     for t in tolerations or []:
@@ -678,6 +685,11 @@ def test_service_accounts_exist_with_irsa_bound_to_trust_policies():
         assert m, f"ServiceAccount {ns}/{name}: IRSA annotation missing or malformed: {arn!r}"
         role = m["name"]
         assert role.startswith(ROLE_PREFIX), role
+        if role in eksctl_roles():
+            # eksctl creates the role and writes its trust policy for exactly this namespace/name.
+            assert eksctl_roles()[role] == (ns, name), (role, eksctl_roles()[role])
+            assert not (IAM / f"{role[len(ROLE_PREFIX):]}-trust.json").exists(), f"{role}: created twice"
+            continue
         trust_file = IAM / f"{role[len(ROLE_PREFIX):]}-trust.json"
         assert trust_file.exists(), f"{name}: no trust policy {trust_file.relative_to(REPO)} for role {role}"
         trust = json.loads(trust_file.read_text())
@@ -800,12 +812,18 @@ def test_iam_policies_accepted_by_moto_and_bound_to_roles(moto_server):
     iam = moto_server.client("iam")
     files = policy_files()
     assert {"milvus-s3-policy.json", "segment-cache-s3-policy.json"} <= {f.name for f in files}
+    embedded = {sa["roleName"]: sa["attachPolicy"] for sa in load_yaml(EKSCTL_CONFIG)["iam"]["serviceAccounts"]}
     for f in files:
         doc = json.loads(f.read_text())
         arn = iam.create_policy(PolicyName=f.stem, PolicyDocument=json.dumps(doc))["Policy"]["Arn"]
         trust = IAM / f.name.replace("-policy.json", "-trust.json")
-        assert trust.exists(), f"{f.name}: no IRSA trust policy {trust.name}"
         role = ROLE_PREFIX + f.name[: -len("-policy.json")]
+        if role in embedded:
+            # M13: eksctl creates this role (iam.serviceAccounts) with this document and its own trust policy.
+            assert embedded[role] == doc, f"{f.name} differs from its copy in {EKSCTL_CONFIG.name}"
+            assert not trust.exists(), f"{trust.name}: a second, hand-made trust for a role eksctl creates"
+            continue
+        assert trust.exists(), f"{f.name}: no IRSA trust policy {trust.name}"
         iam.create_role(RoleName=role, AssumeRolePolicyDocument=trust.read_text())
         iam.attach_role_policy(RoleName=role, PolicyArn=arn)
         attached = iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
@@ -1016,6 +1034,8 @@ def test_apply_guide_names_every_manifest():
     files += [p for p in IAM.glob("*.json") if p.name.startswith(("milvus-s3-", "segment-cache-s3-"))
               or p.name.endswith("-trust.json")]
     files += [MANIFESTS / "overlays" / name for name in ("eks", "eks-external-metrics", "eks-keda")]
+    files += [p for d in (MANIFESTS / "cluster", MANIFESTS / "node-groups") for p in d.iterdir() if p.is_file()]
+    files += [IAM / "cluster-autoscaler-policy.json", IAM / "milvus-scaler-node-groups-policy.json"]
     missing = []
     for p in files:
         rel = p.relative_to(MANIFESTS)
@@ -1100,8 +1120,137 @@ def test_planner_pod_size_equals_what_the_query_node_pod_requests():
     running = spec["containers"] + [c for c in spec["initContainers"] if c.get("restartPolicy") == "Always"]
     docs = render(MANIFESTS / "overlays" / "eks")
     cm = find(docs, "ConfigMap", "milvus-scaler-config", "milvus-scaler")
-    group = next(g for g in yaml.safe_load(cm["data"]["node-groups.yaml"])["node_groups"]["groups"]
-                 if g["name"] == "querynodes")
-    for res in ("cpu", "memory"):
-        total = sum(parse_quantity(c["resources"]["requests"][res]) for c in running)
-        assert parse_quantity(str(group["pod"][res])) == total, (res, group["pod"][res], total)
+    groups = [g for g in yaml.safe_load(cm["data"]["node-groups.yaml"])["node_groups"]["groups"]
+              if g["name"].startswith("querynodes-")]
+    assert len(groups) == 3, "one entry per zone's query-node group"
+    for group in groups:
+        for res in ("cpu", "memory"):
+            total = sum(parse_quantity(c["resources"]["requests"][res]) for c in running)
+            assert parse_quantity(str(group["pod"][res])) == total, (res, group["pod"][res], total)
+
+
+def test_no_latency_trigger_is_divided_per_replica():
+    """L1: a latency (or any other non-additive) signal must be a `Value` target: `AverageValue` divides it by the
+    replica count, so desired = ceil(p99 / target) whatever the current size. The query-node ScaledObject's
+    old p99 trigger is gone (59a43b7: search_demand, nq/s, which does add up per replica); this keeps it so."""
+    per_replica = {"search_demand", "search_queue_depth", "index_pending_builds", "flush_backlog"}
+    checked = 0
+    for kdir in (MANIFESTS / "examples", MANIFESTS / "examples" / "keda"):
+        for doc in render(kdir):
+            if doc["kind"] == "ScaledObject":
+                for trig in doc["spec"]["triggers"]:
+                    signal = (trig.get("metadata") or {}).get("signal")
+                    if signal:
+                        checked += 1
+                        assert trig.get("metricType") == "Value" or signal in per_replica, (doc["metadata"], trig)
+                        assert "latency" not in signal and "p99" not in signal or trig["metricType"] == "Value"
+            elif doc["kind"] == "HorizontalPodAutoscaler":
+                for m in doc["spec"]["metrics"]:
+                    if m["type"] == "External":
+                        checked += 1
+                        name, target = m["external"]["metric"]["name"], m["external"]["target"]
+                        if "latency" in name or "p99" in name:
+                            assert target["type"] == "Value", (doc["metadata"]["name"], name)
+    assert checked >= 3
+
+
+# ------------------------------------------------------------------------------ docs/eks.md as a procedure
+
+def guide_sections() -> dict[str, str]:
+    """`## ` heading -> its text, for docs/eks.md."""
+    text = (REPO / "docs" / "eks.md").read_text()
+    parts = re.split(r"^## (.+)$", text, flags=re.M)
+    return {parts[i].strip(): parts[i + 1] for i in range(1, len(parts), 2)}
+
+
+def guide_commands(text: str) -> list[str]:
+    """The lines of the ```bash blocks, continuation lines joined."""
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    out = []
+    for block in blocks:
+        lines = (re.sub(r"\s+#\s.*$", "", line).strip() for line in block.replace("\\\n", " ").splitlines())
+        out += [line for line in lines if line and not line.startswith("#")]
+    return out
+
+
+def test_guide_steps_are_in_order_and_each_ends_with_a_check():
+    sections = guide_sections()
+    steps = [h for h in sections if re.match(r"^\d+\. ", h)]
+    assert [int(h.split(".")[0]) for h in steps] == list(range(len(steps))) and len(steps) >= 8, steps
+    for h in steps:
+        assert "Check" in sections[h], f"step {h!r} has no check"
+    for h in ("Compatibility", "Uninstall", "Tests"):
+        assert h in sections, h
+
+
+def test_guide_commands_name_files_that_exist_in_the_manifests_copy():
+    """Every file or directory a command passes (`file://`, `-f`, `-k`, `--values`, `< ...`) exists under
+    manifests/ (the guide works in a copy of it), so the commands run as written."""
+    cmds = guide_commands((REPO / "docs" / "eks.md").read_text())
+    refs = []
+    for c in cmds:
+        refs += re.findall(r"file://([\w./-]+)", c)
+        refs += re.findall(r"(?:-k|-f|--values|--post-renderer|<)\s+([a-z][\w./-]+)", c)
+    refs = [r for r in refs if not r.startswith(("/tmp", "-"))]
+    assert len(refs) >= 20, refs
+    missing = sorted({r for r in refs if not (MANIFESTS / r).exists()})
+    assert not missing, f"docs/eks.md names files the manifests copy does not have: {missing}"
+
+
+def test_guide_installs_milvus_as_the_manifests_expect():
+    """Namespace before `-k eks`, the gp3 class and the MSK Secret before Helm; chart 4.1.15 pinned exactly;
+    the password never on the command line; one cluster name."""
+    cmds = guide_commands((REPO / "docs" / "eks.md").read_text())
+    text = "\n".join(cmds)
+
+    def first(pattern: str) -> int:
+        hits = [i for i, c in enumerate(cmds) if re.search(pattern, c)]
+        assert hits, pattern
+        return hits[0]
+
+    helm = first(r"helm upgrade --install milvus milvus/milvus")
+    assert first(r"kubectl apply -f eks/namespace\.yaml") < first(r"kubectl apply -k eks$") < helm
+    assert first(r"kubectl apply -k cluster$") < helm
+    assert first(r"create secret generic milvus-kafka .*password=") < helm
+    assert first(r"create secret generic segment-cache") < helm
+    assert f"--version {CHART_VERSION}" in cmds[helm]
+    assert "awk" not in text, "pick the chart version by number, not by matching appVersion"
+    assert "externalKafka.sasl.password" not in text
+    assert first(r"eksctl create cluster -f node-groups/eksctl-cluster\.yaml") < first(r"aws iam create-role")
+    assert re.search(r"CLUSTER=milvus-eks\b", text)
+    for c in cmds:
+        assert not re.search(r"--name (?!\$CLUSTER)\S+", c) or "create-role" in c or "--role-name" in c, c
+    # The overlays install HPAs on CPU (proxy, data nodes): metrics-server comes before them.
+    assert first(r"metrics-server/metrics-server") < first(r"kubectl apply -k overlays/eks-")
+    assert first(r"jetstack/cert-manager") < first(r"kubectl apply -k overlays/eks-keda")
+
+
+def test_guide_uninstall_touches_namespace_milvus_only_when_milvus_is_deleted():
+    section = guide_sections()["Uninstall"]
+    marker = section.index("only if you decide to delete Milvus")
+    before, after = section[:marker], section[marker:]
+    milvus = re.compile(r"-n milvus\b|namespace milvus\b|-k eks\b|eks/namespace\.yaml|delete pvc")
+    for c in guide_commands(before):
+        assert not milvus.search(c), f"runs before the user chose to delete Milvus: {c}"
+    assert any("kubectl delete -k overlays/eks-" in c for c in guide_commands(before))
+    assert any(milvus.search(c) for c in guide_commands(after))
+    # The milvus-scaler overlays the first command deletes own nothing Milvus needs (C3, checked on the render).
+    for overlay in ("eks-external-metrics", "eks-keda"):
+        assert not [d for d in render(MANIFESTS / "overlays" / overlay)
+                    if d["kind"] == "Namespace" and d["metadata"]["name"] == MILVUS_NAMESPACE]
+
+
+def test_guide_compatibility_table():
+    table = guide_sections()["Compatibility"]
+    for needle in ("**>= 1.29** required", "native sidecar", "**4.1.15** exactly", "**>= 2.17**",
+                   "Prometheus Operator", "metrics-server", "cert-manager", "Cluster Autoscaler"):
+        assert needle in table, needle
+    assert CHART_VERSION == "4.1.15"
+
+
+def test_guide_documents_what_nth_imds_mode_does_not_cover():
+    """L7: NTH stays in IMDS mode (no SQS queue), and the guide says which terminations it cannot drain."""
+    nth = load_yaml(EKS / "node-termination-handler" / "values.yaml")
+    assert nth["enableSqsTerminationDraining"] is False
+    step = next(text for h, text in guide_sections().items() if h.startswith("5."))
+    assert "does **not** see terminations" in step and "queue mode" in step

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Helm post-renderer: reads Helm's rendered manifests on stdin, applies this directory's kustomization
-# (segment-cache sidecar + warm init container on the query nodes, see kustomization.yaml) and writes the
+# (the segment-cache sidecar on the query nodes, see kustomization.yaml) and writes the
 # result to stdout. Usage: helm upgrade --install ... --post-renderer manifests/eks/querynode-post-render/post-render.sh
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
