@@ -88,7 +88,7 @@ impl Common {
     fn load(&self) -> Result<Config, segment_cache::config::ConfigError> {
         let mut c = Config::load_unvalidated(&self.config)?;
         if let Some(v) = &self.secret_key {
-            c.auth.secret_key.clone_from(v);
+            c.auth.secret_key = v.clone().into();
         }
         if let Some(v) = self.listen {
             c.listen = v;
@@ -248,7 +248,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let mut b = s3s::service::S3ServiceBuilder::new(s3);
         b.set_auth(SingleKeyAuth::new(
             &config.auth.access_key,
-            &config.auth.secret_key,
+            config.auth.secret_key.expose(),
         ));
         b.set_access(BucketAccess::new(config.upstream.bucket.clone()));
         b.build()

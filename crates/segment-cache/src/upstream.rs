@@ -140,7 +140,7 @@ pub async fn build_client(cfg: &UpstreamConfig) -> Client {
     if let (Some(a), Some(s)) = (&cfg.access_key, &cfg.secret_key) {
         loader = loader.credentials_provider(Credentials::new(
             a.clone(),
-            s.clone(),
+            s.expose().to_string(),
             None,
             None,
             "segment-cache-config",
