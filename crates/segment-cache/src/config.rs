@@ -100,7 +100,7 @@ pub struct UpstreamConfig {
     /// Timeout of one upstream attempt (connect + first byte).
     #[serde(default = "default_upstream_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// Attempts per upstream request (the SDK's standard retry with backoff).
+    /// Attempts per upstream call site: the budget of [`crate::retry::RetryPolicy`].
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
 }
@@ -112,7 +112,7 @@ fn default_upstream_timeout() -> Duration {
     Duration::from_secs(30)
 }
 fn default_max_attempts() -> u32 {
-    3
+    crate::retry::DEFAULT_ATTEMPTS
 }
 
 /// The cache directory.

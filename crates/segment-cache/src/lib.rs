@@ -4,7 +4,7 @@
 //! - [`store`]: the cache directory (atomic, verified commits; index rebuilt at start);
 //! - [`index`], [`keys`], [`accesslog`], [`verify`]: pure bookkeeping, tested without sockets;
 //! - [`upstream`]: the aws-sdk-s3 client and the whole/ranged fetchers ([`chunk_file`] writes
-//!   their bodies);
+//!   their bodies), retried by the one budget of [`retry`];
 //! - [`warm`]: the parallel warmer; [`telemetry`]: `/metrics`, `/healthz`, `/readyz`;
 //! - [`config`]: the YAML configuration.
 #![forbid(unsafe_code)]
@@ -15,6 +15,7 @@ pub mod chunk_file;
 pub mod config;
 pub mod index;
 pub mod keys;
+pub mod retry;
 pub mod s3;
 pub mod store;
 pub mod telemetry;

@@ -64,6 +64,10 @@ fn count(op: &'static str, result: &'static str) {
 
 fn to_s3_error(e: &FetchError) -> S3Error {
     match e {
+        // The part's own error says what upstream answered.
+        FetchError::Part { source, .. } if matches!(**source, FetchError::Upstream { .. }) => {
+            to_s3_error(source)
+        }
         FetchError::Upstream {
             status,
             code,
@@ -270,39 +274,31 @@ impl CacheS3 {
             // Another request fetched it while we waited.
             return Ok(Lookup::Hit(e, f));
         }
-        let mut last = None;
-        for attempt in 0..3 {
-            let no_progress = |_| {};
-            let ranges = self.miss_parts.as_ref().map(|m| Ranges {
-                part_size: m.part_size,
-                permits: &m.permits,
-                progress: &no_progress,
-            });
-            match self
-                .upstream
-                .fetch(&self.store, key, self.max_object_size, ranges.as_ref())
-                .await
-            {
-                Ok(_) => {
-                    if let Some((e, f)) = self.open_cached(key) {
-                        return Ok(Lookup::Miss(e, f));
-                    }
-                    return Ok(Lookup::Bypass);
-                }
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(key, attempt, error = %e, "upstream fetch failed");
-                    last = Some(e);
-                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-                }
-                Err(e @ FetchError::Upstream { .. }) => return Err(to_s3_error(&e)),
-                Err(e) => {
-                    tracing::warn!(key, error = %e, "not caching; passing the read through");
-                    return Ok(Lookup::Bypass);
-                }
+        let no_progress = |_| {};
+        let ranges = self.miss_parts.as_ref().map(|m| Ranges {
+            part_size: m.part_size,
+            permits: &m.permits,
+            progress: &no_progress,
+        });
+        // The fetch has had its retries (`RetryPolicy`): no loop here.
+        match self
+            .upstream
+            .fetch(&self.store, key, self.max_object_size, ranges.as_ref())
+            .await
+        {
+            Ok(_) => match self.open_cached(key) {
+                Some((e, f)) => Ok(Lookup::Miss(e, f)),
+                None => Ok(Lookup::Bypass),
+            },
+            Err(e) if e.passes_through() => {
+                tracing::warn!(key, error = %e, "not caching; passing the read through");
+                Ok(Lookup::Bypass)
+            }
+            Err(e) => {
+                tracing::warn!(key, error = %e, "upstream fetch failed");
+                Err(to_s3_error(&e))
             }
         }
-        let e = last.unwrap_or(FetchError::Unavailable("retries exhausted".into()));
-        Err(to_s3_error(&e))
     }
 
     fn check_bucket(&self, bucket: &str) -> S3Result<()> {

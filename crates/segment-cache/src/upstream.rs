@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 use crate::chunk_file::ChunkFile;
 use crate::config::UpstreamConfig;
 use crate::index::{Entry, NoRoom};
+use crate::retry::RetryPolicy;
 use crate::store::{Store, StoreError};
 use crate::verify::{FullObjectCrc, Mismatch, Verifier};
 
@@ -59,6 +60,15 @@ pub enum FetchError {
     /// The bytes do not match the ETag.
     #[error("verification failed: {0}")]
     Verify(#[from] Mismatch),
+    /// One part of a fetch in parts failed with its retry budget spent (the fetch is not
+    /// retried around it: see [`RetryPolicy`]).
+    #[error("part at byte {at}: {source}")]
+    Part {
+        /// First byte of the part.
+        at: u64,
+        /// The part's last error.
+        source: Box<FetchError>,
+    },
 }
 
 impl From<StoreError> for FetchError {
@@ -104,8 +114,23 @@ impl FetchError {
         }
     }
 
-    /// True for errors worth another attempt (network, cut body, object changed mid-way, bytes
-    /// that do not match their checksum: corrupted on the way, never to be served).
+    /// True where the read is passed through upstream instead of failing: the object cannot be
+    /// cached here (too big, no room, local disk, no checksum to verify it by), which says
+    /// nothing of whether upstream can serve it.
+    #[must_use]
+    pub fn passes_through(&self) -> bool {
+        matches!(
+            self,
+            FetchError::TooBig(_)
+                | FetchError::NoRoom(_)
+                | FetchError::Disk(_)
+                | FetchError::Verify(Mismatch::Unverifiable(_))
+        )
+    }
+
+    /// True for errors worth another attempt of the same call site (network, cut body, object
+    /// changed mid-way, bytes that do not match their checksum: corrupted on the way, never to be
+    /// served). A [`FetchError::Part`] has had its attempts.
     #[must_use]
     pub fn is_transient(&self) -> bool {
         matches!(self, FetchError::Unavailable(_) | FetchError::Changed)
@@ -128,9 +153,13 @@ pub struct ObjectInfo {
 /// The upstream bucket.
 #[derive(Debug, Clone)]
 pub struct Upstream {
+    /// With the SDK's retry: for requests forwarded as they are.
     client: Client,
+    /// Without it: the cache's own requests, retried by `retry` alone.
+    once: Client,
     bucket: String,
     size_only: bool,
+    retry: RetryPolicy,
 }
 
 /// Builds the aws-sdk-s3 client for `cfg`: static keys if configured, else the standard chain.
@@ -204,17 +233,35 @@ fn unix(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<i64> {
 }
 
 impl Upstream {
-    /// The upstream bucket through `client`; `size_only` skips ETag digests.
+    /// The upstream bucket through `client`; `size_only` skips ETag digests. The cache's own
+    /// requests go through a copy of `client` without the SDK's retry, retried by
+    /// [`RetryPolicy::default`] (see [`Upstream::with_retry`]).
     #[must_use]
     pub fn new(client: Client, bucket: String, size_only: bool) -> Self {
+        let once = Client::from_conf(
+            client
+                .config()
+                .to_builder()
+                .retry_config(RetryConfig::disabled())
+                .build(),
+        );
         Self {
             client,
+            once,
             bucket,
             size_only,
+            retry: RetryPolicy::default(),
         }
     }
 
-    /// The SDK client.
+    /// The same bucket with `retry` as the budget of each of its call sites.
+    #[must_use]
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The SDK client with its own retry, for requests forwarded as they are.
     #[must_use]
     pub fn client(&self) -> &Client {
         &self.client
@@ -226,11 +273,22 @@ impl Upstream {
         &self.bucket
     }
 
-    /// `HeadObject`.
+    /// `HeadObject` (one call site of the retry budget).
     pub async fn head(&self, key: &str) -> Result<ObjectInfo, FetchError> {
+        self.retry
+            .run(
+                "head",
+                key,
+                || self.head_once(key),
+                FetchError::is_transient,
+            )
+            .await
+    }
+
+    async fn head_once(&self, key: &str) -> Result<ObjectInfo, FetchError> {
         let t = Instant::now();
         let r = self
-            .client
+            .once
             .head_object()
             .bucket(&self.bucket)
             .key(key)
@@ -250,17 +308,27 @@ impl Upstream {
         let mut out = Vec::new();
         let mut token = None;
         loop {
-            let t = Instant::now();
-            let r = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .set_continuation_token(token.take())
-                .send()
-                .await;
-            record("list", t, r.is_ok());
-            let page = r.map_err(|e| FetchError::from_sdk(&e))?;
+            let page = self
+                .retry
+                .run(
+                    "list",
+                    prefix,
+                    || async {
+                        let t = Instant::now();
+                        let r = self
+                            .once
+                            .list_objects_v2()
+                            .bucket(&self.bucket)
+                            .prefix(prefix)
+                            .set_continuation_token(token.clone())
+                            .send()
+                            .await;
+                        record("list", t, r.is_ok());
+                        r.map_err(|e| FetchError::from_sdk(&e))
+                    },
+                    FetchError::is_transient,
+                )
+                .await?;
             for o in page.contents() {
                 if let Some(k) = o.key() {
                     out.push(ObjectInfo {
@@ -284,7 +352,26 @@ impl Upstream {
     /// parts from parallel ranged GETs conditional on the ETag the first answer gave (a change
     /// mid-way is caught). One stream from S3 gives a fraction of what the instance's network can
     /// take; a Milvus load waits for whole index files.
+    ///
+    /// The whole-object GET is one call site of the retry budget, each part another.
     pub async fn fetch(
+        &self,
+        store: &Arc<Store>,
+        key: &str,
+        max_size: u64,
+        ranges: Option<&Ranges<'_>>,
+    ) -> Result<Entry, FetchError> {
+        self.retry
+            .run(
+                "get",
+                key,
+                || self.fetch_once(store, key, max_size, ranges),
+                FetchError::is_transient,
+            )
+            .await
+    }
+
+    async fn fetch_once(
         &self,
         store: &Arc<Store>,
         key: &str,
@@ -304,7 +391,7 @@ impl Upstream {
         };
         let t = Instant::now();
         let r = self
-            .client
+            .once
             .get_object()
             .bucket(&self.bucket)
             .key(key)
@@ -422,22 +509,30 @@ impl Upstream {
                     .acquire()
                     .await
                     .map_err(|e| FetchError::Unavailable(e.to_string()))?;
-                let mut last = None;
-                for attempt in 0..3 {
-                    match self.range_once(tmp, &info.key, &info.etag, crc, a, b).await {
-                        Ok(d) => {
-                            (ranges.progress)(b + 1 - a);
-                            return Ok(d);
-                        }
-                        Err(e) if e.is_transient() && !matches!(e, FetchError::Changed) => {
-                            tracing::debug!(key = %info.key, attempt, error = %e, "range retry");
-                            last = Some(e);
-                            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-                        }
-                        Err(e) => return Err(e),
+                // A change of the object is for the whole fetch to retry; anything else
+                // transient is this part's, and once its budget is spent the fetch fails.
+                let part_retry =
+                    |e: &FetchError| e.is_transient() && !matches!(e, FetchError::Changed);
+                match self
+                    .retry
+                    .run(
+                        "get_range",
+                        &info.key,
+                        || self.range_once(tmp, &info.key, &info.etag, crc, a, b),
+                        part_retry,
+                    )
+                    .await
+                {
+                    Ok(d) => {
+                        (ranges.progress)(b + 1 - a);
+                        Ok(d)
                     }
+                    Err(e) if part_retry(&e) => Err(FetchError::Part {
+                        at: a,
+                        source: Box::new(e),
+                    }),
+                    Err(e) => Err(e),
                 }
-                Err(last.unwrap_or(FetchError::Unavailable("retries exhausted".into())))
             }
         });
         let digests: Vec<_> = futures::future::try_join_all(parts)
@@ -489,7 +584,7 @@ impl Upstream {
     ) -> Result<Option<crc_fast::Digest>, FetchError> {
         let t = Instant::now();
         let mut req = self
-            .client
+            .once
             .get_object()
             .bucket(&self.bucket)
             .key(key)
