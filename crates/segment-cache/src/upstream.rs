@@ -7,7 +7,7 @@
 //! one blocking-pool hop per chunk would cost more CPU than the download itself.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -54,9 +54,14 @@ pub enum FetchError {
     /// No room even after eviction.
     #[error(transparent)]
     NoRoom(#[from] NoRoom),
-    /// Local disk error (e.g. disk full).
-    #[error("cache disk: {0}")]
-    Disk(String),
+    /// Local disk error (e.g. disk full), with the file it was about.
+    #[error("cache disk: {}: {source}", path.display())]
+    Disk {
+        /// The file.
+        path: PathBuf,
+        /// The error, its kind intact (ENOSPC is `StorageFull`, EACCES `PermissionDenied`).
+        source: std::io::Error,
+    },
     /// The bytes do not match the ETag.
     #[error("verification failed: {0}")]
     Verify(#[from] Mismatch),
@@ -73,13 +78,22 @@ pub enum FetchError {
 
 impl From<StoreError> for FetchError {
     fn from(e: StoreError) -> Self {
-        FetchError::Disk(e.to_string())
+        match e {
+            StoreError::Io { path, source } => FetchError::Disk {
+                path: path.into(),
+                source,
+            },
+        }
     }
 }
 
 impl FetchError {
-    fn disk(e: &std::io::Error) -> Self {
-        FetchError::Disk(e.to_string())
+    /// A disk error about `path`.
+    fn disk(path: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |source| FetchError::Disk {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     fn from_sdk<E>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Self
@@ -123,7 +137,7 @@ impl FetchError {
             self,
             FetchError::TooBig(_)
                 | FetchError::NoRoom(_)
-                | FetchError::Disk(_)
+                | FetchError::Disk { .. }
                 | FetchError::Verify(Mismatch::Unverifiable(_))
         )
     }
@@ -448,7 +462,7 @@ impl Upstream {
     ) -> Result<&'static str, FetchError> {
         let mut f = ChunkFile::create(tmp)
             .await
-            .map_err(|e| FetchError::disk(&e))?;
+            .map_err(FetchError::disk(tmp))?;
         let mut v = Verifier::new(info.size, &info.etag, crc, self.size_only);
         loop {
             let chunk = match body.try_next().await {
@@ -457,11 +471,11 @@ impl Upstream {
                 Err(e) => return Err(body_cut(&e)),
             };
             v.update(&chunk);
-            f.write(chunk).await.map_err(|e| FetchError::disk(&e))?;
+            f.write(chunk).await.map_err(FetchError::disk(tmp))?;
         }
         // Verified before it is made durable: bad bytes are never fsynced, only deleted.
         let how = v.finish()?;
-        f.finish(true).await.map_err(|e| FetchError::disk(&e))?;
+        f.finish(true).await.map_err(FetchError::disk(tmp))?;
         Ok(how)
     }
 
@@ -481,8 +495,8 @@ impl Upstream {
         let part_size = ranges.part_size;
         let f = tokio::fs::File::create(tmp)
             .await
-            .map_err(|e| FetchError::disk(&e))?;
-        f.set_len(size).await.map_err(|e| FetchError::disk(&e))?;
+            .map_err(FetchError::disk(tmp))?;
+        f.set_len(size).await.map_err(FetchError::disk(tmp))?;
         drop(f);
         let mut first = first;
         let parts = range_starts(size, part_size).map(|a| {
@@ -545,7 +559,7 @@ impl Upstream {
         let size_only = self.size_only;
         tokio::task::spawn_blocking(move || -> Result<&'static str, FetchError> {
             // One handle for the read-back (when there is one) and the fsync.
-            let mut f = std::fs::File::open(&path).map_err(|e| FetchError::disk(&e))?;
+            let mut f = std::fs::File::open(&path).map_err(FetchError::disk(&path))?;
             let how = match crc {
                 Some(c) => c.check_ranges(size, digests)?,
                 // The MD5 of the ETag is one serial pass: read the file back (its pages are
@@ -555,7 +569,7 @@ impl Upstream {
                     let mut v = Verifier::new(size, &etag, None, size_only);
                     let mut buf = vec![0_u8; 1 << 20];
                     loop {
-                        let n = f.read(&mut buf).map_err(|e| FetchError::disk(&e))?;
+                        let n = f.read(&mut buf).map_err(FetchError::disk(&path))?;
                         if n == 0 {
                             break;
                         }
@@ -564,11 +578,11 @@ impl Upstream {
                     v.finish()?
                 }
             };
-            f.sync_data().map_err(|e| FetchError::disk(&e))?;
+            f.sync_data().map_err(FetchError::disk(&path))?;
             Ok(how)
         })
         .await
-        .map_err(|e| FetchError::Disk(e.to_string()))?
+        .map_err(|e| FetchError::disk(tmp)(std::io::Error::other(e)))?
     }
 
     /// One ranged GET of `a..=b` written at its offset in `tmp`; with `crc`, also the CRC of
@@ -635,7 +649,7 @@ async fn body_into(
 ) -> Result<Option<crc_fast::Digest>, FetchError> {
     let mut f = ChunkFile::at_offset(tmp, at)
         .await
-        .map_err(|e| FetchError::disk(&e))?;
+        .map_err(FetchError::disk(tmp))?;
     let mut digest = crc.map(FullObjectCrc::digest);
     let mut got = 0_u64;
     while !(more_follows && got == want) {
@@ -657,7 +671,7 @@ async fn body_into(
         if let Some(d) = &mut digest {
             d.update(&chunk);
         }
-        f.write(chunk).await.map_err(|e| FetchError::disk(&e))?;
+        f.write(chunk).await.map_err(FetchError::disk(tmp))?;
     }
     if got != want {
         return Err(FetchError::Unavailable(format!(
@@ -665,7 +679,7 @@ async fn body_into(
         )));
     }
     // Durability comes once for the whole file, after it is verified.
-    f.finish(false).await.map_err(|e| FetchError::disk(&e))?;
+    f.finish(false).await.map_err(FetchError::disk(tmp))?;
     Ok(digest)
 }
 
@@ -719,7 +733,7 @@ async fn commit(
     let path = tmp.clone();
     tokio::task::spawn_blocking(move || st.commit(reservation, &path, committed))
         .await
-        .map_err(|e| FetchError::Disk(e.to_string()))?
+        .map_err(|e| FetchError::disk(&tmp)(std::io::Error::other(e)))?
         .inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);
         })?;
@@ -733,7 +747,34 @@ fn range_starts(size: u64, part_size: u64) -> impl Iterator<Item = u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::range_starts;
+    use super::*;
+
+    /// A disk error keeps its path and its `io::Error` (kind and all), not a string of it.
+    #[tokio::test]
+    async fn disk_errors_keep_path_and_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("gone/x.part");
+        let mut body = ByteStream::from_static(b"some bytes");
+        let e = body_into(&mut body, &tmp, 0, 10, None, false)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, FetchError::Disk { path, source }
+                if path == &tmp && source.kind() == std::io::ErrorKind::NotFound),
+            "{e:?}"
+        );
+        assert!(e.passes_through() && !e.is_transient());
+        assert!(std::error::Error::source(&e).is_some());
+
+        let store = crate::store::StoreError::Io {
+            path: "/cache/objects/ab".into(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        };
+        assert!(
+            matches!(FetchError::from(store), FetchError::Disk { path, source }
+            if path == Path::new("/cache/objects/ab") && source.kind() == std::io::ErrorKind::StorageFull)
+        );
+    }
 
     #[test]
     fn ranges_cover_the_object_once() {
