@@ -5,7 +5,8 @@
 //! - [`index`], [`keys`], [`accesslog`], [`verify`]: pure bookkeeping, tested without sockets;
 //!   [`access_writer`] writes the access log off the request path;
 //! - [`upstream`]: the aws-sdk-s3 client and the whole/ranged fetchers ([`chunk_file`] writes
-//!   their bodies), retried by the one budget of [`retry`];
+//!   their bodies), retried by the one budget of [`retry`], over an [`object_client`]
+//!   (aws-sdk-s3, or an in-memory fake and a failure injector for tests);
 //! - [`warm`]: the parallel warmer; [`telemetry`]: `/metrics`, `/healthz`, `/readyz`;
 //! - [`config`]: the YAML configuration.
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod chunk_file;
 pub mod config;
 pub mod index;
 pub mod keys;
+pub mod object_client;
 pub mod retry;
 pub mod s3;
 pub mod store;

@@ -23,7 +23,8 @@ use crate::upstream::{FetchError, Ranges, Upstream};
 
 /// The S3 service of the cache.
 pub struct CacheS3 {
-    proxy: Proxy,
+    /// Where other operations go; `None` over a fake upstream (they are refused).
+    proxy: Option<Proxy>,
     store: Arc<Store>,
     upstream: Upstream,
     max_object_size: u64,
@@ -182,7 +183,7 @@ macro_rules! forward_ops {
             {
                 Box::pin(async move {
                     let t = Instant::now();
-                    let r = self.proxy.$name(req).await.map_err(fix_status);
+                    let r = self.proxy()?.$name(req).await.map_err(fix_status);
                     self.forwarded(stringify!($name), t, r.is_ok());
                     r
                 })
@@ -202,13 +203,22 @@ impl CacheS3 {
         miss_parts: Option<MissParts>,
     ) -> Self {
         Self {
-            proxy: Proxy::from(upstream.client().clone()),
+            proxy: upstream.forward_client().cloned().map(Proxy::from),
             store,
             upstream,
             max_object_size,
             revalidate_after,
             miss_parts,
         }
+    }
+
+    fn proxy(&self) -> S3Result<&Proxy> {
+        self.proxy.as_ref().ok_or_else(|| {
+            s3_error!(
+                NotImplemented,
+                "segment-cache has no upstream to forward this request to"
+            )
+        })
     }
 
     #[allow(clippy::unused_self)]
@@ -365,7 +375,7 @@ impl S3 for CacheS3 {
             || i.response_expires.is_some()
         {
             let t = Instant::now();
-            let r = self.proxy.get_object(req).await;
+            let r = self.proxy()?.get_object(req).await;
             self.forwarded("get_object", t, r.is_ok());
             return r;
         }
@@ -375,7 +385,7 @@ impl S3 for CacheS3 {
             Ok(Lookup::Miss(e, f)) => (e, f, "miss"),
             Ok(Lookup::Bypass) => {
                 let t = Instant::now();
-                let r = self.proxy.get_object(req).await;
+                let r = self.proxy()?.get_object(req).await;
                 count("get", if r.is_ok() { "bypass" } else { "error" });
                 metrics::histogram!("segment_cache_upstream_request_duration_seconds", "op" => "get_object")
                     .record(t.elapsed().as_secs_f64());
@@ -454,7 +464,7 @@ impl S3 for CacheS3 {
         };
         let Some(entry) = cached else {
             let t = Instant::now();
-            let r = self.proxy.head_object(req).await;
+            let r = self.proxy()?.head_object(req).await;
             count("head", if r.is_ok() { "miss" } else { "error" });
             metrics::histogram!("segment_cache_upstream_request_duration_seconds", "op" => "head_object")
                 .record(t.elapsed().as_secs_f64());
@@ -477,7 +487,7 @@ impl S3 for CacheS3 {
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let key = req.input.key.clone();
         let t = Instant::now();
-        let r = self.proxy.put_object(req).await;
+        let r = self.proxy()?.put_object(req).await;
         self.forwarded("put_object", t, r.is_ok());
         self.invalidate(&key).await;
         r
@@ -489,7 +499,7 @@ impl S3 for CacheS3 {
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let key = req.input.key.clone();
         let t = Instant::now();
-        let r = self.proxy.delete_object(req).await;
+        let r = self.proxy()?.delete_object(req).await;
         self.forwarded("delete_object", t, r.is_ok());
         self.invalidate(&key).await;
         r
@@ -507,7 +517,7 @@ impl S3 for CacheS3 {
             .map(|o| o.key.clone())
             .collect();
         let t = Instant::now();
-        let r = self.proxy.delete_objects(req).await;
+        let r = self.proxy()?.delete_objects(req).await;
         self.forwarded("delete_objects", t, r.is_ok());
         for k in keys {
             self.invalidate(&k).await;
@@ -521,7 +531,7 @@ impl S3 for CacheS3 {
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let key = req.input.key.clone();
         let t = Instant::now();
-        let r = self.proxy.copy_object(req).await;
+        let r = self.proxy()?.copy_object(req).await;
         self.forwarded("copy_object", t, r.is_ok());
         self.invalidate(&key).await;
         r
@@ -534,7 +544,7 @@ impl S3 for CacheS3 {
         let key = req.input.key.clone();
         let bucket = req.input.bucket.clone();
         let t = Instant::now();
-        let r = self.proxy.complete_multipart_upload(req).await;
+        let r = self.proxy()?.complete_multipart_upload(req).await;
         self.invalidate(&key).await;
         // Some S3-compatible servers (moto) answer 200 with a `CompleteMultipartUploadResponse`
         // root element that aws-sdk-s3 refuses to decode. A 200 means the upload completed: read

@@ -3,6 +3,9 @@
 //! verified before they are committed: against the full-object CRC upstream keeps, else the
 //! ETag (see `verify`).
 //!
+//! Upstream is an [`ObjectClient`] (the aws-sdk-s3 one in production, a fake in tests), each
+//! call one attempt: retries are [`RetryPolicy`]'s.
+//!
 //! Bodies go to disk through [`ChunkFile`]: the SDK hands them over in chunks of a few KiB, and
 //! one blocking-pool hop per chunk would cost more CPU than the download itself.
 
@@ -16,15 +19,14 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     retry::RetryConfig, timeout::TimeoutConfig,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::operation::get_object::GetObjectOutput;
-use aws_sdk_s3::primitives::ByteStream;
+use futures::StreamExt as _;
 use thiserror::Error;
 use tokio::sync::Semaphore;
 
 use crate::chunk_file::ChunkFile;
 use crate::config::UpstreamConfig;
 use crate::index::{Entry, NoRoom};
+use crate::object_client::{Body, GetAnswer, GetRequest, ObjectClient, SdkClient};
 use crate::retry::RetryPolicy;
 use crate::store::{Store, StoreError};
 use crate::verify::{FullObjectCrc, Mismatch, Verifier};
@@ -96,38 +98,6 @@ impl FetchError {
         }
     }
 
-    fn from_sdk<E>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Self
-    where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    {
-        match e {
-            SdkError::ServiceError(se) => {
-                let status = se.raw().status().as_u16();
-                let code = match (se.err().code(), status) {
-                    (Some(c), _) => c.to_string(),
-                    (None, 404) => "NoSuchKey".into(),
-                    (None, 403) => "AccessDenied".into(),
-                    (None, 412) => "PreconditionFailed".into(),
-                    (None, _) => "InternalError".into(),
-                };
-                let code = if code == "NotFound" {
-                    "NoSuchKey".into()
-                } else {
-                    code
-                };
-                if status == 412 {
-                    return FetchError::Changed;
-                }
-                FetchError::Upstream {
-                    status,
-                    code,
-                    message: se.err().message().unwrap_or("").to_string(),
-                }
-            }
-            other => FetchError::Unavailable(DisplayErrorContext(other).to_string()),
-        }
-    }
-
     /// True where the read is passed through upstream instead of failing: the object cannot be
     /// cached here (too big, no room, local disk, no checksum to verify it by), which says
     /// nothing of whether upstream can serve it.
@@ -167,10 +137,10 @@ pub struct ObjectInfo {
 /// The upstream bucket.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    /// With the SDK's retry: for requests forwarded as they are.
-    client: Client,
-    /// Without it: the cache's own requests, retried by `retry` alone.
-    once: Client,
+    /// The SDK client with its retry, for requests forwarded as they are (none with a fake).
+    forward: Option<Client>,
+    /// The cache's own requests, one attempt each, retried by `retry` alone.
+    client: Arc<dyn ObjectClient>,
     bucket: String,
     size_only: bool,
     retry: RetryPolicy,
@@ -215,35 +185,10 @@ fn record(op: &'static str, started: Instant, ok: bool) {
     .increment(1);
 }
 
-/// Asks upstream for its stored checksums (`x-amz-checksum-mode: ENABLED`). The header is set
-/// on the request rather than through the SDK's `checksum_mode`, which would also make the SDK
-/// verify the body: we verify it ourselves (and would otherwise compute the CRC twice, and see a
-/// mismatch reported as a cut body).
-fn ask_for_checksums(req: &mut aws_sdk_s3::config::http::HttpRequest) {
-    req.headers_mut().insert("x-amz-checksum-mode", "ENABLED");
-}
-
-/// The full-object CRC in a `GetObject` answer, if there is one.
-fn full_object_crc(out: &GetObjectOutput) -> Option<FullObjectCrc> {
-    FullObjectCrc::from_response(
-        out.checksum_crc64_nvme(),
-        out.checksum_crc32_c(),
-        out.checksum_crc32(),
-        matches!(
-            out.checksum_type(),
-            Some(aws_sdk_s3::types::ChecksumType::Composite)
-        ),
-    )
-}
-
 /// Counts an object verified by `how` (`crc64nvme`, `md5`, `size`, ...) and passes `how` on.
 fn count_verified(how: &'static str) -> &'static str {
     metrics::counter!("segment_cache_verified_objects_total", "by" => how).increment(1);
     how
-}
-
-fn unix(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<i64> {
-    t.map(aws_sdk_s3::primitives::DateTime::secs)
 }
 
 impl Upstream {
@@ -260,10 +205,23 @@ impl Upstream {
                 .build(),
         );
         Self {
-            client,
-            once,
+            forward: Some(client),
+            client: Arc::new(SdkClient::new(once)),
             bucket,
             size_only,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// The bucket through `client` (a fake in tests), with nothing to forward other requests
+    /// through.
+    #[must_use]
+    pub fn with_client(client: Arc<dyn ObjectClient>, bucket: String) -> Self {
+        Self {
+            forward: None,
+            client,
+            bucket,
+            size_only: false,
             retry: RetryPolicy::default(),
         }
     }
@@ -275,10 +233,11 @@ impl Upstream {
         self
     }
 
-    /// The SDK client with its own retry, for requests forwarded as they are.
+    /// The SDK client with its own retry, for requests forwarded as they are; `None` over a
+    /// fake.
     #[must_use]
-    pub fn client(&self) -> &Client {
-        &self.client
+    pub fn forward_client(&self) -> Option<&Client> {
+        self.forward.as_ref()
     }
 
     /// The bucket.
@@ -301,20 +260,9 @@ impl Upstream {
 
     async fn head_once(&self, key: &str) -> Result<ObjectInfo, FetchError> {
         let t = Instant::now();
-        let r = self
-            .once
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await;
+        let r = self.client.head(&self.bucket, key).await;
         record("head", t, r.is_ok());
-        let out = r.map_err(|e| FetchError::from_sdk(&e))?;
-        Ok(ObjectInfo {
-            key: key.to_string(),
-            size: u64::try_from(out.content_length.unwrap_or(0)).unwrap_or(0),
-            etag: out.e_tag.unwrap_or_default(),
-        })
+        r
     }
 
     /// Every object under `prefix` (`ListObjectsV2`, all pages).
@@ -330,31 +278,19 @@ impl Upstream {
                     || async {
                         let t = Instant::now();
                         let r = self
-                            .once
-                            .list_objects_v2()
-                            .bucket(&self.bucket)
-                            .prefix(prefix)
-                            .set_continuation_token(token.clone())
-                            .send()
+                            .client
+                            .list_page(&self.bucket, prefix, token.clone())
                             .await;
                         record("list", t, r.is_ok());
-                        r.map_err(|e| FetchError::from_sdk(&e))
+                        r
                     },
                     FetchError::is_transient,
                 )
                 .await?;
-            for o in page.contents() {
-                if let Some(k) = o.key() {
-                    out.push(ObjectInfo {
-                        key: k.to_string(),
-                        size: u64::try_from(o.size().unwrap_or(0)).unwrap_or(0),
-                        etag: o.e_tag().unwrap_or_default().to_string(),
-                    });
-                }
-            }
-            match page.next_continuation_token() {
-                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
-                _ => break,
+            out.extend(page.objects);
+            match page.next {
+                Some(t) => token = Some(t),
+                None => break,
             }
         }
         Ok(out)
@@ -405,19 +341,21 @@ impl Upstream {
         };
         let t = Instant::now();
         let r = self
-            .once
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .customize()
-            .mutate_request(ask_for_checksums)
-            .send()
+            .client
+            .get(
+                &self.bucket,
+                GetRequest {
+                    key,
+                    range: None,
+                    if_match: None,
+                },
+            )
             .await;
         if r.is_err() {
             record("get", t, false);
         }
-        let out = r.map_err(|e| FetchError::from_sdk(&e))?;
-        let size = u64::try_from(out.content_length.unwrap_or(0)).unwrap_or(0);
+        let out = r?;
+        let size = out.content_length;
         if size > max_size {
             record("get", t, true);
             return Err(FetchError::TooBig(size));
@@ -425,9 +363,9 @@ impl Upstream {
         let info = ObjectInfo {
             key: key.to_string(),
             size,
-            etag: out.e_tag.clone().unwrap_or_default(),
+            etag: out.etag.clone(),
         };
-        let crc = full_object_crc(&out).filter(|_| !self.size_only);
+        let crc = out.crc.filter(|_| !self.size_only);
         let meta = ObjectMeta::of(&out);
         let reservation = store.reserve(size)?;
         let tmp = store.temp_path();
@@ -458,17 +396,17 @@ impl Upstream {
         tmp: &Path,
         info: &ObjectInfo,
         crc: Option<FullObjectCrc>,
-        mut body: ByteStream,
+        mut body: Body,
     ) -> Result<&'static str, FetchError> {
         let mut f = ChunkFile::create(tmp)
             .await
             .map_err(FetchError::disk(tmp))?;
         let mut v = Verifier::new(info.size, &info.etag, crc, self.size_only);
         loop {
-            let chunk = match body.try_next().await {
-                Ok(Some(c)) => c,
-                Ok(None) => break,
-                Err(e) => return Err(body_cut(&e)),
+            let chunk = match body.next().await {
+                Some(Ok(c)) => c,
+                None => break,
+                Some(Err(e)) => return Err(e),
             };
             v.update(&chunk);
             f.write(chunk).await.map_err(FetchError::disk(tmp))?;
@@ -489,7 +427,7 @@ impl Upstream {
         info: &ObjectInfo,
         crc: Option<FullObjectCrc>,
         ranges: &Ranges<'_>,
-        first: Option<(ByteStream, Option<tokio::sync::OwnedSemaphorePermit>)>,
+        first: Option<(Body, Option<tokio::sync::OwnedSemaphorePermit>)>,
     ) -> Result<&'static str, FetchError> {
         let size = info.size;
         let part_size = ranges.part_size;
@@ -597,21 +535,22 @@ impl Upstream {
         b: u64,
     ) -> Result<Option<crc_fast::Digest>, FetchError> {
         let t = Instant::now();
-        let mut req = self
-            .once
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .range(format!("bytes={a}-{b}"));
-        if !etag.is_empty() {
-            req = req.if_match(etag);
-        }
-        let r = req.send().await;
+        let r = self
+            .client
+            .get(
+                &self.bucket,
+                GetRequest {
+                    key,
+                    range: Some((a, b)),
+                    if_match: (!etag.is_empty()).then_some(etag),
+                },
+            )
+            .await;
         if r.is_err() {
             record("get_range", t, false);
         }
-        let out = r.map_err(|e| FetchError::from_sdk(&e))?;
-        if !etag.is_empty() && out.e_tag.as_deref().is_some_and(|e| e != etag) {
+        let out = r?;
+        if !etag.is_empty() && !out.etag.is_empty() && out.etag != etag {
             record("get_range", t, false);
             return Err(FetchError::Changed);
         }
@@ -632,15 +571,11 @@ pub struct Ranges<'a> {
     pub progress: &'a (dyn Fn(u64) + Sync),
 }
 
-fn body_cut(e: &dyn std::error::Error) -> FetchError {
-    FetchError::Unavailable(format!("body cut: {}", DisplayErrorContext(e)))
-}
-
 /// Streams `want` bytes of `body` into `tmp` at offset `at` (with `crc`: and returns their
 /// CRC). With `more_follows` the body may go on (a whole-object GET read for its first part
 /// only); otherwise a body longer or shorter than `want` is an error.
 async fn body_into(
-    body: &mut ByteStream,
+    body: &mut Body,
     tmp: &Path,
     at: u64,
     want: u64,
@@ -653,10 +588,10 @@ async fn body_into(
     let mut digest = crc.map(FullObjectCrc::digest);
     let mut got = 0_u64;
     while !(more_follows && got == want) {
-        let mut chunk = match body.try_next().await {
-            Ok(Some(c)) => c,
-            Ok(None) => break,
-            Err(e) => return Err(body_cut(&e)),
+        let mut chunk = match body.next().await {
+            Some(Ok(c)) => c,
+            None => break,
+            Some(Err(e)) => return Err(e),
         };
         let room = want - got;
         if chunk.len() as u64 > room {
@@ -692,15 +627,11 @@ struct ObjectMeta {
 }
 
 impl ObjectMeta {
-    fn of(out: &GetObjectOutput) -> Self {
+    fn of(out: &GetAnswer) -> Self {
         Self {
-            last_modified: unix(out.last_modified.as_ref()),
+            last_modified: out.last_modified,
             content_type: out.content_type.clone(),
-            metadata: out
-                .metadata
-                .clone()
-                .map(|m| m.into_iter().collect())
-                .unwrap_or_default(),
+            metadata: out.metadata.clone(),
         }
     }
 }
@@ -754,7 +685,8 @@ mod tests {
     async fn disk_errors_keep_path_and_source() {
         let dir = tempfile::tempdir().unwrap();
         let tmp = dir.path().join("gone/x.part");
-        let mut body = ByteStream::from_static(b"some bytes");
+        let mut body: Body =
+            futures::stream::iter([Ok(bytes::Bytes::from_static(b"some bytes"))]).boxed();
         let e = body_into(&mut body, &tmp, 0, 10, None, false)
             .await
             .unwrap_err();
