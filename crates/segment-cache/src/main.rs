@@ -209,7 +209,7 @@ async fn warm_once(mut config: Config, args: &WarmArgs) -> anyhow::Result<()> {
     }
     let store = open_store(&config)?;
     let client = build_client(&config.upstream).await;
-    let up = Upstream::new(client, config.upstream.bucket.clone(), false)
+    let up = Upstream::new(client, config.upstream.bucket.clone())
         .with_retry(RetryPolicy::new(config.upstream.max_attempts));
     let src = sources(&config, &store)?;
     let report = warm::warm(&up, &store, &src, &warm_options(&config, args.progress_bar))
@@ -238,7 +238,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     })
     .await??;
     let client = build_client(&config.upstream).await;
-    let up = Upstream::new(client, config.upstream.bucket.clone(), false)
+    let up = Upstream::new(client, config.upstream.bucket.clone())
         .with_retry(RetryPolicy::new(config.upstream.max_attempts));
     let s3 = CacheS3::new(
         store.clone(),

@@ -496,7 +496,7 @@ mod tests {
             content_type: None,
             metadata: BTreeMap::new(),
             checked_at: 0,
-            verified_by: "size".into(),
+            verified_by: "md5".into(),
         }
     }
 
@@ -535,10 +535,45 @@ mod tests {
         put(&s, "c", &[4; 30]);
         assert!(s.peek("b").is_none(), "b was least recently used");
         assert!(s.peek("a").is_some());
-        // Nothing outside the cache dir, nothing but objects/, tmp/, index.json, access.log.
-        for f in files_under(d.path()) {
-            assert!(f.starts_with(d.path()));
-        }
+        // Nothing but objects/, tmp/ (empty), index.json and access.log, and under objects/
+        // only `<2 hex>/<64 hex>` data with its `.meta`: the `../../escape` key stayed inside.
+        s.save_index().unwrap();
+        let mut top: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        top.sort();
+        assert_eq!(top, ["access.log", "index.json", "objects", "tmp"]);
+        assert!(fs::read_dir(d.path().join("tmp")).unwrap().next().is_none());
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let objects = d.path().join("objects");
+        let mut files: Vec<String> = files_under(&objects)
+            .iter()
+            .map(|f| {
+                let rel = f
+                    .strip_prefix(&objects)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                let (dir, name) = rel.split_once('/').expect("objects/<dir>/<file>");
+                let stem = name.strip_suffix(".meta").unwrap_or(name);
+                assert!(
+                    hex(dir, 2) && hex(stem, 64) && stem.starts_with(dir),
+                    "{rel}"
+                );
+                name.to_string()
+            })
+            .collect();
+        files.sort();
+        let mut want: Vec<String> = ["a", "c", "../../escape"]
+            .iter()
+            .flat_map(|k| {
+                let stem = keys::file_stem(k).to_string();
+                [stem.clone(), format!("{stem}.meta")]
+            })
+            .collect();
+        want.sort();
+        assert_eq!(files, want, "the data and meta of a, c and ../../escape");
     }
 
     #[test]

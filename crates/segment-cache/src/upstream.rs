@@ -142,7 +142,6 @@ pub struct Upstream {
     /// The cache's own requests, one attempt each, retried by `retry` alone.
     client: Arc<dyn ObjectClient>,
     bucket: String,
-    size_only: bool,
     retry: RetryPolicy,
 }
 
@@ -185,18 +184,18 @@ fn record(op: &'static str, started: Instant, ok: bool) {
     .increment(1);
 }
 
-/// Counts an object verified by `how` (`crc64nvme`, `md5`, `size`, ...) and passes `how` on.
+/// Counts an object verified by `how` (`crc64nvme`, `md5`, ...) and passes `how` on.
 fn count_verified(how: &'static str) -> &'static str {
     metrics::counter!("segment_cache_verified_objects_total", "by" => how).increment(1);
     how
 }
 
 impl Upstream {
-    /// The upstream bucket through `client`; `size_only` skips ETag digests. The cache's own
+    /// The upstream bucket through `client`. The cache's own
     /// requests go through a copy of `client` without the SDK's retry, retried by
     /// [`RetryPolicy::default`] (see [`Upstream::with_retry`]).
     #[must_use]
-    pub fn new(client: Client, bucket: String, size_only: bool) -> Self {
+    pub fn new(client: Client, bucket: String) -> Self {
         let once = Client::from_conf(
             client
                 .config()
@@ -208,7 +207,6 @@ impl Upstream {
             forward: Some(client),
             client: Arc::new(SdkClient::new(once)),
             bucket,
-            size_only,
             retry: RetryPolicy::default(),
         }
     }
@@ -221,7 +219,6 @@ impl Upstream {
             forward: None,
             client,
             bucket,
-            size_only: false,
             retry: RetryPolicy::default(),
         }
     }
@@ -365,7 +362,7 @@ impl Upstream {
             size,
             etag: out.etag.clone(),
         };
-        let crc = out.crc.filter(|_| !self.size_only);
+        let crc = out.crc;
         let meta = ObjectMeta::of(&out);
         let reservation = store.reserve(size)?;
         let tmp = store.temp_path();
@@ -401,7 +398,7 @@ impl Upstream {
         let mut f = ChunkFile::create(tmp)
             .await
             .map_err(FetchError::disk(tmp))?;
-        let mut v = Verifier::new(info.size, &info.etag, crc, self.size_only);
+        let mut v = Verifier::new(info.size, &info.etag, crc);
         loop {
             let chunk = match body.next().await {
                 Some(Ok(c)) => c,
@@ -494,7 +491,6 @@ impl Upstream {
             .collect();
         let path = tmp.to_path_buf();
         let etag = info.etag.clone();
-        let size_only = self.size_only;
         tokio::task::spawn_blocking(move || -> Result<&'static str, FetchError> {
             // One handle for the read-back (when there is one) and the fsync.
             let mut f = std::fs::File::open(&path).map_err(FetchError::disk(&path))?;
@@ -504,7 +500,7 @@ impl Upstream {
                 // still in the page cache).
                 None => {
                     use std::io::Read;
-                    let mut v = Verifier::new(size, &etag, None, size_only);
+                    let mut v = Verifier::new(size, &etag, None);
                     let mut buf = vec![0_u8; 1 << 20];
                     loop {
                         let n = f.read(&mut buf).map_err(FetchError::disk(&path))?;

@@ -103,7 +103,7 @@ async fn cache_over(addr: SocketAddr, part_size: u64) -> (CacheS3, tempfile::Tem
         },
     )
     .unwrap();
-    let up = Upstream::new(build_client(&cfg).await, BUCKET.into(), false)
+    let up = Upstream::new(build_client(&cfg).await, BUCKET.into())
         .with_retry(RetryPolicy::new(cfg.max_attempts));
     let cache = CacheS3::new(
         store,
