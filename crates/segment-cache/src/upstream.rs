@@ -191,9 +191,9 @@ fn count_verified(how: &'static str) -> &'static str {
 }
 
 impl Upstream {
-    /// The upstream bucket through `client`. The cache's own
-    /// requests go through a copy of `client` without the SDK's retry, retried by
-    /// [`RetryPolicy::default`] (see [`Upstream::with_retry`]).
+    /// The upstream bucket through `client`. The cache's own requests go through a copy of
+    /// `client` without the SDK's retry, retried by [`RetryPolicy::default`] (see
+    /// [`Upstream::with_retry`]); `client` itself, with its retry, forwards the rest.
     #[must_use]
     pub fn new(client: Client, bucket: String) -> Self {
         let once = Client::from_conf(
