@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use segment_cache::config::{ByteSize, Config};
+use segment_cache::retry::RetryPolicy;
 use segment_cache::s3::{BucketAccess, CacheS3, MissParts, SingleKeyAuth};
 use segment_cache::store::{Store, StoreOptions};
 use segment_cache::telemetry::{self, Readiness};
@@ -88,7 +89,7 @@ impl Common {
     fn load(&self) -> Result<Config, segment_cache::config::ConfigError> {
         let mut c = Config::load_unvalidated(&self.config)?;
         if let Some(v) = &self.secret_key {
-            c.auth.secret_key.clone_from(v);
+            c.auth.secret_key = v.clone().into();
         }
         if let Some(v) = self.listen {
             c.listen = v;
@@ -208,7 +209,8 @@ async fn warm_once(mut config: Config, args: &WarmArgs) -> anyhow::Result<()> {
     }
     let store = open_store(&config)?;
     let client = build_client(&config.upstream).await;
-    let up = Upstream::new(client, config.upstream.bucket.clone(), false);
+    let up = Upstream::new(client, config.upstream.bucket.clone())
+        .with_retry(RetryPolicy::new(config.upstream.max_attempts));
     let src = sources(&config, &store)?;
     let report = warm::warm(&up, &store, &src, &warm_options(&config, args.progress_bar))
         .await
@@ -236,7 +238,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     })
     .await??;
     let client = build_client(&config.upstream).await;
-    let up = Upstream::new(client, config.upstream.bucket.clone(), false);
+    let up = Upstream::new(client, config.upstream.bucket.clone())
+        .with_retry(RetryPolicy::new(config.upstream.max_attempts));
     let s3 = CacheS3::new(
         store.clone(),
         up.clone(),
@@ -248,7 +251,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let mut b = s3s::service::S3ServiceBuilder::new(s3);
         b.set_auth(SingleKeyAuth::new(
             &config.auth.access_key,
-            &config.auth.secret_key,
+            config.auth.secret_key.expose(),
         ));
         b.set_access(BucketAccess::new(config.upstream.bucket.clone()));
         b.build()

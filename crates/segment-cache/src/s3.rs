@@ -23,7 +23,8 @@ use crate::upstream::{FetchError, Ranges, Upstream};
 
 /// The S3 service of the cache.
 pub struct CacheS3 {
-    proxy: Proxy,
+    /// Where other operations go; `None` over a fake upstream (they are refused).
+    proxy: Option<Proxy>,
     store: Arc<Store>,
     upstream: Upstream,
     max_object_size: u64,
@@ -64,6 +65,10 @@ fn count(op: &'static str, result: &'static str) {
 
 fn to_s3_error(e: &FetchError) -> S3Error {
     match e {
+        // The part's own error says what upstream answered.
+        FetchError::Part { source, .. } if matches!(**source, FetchError::Upstream { .. }) => {
+            to_s3_error(source)
+        }
         FetchError::Upstream {
             status,
             code,
@@ -178,7 +183,7 @@ macro_rules! forward_ops {
             {
                 Box::pin(async move {
                     let t = Instant::now();
-                    let r = self.proxy.$name(req).await.map_err(fix_status);
+                    let r = self.proxy()?.$name(req).await.map_err(fix_status);
                     self.forwarded(stringify!($name), t, r.is_ok());
                     r
                 })
@@ -198,13 +203,22 @@ impl CacheS3 {
         miss_parts: Option<MissParts>,
     ) -> Self {
         Self {
-            proxy: Proxy::from(upstream.client().clone()),
+            proxy: upstream.forward_client().cloned().map(Proxy::from),
             store,
             upstream,
             max_object_size,
             revalidate_after,
             miss_parts,
         }
+    }
+
+    fn proxy(&self) -> S3Result<&Proxy> {
+        self.proxy.as_ref().ok_or_else(|| {
+            s3_error!(
+                NotImplemented,
+                "segment-cache has no upstream to forward this request to"
+            )
+        })
     }
 
     #[allow(clippy::unused_self)]
@@ -270,39 +284,31 @@ impl CacheS3 {
             // Another request fetched it while we waited.
             return Ok(Lookup::Hit(e, f));
         }
-        let mut last = None;
-        for attempt in 0..3 {
-            let no_progress = |_| {};
-            let ranges = self.miss_parts.as_ref().map(|m| Ranges {
-                part_size: m.part_size,
-                permits: &m.permits,
-                progress: &no_progress,
-            });
-            match self
-                .upstream
-                .fetch(&self.store, key, self.max_object_size, ranges.as_ref())
-                .await
-            {
-                Ok(_) => {
-                    if let Some((e, f)) = self.open_cached(key) {
-                        return Ok(Lookup::Miss(e, f));
-                    }
-                    return Ok(Lookup::Bypass);
-                }
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(key, attempt, error = %e, "upstream fetch failed");
-                    last = Some(e);
-                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-                }
-                Err(e @ FetchError::Upstream { .. }) => return Err(to_s3_error(&e)),
-                Err(e) => {
-                    tracing::warn!(key, error = %e, "not caching; passing the read through");
-                    return Ok(Lookup::Bypass);
-                }
+        let no_progress = |_| {};
+        let ranges = self.miss_parts.as_ref().map(|m| Ranges {
+            part_size: m.part_size,
+            permits: &m.permits,
+            progress: &no_progress,
+        });
+        // The fetch has had its retries (`RetryPolicy`): no loop here.
+        match self
+            .upstream
+            .fetch(&self.store, key, self.max_object_size, ranges.as_ref())
+            .await
+        {
+            Ok(_) => match self.open_cached(key) {
+                Some((e, f)) => Ok(Lookup::Miss(e, f)),
+                None => Ok(Lookup::Bypass),
+            },
+            Err(e) if e.passes_through() => {
+                tracing::warn!(key, error = %e, "not caching; passing the read through");
+                Ok(Lookup::Bypass)
+            }
+            Err(e) => {
+                tracing::warn!(key, error = %e, "upstream fetch failed");
+                Err(to_s3_error(&e))
             }
         }
-        let e = last.unwrap_or(FetchError::Unavailable("retries exhausted".into()));
-        Err(to_s3_error(&e))
     }
 
     fn check_bucket(&self, bucket: &str) -> S3Result<()> {
@@ -369,7 +375,7 @@ impl S3 for CacheS3 {
             || i.response_expires.is_some()
         {
             let t = Instant::now();
-            let r = self.proxy.get_object(req).await;
+            let r = self.proxy()?.get_object(req).await;
             self.forwarded("get_object", t, r.is_ok());
             return r;
         }
@@ -379,7 +385,7 @@ impl S3 for CacheS3 {
             Ok(Lookup::Miss(e, f)) => (e, f, "miss"),
             Ok(Lookup::Bypass) => {
                 let t = Instant::now();
-                let r = self.proxy.get_object(req).await;
+                let r = self.proxy()?.get_object(req).await;
                 count("get", if r.is_ok() { "bypass" } else { "error" });
                 metrics::histogram!("segment_cache_upstream_request_duration_seconds", "op" => "get_object")
                     .record(t.elapsed().as_secs_f64());
@@ -458,7 +464,7 @@ impl S3 for CacheS3 {
         };
         let Some(entry) = cached else {
             let t = Instant::now();
-            let r = self.proxy.head_object(req).await;
+            let r = self.proxy()?.head_object(req).await;
             count("head", if r.is_ok() { "miss" } else { "error" });
             metrics::histogram!("segment_cache_upstream_request_duration_seconds", "op" => "head_object")
                 .record(t.elapsed().as_secs_f64());
@@ -481,7 +487,7 @@ impl S3 for CacheS3 {
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let key = req.input.key.clone();
         let t = Instant::now();
-        let r = self.proxy.put_object(req).await;
+        let r = self.proxy()?.put_object(req).await;
         self.forwarded("put_object", t, r.is_ok());
         self.invalidate(&key).await;
         r
@@ -493,7 +499,7 @@ impl S3 for CacheS3 {
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let key = req.input.key.clone();
         let t = Instant::now();
-        let r = self.proxy.delete_object(req).await;
+        let r = self.proxy()?.delete_object(req).await;
         self.forwarded("delete_object", t, r.is_ok());
         self.invalidate(&key).await;
         r
@@ -511,7 +517,7 @@ impl S3 for CacheS3 {
             .map(|o| o.key.clone())
             .collect();
         let t = Instant::now();
-        let r = self.proxy.delete_objects(req).await;
+        let r = self.proxy()?.delete_objects(req).await;
         self.forwarded("delete_objects", t, r.is_ok());
         for k in keys {
             self.invalidate(&k).await;
@@ -525,7 +531,7 @@ impl S3 for CacheS3 {
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let key = req.input.key.clone();
         let t = Instant::now();
-        let r = self.proxy.copy_object(req).await;
+        let r = self.proxy()?.copy_object(req).await;
         self.forwarded("copy_object", t, r.is_ok());
         self.invalidate(&key).await;
         r
@@ -538,7 +544,7 @@ impl S3 for CacheS3 {
         let key = req.input.key.clone();
         let bucket = req.input.bucket.clone();
         let t = Instant::now();
-        let r = self.proxy.complete_multipart_upload(req).await;
+        let r = self.proxy()?.complete_multipart_upload(req).await;
         self.invalidate(&key).await;
         // Some S3-compatible servers (moto) answer 200 with a `CompleteMultipartUploadResponse`
         // root element that aws-sdk-s3 refuses to decode. A 200 means the upload completed: read
