@@ -160,6 +160,37 @@ fn check_conditions(
     Ok(())
 }
 
+/// The bytes a GET serves: from `start`, `len` of them, and the Content-Range when partial.
+#[derive(Debug, PartialEq, Eq)]
+struct ServedRange {
+    start: u64,
+    len: u64,
+    content_range: Option<String>,
+}
+
+/// The part of an object of `size` bytes that `range` asks for, or `None` when it is not
+/// satisfiable (416). A suffix range of an empty object is satisfiable (RFC 9110 14.1.2) but
+/// names no bytes: it is served as the whole, empty object, without a Content-Range.
+fn served_range(range: Option<&Range>, size: u64) -> Option<ServedRange> {
+    let whole = ServedRange {
+        start: 0,
+        len: size,
+        content_range: None,
+    };
+    let Some(range) = range else {
+        return Some(whole);
+    };
+    let r = range.check(size).ok()?;
+    if r.is_empty() {
+        return Some(whole);
+    }
+    Some(ServedRange {
+        start: r.start,
+        len: r.end - r.start,
+        content_range: Some(format!("bytes {}-{}/{size}", r.start, r.end - 1)),
+    })
+}
+
 include!("forwarded.rs");
 
 enum Lookup {
@@ -407,21 +438,16 @@ impl S3 for CacheS3 {
             count("get", result);
             return Err(e);
         }
-        let (start, len, content_range) = match &i.range {
-            None => (0, entry.size, None),
-            Some(r) => {
-                let Ok(rg) = r.check(entry.size) else {
-                    count("get", "error");
-                    let mut err = s3_error!(InvalidRange, "The requested range is not satisfiable");
-                    err.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
-                    return Err(err);
-                };
-                (
-                    rg.start,
-                    rg.end - rg.start,
-                    Some(format!("bytes {}-{}/{}", rg.start, rg.end - 1, entry.size)),
-                )
-            }
+        let Some(ServedRange {
+            start,
+            len,
+            content_range,
+        }) = served_range(i.range.as_ref(), entry.size)
+        else {
+            count("get", "error");
+            let mut err = s3_error!(InvalidRange, "The requested range is not satisfiable");
+            err.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+            return Err(err);
         };
         count("get", result);
         metrics::counter!("segment_cache_served_bytes_total", "result" => result).increment(len);
@@ -621,5 +647,70 @@ impl s3s::auth::S3Auth for SingleKeyAuth {
                 "The AWS Access Key Id you provided does not exist in our records."
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn range() -> impl Strategy<Value = Range> {
+        prop_oneof![
+            (any::<u64>(), proptest::option::of(any::<u64>()))
+                .prop_map(|(first, last)| Range::Int { first, last }),
+            (0u64..64, proptest::option::of(0u64..64))
+                .prop_map(|(first, last)| Range::Int { first, last }),
+            any::<u64>().prop_map(|length| Range::Suffix { length }),
+            (0u64..64).prop_map(|length| Range::Suffix { length }),
+        ]
+    }
+
+    #[test]
+    fn a_suffix_range_of_an_empty_object_is_served_whole() {
+        assert_eq!(
+            served_range(Some(&Range::Suffix { length: 5 }), 0),
+            Some(ServedRange {
+                start: 0,
+                len: 0,
+                content_range: None
+            })
+        );
+        assert_eq!(served_range(Some(&Range::Suffix { length: 0 }), 0), None);
+        assert_eq!(
+            served_range(
+                Some(&Range::Int {
+                    first: 0,
+                    last: None
+                }),
+                0
+            ),
+            None
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+
+        #[test]
+        fn served_bytes_lie_inside_the_object_and_the_header_names_them(
+            r in proptest::option::of(range()),
+            size in prop_oneof![0u64..64, any::<u64>()],
+        ) {
+            if let Some(s) = served_range(r.as_ref(), size) {
+                prop_assert!(s.start.checked_add(s.len).is_some_and(|end| end <= size), "{s:?}");
+                match &s.content_range {
+                    None => prop_assert_eq!((s.start, s.len), (0, size)),
+                    Some(h) => {
+                        prop_assert!(s.len > 0);
+                        let want = format!("bytes {}-{}/{size}", s.start, s.start + s.len - 1);
+                        prop_assert_eq!(h, &want);
+                    }
+                }
+            } else {
+                // Refused only when s3s's own check refuses it.
+                prop_assert!(r.is_some_and(|r| r.check(size).is_err()));
+            }
+        }
     }
 }

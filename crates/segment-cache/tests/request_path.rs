@@ -193,6 +193,37 @@ async fn ranges_are_served_from_the_cached_copy() {
 }
 
 #[tokio::test]
+async fn a_suffix_range_of_an_empty_object_is_the_whole_empty_object() {
+    // RFC 9110 14.1.2: on a zero-length representation a suffix range with a non-zero length is
+    // the one satisfiable form; there are no bytes to name in a Content-Range, so the answer is
+    // the whole (empty) object. s3s's check gives the empty range 0..0 for it.
+    let r = rig(no_faults, 0, Duration::ZERO);
+    r.up.inner().put("empty", Vec::new(), T0);
+    let mut i = get("empty");
+    i.range = Some(Range::Suffix { length: 5 });
+    let out = r
+        .cache
+        .get_object(request(i, "empty"))
+        .await
+        .unwrap()
+        .output;
+    assert_eq!(out.content_range, None);
+    assert_eq!(out.content_length, Some(0));
+    assert!(body(out.body).await.is_empty());
+    // Any other range of it is not satisfiable.
+    let mut i = get("empty");
+    i.range = Some(Range::Int {
+        first: 0,
+        last: None,
+    });
+    let err = r.cache.get_object(request(i, "empty")).await.unwrap_err();
+    assert_eq!(
+        err.status_code(),
+        Some(http::StatusCode::RANGE_NOT_SATISFIABLE)
+    );
+}
+
+#[tokio::test]
 async fn head_object_answers_from_the_cache() {
     let r = rig(no_faults, 0, Duration::ZERO);
     let etag = r.up.inner().put("k", data(1234), T0);
