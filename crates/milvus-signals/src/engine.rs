@@ -86,6 +86,46 @@ struct TargetHistory {
     balance: VecDeque<(SystemTime, f64)>,
 }
 
+impl TargetHistory {
+    /// Drops every point outside the window ending at `at` (see [`trim`]), and the series left
+    /// with none.
+    fn trim(&mut self, at: SystemTime, window: Duration) {
+        for series in self.counters.values_mut() {
+            trim(&mut series.points, at, window, |(t, _)| *t);
+        }
+        self.counters.retain(|_, series| !series.points.is_empty());
+        for points in self.in_flight.values_mut() {
+            trim(points, at, window, |(t, _)| *t);
+        }
+        self.in_flight.retain(|_, points| !points.is_empty());
+        trim(&mut self.answered, at, window, |t| *t);
+        trim(&mut self.balance, at, window, |(t, _)| *t);
+        trim(&mut self.demand.received.points, at, window, |(t, _)| *t);
+        trim(&mut self.demand.executing, at, window, |(t, _)| *t);
+    }
+}
+
+/// Keeps the points of a time-ordered series inside the window ending at `at`: drops from the
+/// back those later than `at` (the wall clock stepped back; they would otherwise count as
+/// "inside" until the clock caught up, and block the trim of the front meanwhile), then from the
+/// front those older than `window`.
+fn trim<P>(
+    points: &mut VecDeque<P>,
+    at: SystemTime,
+    window: Duration,
+    time: impl Fn(&P) -> SystemTime,
+) {
+    while points.back().is_some_and(|p| time(p) > at) {
+        points.pop_back();
+    }
+    while points
+        .front()
+        .is_some_and(|p| at.duration_since(time(p)).is_ok_and(|age| age > window))
+    {
+        points.pop_front();
+    }
+}
+
 /// Keeps what the window needs and derives signal values from it.
 #[derive(Debug, Clone)]
 pub struct SignalEngine {
@@ -126,8 +166,15 @@ impl SignalEngine {
     }
 
     /// Records a round: the samples of the targets that answered, taken at `at`.
-    /// Points older than the window (relative to this round) are dropped.
+    /// Points older than the window (relative to this round) are dropped, and so are points
+    /// later than `at` (the wall clock stepped back), so every history stays ordered and holds
+    /// at most one point per round of the last window.
     pub fn observe(&mut self, at: SystemTime, targets: BTreeMap<String, TargetSample>) {
+        // Trim before pushing: a point later than `at` sits before the new one, where only a
+        // trim from the back (before the push) reaches it.
+        for history in self.targets.values_mut() {
+            history.trim(at, self.window);
+        }
         let answered: BTreeSet<String> = targets.keys().cloned().collect();
         for (name, sample) in targets {
             let history = self.targets.entry(name).or_default();
@@ -163,43 +210,8 @@ impl SignalEngine {
             history.latest = sample;
             history.answered.push_back(at);
         }
-        let window = self.window;
-        let inside = |t: SystemTime| at.duration_since(t).unwrap_or_default() <= window;
-        for history in self.targets.values_mut() {
-            for series in history.counters.values_mut() {
-                while series.points.front().is_some_and(|(t, _)| !inside(*t)) {
-                    series.points.pop_front();
-                }
-            }
-            history
-                .counters
-                .retain(|_, series| !series.points.is_empty());
-            for points in history.in_flight.values_mut() {
-                while points.front().is_some_and(|(t, _)| !inside(*t)) {
-                    points.pop_front();
-                }
-            }
-            history.in_flight.retain(|_, points| !points.is_empty());
-            while history.answered.front().is_some_and(|t| !inside(*t)) {
-                history.answered.pop_front();
-            }
-            while history.balance.front().is_some_and(|(t, _)| !inside(*t)) {
-                history.balance.pop_front();
-            }
-            let demand = &mut history.demand;
-            while demand
-                .received
-                .points
-                .front()
-                .is_some_and(|(t, _)| !inside(*t))
-            {
-                demand.received.points.pop_front();
-            }
-            while demand.executing.front().is_some_and(|(t, _)| !inside(*t)) {
-                demand.executing.pop_front();
-            }
-        }
-        // A target gone for a whole window (a pod that left DNS) is forgotten.
+        // A target gone for a whole window (a pod that left DNS) is forgotten: all its answers
+        // were trimmed above.
         self.targets
             .retain(|name, history| answered.contains(name) || !history.answered.is_empty());
         self.latest_round = Some((at, answered));
@@ -1173,5 +1185,82 @@ mod tests {
         // but the node is gone from the newest round, so it no longer counts.
         e.observe(t(5), one("qc", querycoord(0.0)));
         assert_eq!(value(&e.compute(), Signal::QueryBalancing), Ok(0.0));
+    }
+
+    /// The most points any history of `e` holds for one series.
+    fn longest_history(e: &SignalEngine) -> usize {
+        e.targets
+            .values()
+            .flat_map(|h| {
+                h.counters
+                    .values()
+                    .map(|c| c.points.len())
+                    .chain(h.in_flight.values().map(VecDeque::len))
+                    .chain([
+                        h.answered.len(),
+                        h.balance.len(),
+                        h.demand.received.points.len(),
+                        h.demand.executing.len(),
+                    ])
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// A target of every role at once, so every history of the engine gets a point each round.
+    fn every_role(searches: f64) -> TargetSample {
+        let mut s = target(searches, 100.0, 1.0);
+        s.has_querycoord = true;
+        s.has_proxy = true;
+        s.received_search_nq = Some(searches);
+        s.read_tasks_in_flight.insert("1".into(), 1.0);
+        s
+    }
+
+    #[test]
+    fn history_is_bounded_by_the_window_and_an_absent_target_is_forgotten() {
+        // 1 s rounds, 30 s window: at most 31 points (t-30 ..= t) per series.
+        let window = Duration::from_secs(30);
+        let bound = 31;
+        let mut e = SignalEngine::new(window);
+        for i in 0..200u64 {
+            let mut round = one("stays", every_role(i as f64));
+            if i < 100 {
+                round.insert("leaves".into(), every_role(i as f64));
+            }
+            e.observe(t(i), round);
+            assert!(
+                longest_history(&e) <= bound,
+                "round {i}: {}",
+                longest_history(&e)
+            );
+        }
+        assert_eq!(longest_history(&e), bound);
+        // "leaves" answered last at t=99, more than a window ago: forgotten.
+        assert_eq!(e.targets.keys().collect::<Vec<_>>(), vec!["stays"]);
+        assert_eq!(value(&e.compute(), Signal::SearchRate), Ok(1.0));
+    }
+
+    #[test]
+    fn a_clock_stepping_back_keeps_the_history_bounded_and_still_forgets() {
+        let window = Duration::from_secs(30);
+        let mut e = SignalEngine::new(window);
+        for i in 1000..1040u64 {
+            let mut round = one("stays", every_role(i as f64));
+            round.insert("leaves".into(), every_role(i as f64));
+            e.observe(t(i), round);
+        }
+        // The wall clock steps back by an hour and goes on from there; "leaves" is gone.
+        for (n, i) in (0..200u64).enumerate() {
+            e.observe(t(i), one("stays", every_role(2000.0 + i as f64)));
+            assert!(
+                longest_history(&e) <= 31,
+                "{n} rounds after the step: {}",
+                longest_history(&e)
+            );
+        }
+        assert_eq!(e.targets.keys().collect::<Vec<_>>(), vec!["stays"]);
+        // Rates come from the rounds after the step only.
+        assert_eq!(value(&e.compute(), Signal::SearchRate), Ok(1.0));
     }
 }
