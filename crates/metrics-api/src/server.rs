@@ -300,7 +300,6 @@ impl MetricsApiServer {
     /// Accepts and serves connections until `stop` turns true (or its sender is dropped), then
     /// lets in-flight requests finish for up to five seconds.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut reloader = self.reloader;
         let every = self.reload_every;
         let mut reload_stop = stop.clone();
@@ -324,56 +323,45 @@ impl MetricsApiServer {
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        tokio::pin!(stopped);
-        loop {
-            tokio::select! {
-                accepted = self.listener.accept() => {
-                    let (tcp, remote) = match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "external metrics: accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
+        let acceptor = self.acceptor;
+        let router = self.router;
+        shutdown_signal::serve(
+            "external metrics",
+            self.listener,
+            stopped,
+            Duration::from_secs(5),
+            move |tcp, remote| {
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let router = router.clone();
+                async move {
+                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::info!(%remote, error = %e, "external metrics: TLS handshake refused");
+                            return None;
+                        }
+                        Err(_) => {
+                            tracing::info!(%remote, "external metrics: TLS handshake timed out");
+                            return None;
                         }
                     };
-                    let _ = tcp.set_nodelay(true);
-                    let acceptor = self.acceptor.clone();
-                    let router = self.router.clone();
-                    let watcher = graceful.watcher();
-                    tokio::spawn(async move {
-                        let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => {
-                                tracing::info!(%remote, error = %e, "external metrics: TLS handshake refused");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::info!(%remote, "external metrics: TLS handshake timed out");
-                                return;
-                            }
-                        };
-                        let certs = tls.get_ref().1.peer_certificates();
-                        let peer = Peer {
-                            has_certificate: certs.is_some_and(|c| !c.is_empty()),
-                            common_name: certs.and_then(|c| c.first()).and_then(|c| tls::common_name(c)),
-                        };
-                        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                            req.extensions_mut().insert(peer.clone());
-                            router.clone().oneshot(req.map(Body::new))
-                        });
-                        let builder = auto::Builder::new(TokioExecutor::new());
-                        let conn = builder.serve_connection(TokioIo::new(tls), service).into_owned();
-                        if let Err(e) = watcher.watch(conn).await {
-                            tracing::debug!(%remote, error = %e, "external metrics: connection ended with an error");
-                        }
+                    let certs = tls.get_ref().1.peer_certificates();
+                    let peer = Peer {
+                        has_certificate: certs.is_some_and(|c| !c.is_empty()),
+                        common_name: certs.and_then(|c| c.first()).and_then(|c| tls::common_name(c)),
+                    };
+                    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(peer.clone());
+                        router.clone().oneshot(req.map(Body::new))
                     });
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    Some(builder.serve_connection(TokioIo::new(tls), service).into_owned())
                 }
-                () = &mut stopped => break,
-            }
-        }
-        drop(self.listener);
+            },
+        )
+        .await;
         reload.abort();
-        let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
     }
 }
 
