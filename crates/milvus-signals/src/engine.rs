@@ -503,12 +503,10 @@ impl SignalEngine {
                 let value = match histogram_quantile(q, &buckets) {
                     // Milvus's search latency histograms are in milliseconds.
                     Some(ms) => Ok(ms / 1000.0),
-                    // No search finished in the window. With nothing waiting that is a true
-                    // "no latency"; with work queued it means searches are stuck, which is unknown.
-                    None if collection.is_none() && in_flight > 0.0 => Err(format!(
-                        "no search completed in the last {:?} while {in_flight} are queued or executing",
-                        self.window
-                    )),
+                    None if collection.is_none() => {
+                        latency_without_completions(in_flight, self.window)
+                    }
+                    // Per collection there is no in-flight count to tell stuck from idle.
                     None => Ok(0.0),
                 };
                 out.insert(
@@ -520,6 +518,20 @@ impl SignalEngine {
                 );
             }
         }
+    }
+}
+
+/// A latency quantile when no search completed inside the window, for both sources (the scrape
+/// engine and PromQL, whose `histogram_quantile` is NaN then): with `in_flight` searches queued
+/// or executing they are stuck, which is unknown (a hold, never a reassuring 0); with none
+/// there is nothing to be slow, a true 0.
+pub fn latency_without_completions(in_flight: f64, window: Duration) -> Result<f64, String> {
+    if in_flight > 0.0 {
+        Err(format!(
+            "no search completed in the last {window:?} while {in_flight} are queued or executing"
+        ))
+    } else {
+        Ok(0.0)
     }
 }
 
