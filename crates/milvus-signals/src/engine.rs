@@ -14,9 +14,10 @@ use std::time::{Duration, SystemTime};
 use crate::catalogue::{Signal, SignalKey};
 use crate::milvus::{Counter, Gauge, TargetSample};
 use crate::quantile::{Bucket, histogram_quantile};
+use crate::unknown::{Component, Unknown};
 
 /// What one computation produced: a value or the reason there is none, per signal key.
-pub type SignalValues = BTreeMap<SignalKey, Result<f64, String>>;
+pub type SignalValues = BTreeMap<SignalKey, Result<f64, Unknown>>;
 
 type CounterKey = (Counter, Option<String>);
 
@@ -61,9 +62,6 @@ struct DemandHistory {
     received: CounterHistory,
     executing: VecDeque<(SystemTime, f64)>,
 }
-
-/// Why `index_pending_builds` has no per-collection values on Milvus 2.5.5 and later.
-pub const INDEX_BUILDS_INSTANCE_ONLY: &str = "Milvus 2.5.5 and later count index builds in milvus_datacoord_task_count{task_type=\"JobTypeIndexJob\"}, which has no collection_id; ask for the instance-wide value (no collection)";
 
 /// Default of `signals.demand_drain`: the time within which `search_demand` asks for the capacity
 /// to drain the nq in flight.
@@ -226,10 +224,7 @@ impl SignalEngine {
         };
         if answered.is_empty() {
             for signal in Signal::ALL {
-                out.insert(
-                    SignalKey::instance(signal),
-                    Err("no target answered this round".into()),
-                );
+                out.insert(SignalKey::instance(signal), Err(Unknown::NoTargetAnswered));
             }
             return out;
         }
@@ -260,11 +255,11 @@ impl SignalEngine {
     /// `milvus_proxy_executing_total_nq` over its rounds inside the window divided by the drain
     /// time. A proxy that left no longer counts; a proxy with a single round inside the window
     /// does not count yet (its rate needs two); with none that has two: unknown (warming up).
-    fn demand_signal(&self, current: &[(&str, &TargetHistory)]) -> Result<f64, String> {
+    fn demand_signal(&self, current: &[(&str, &TargetHistory)]) -> Result<f64, Unknown> {
         let proxies: Vec<&(&str, &TargetHistory)> =
             current.iter().filter(|(_, h)| h.latest.has_proxy).collect();
         if proxies.is_empty() {
-            return Err("no scraped target exports proxy metrics (milvus_proxy_*)".into());
+            return Err(Unknown::ComponentMissing(Component::Proxy));
         }
         for (name, history) in &proxies {
             let received = history.latest.received_search_nq.is_some();
@@ -281,9 +276,11 @@ impl SignalEngine {
                 // Both, or neither (an idle proxy that has served no search or query yet).
                 _ => continue,
             };
-            return Err(format!(
-                "proxy target {name} exports {has} but not {missing}: search_demand needs both"
-            ));
+            return Err(Unknown::DemandHalfExported {
+                target: name.to_string(),
+                has,
+                missing,
+            });
         }
         let drain = self.demand_drain.as_secs_f64();
         let mut demand = 0.0;
@@ -298,7 +295,7 @@ impl SignalEngine {
             proxies_with_rates += 1;
         }
         if proxies_with_rates == 0 {
-            return Err("warming up: a rate needs two scrapes of a proxy inside the window".into());
+            return Err(Unknown::WarmingUp);
         }
         Ok(demand)
     }
@@ -313,10 +310,10 @@ impl SignalEngine {
             for node in history.latest.read_tasks_in_flight.keys() {
                 let points = history.in_flight.get(node).filter(|p| !p.is_empty());
                 let Some(points) = points else {
-                    let reason = format!(
-                        "warming up: query node {node:?} has no sample inside the last {:?}",
-                        self.window
-                    );
+                    let reason = Unknown::NodeWarmingUp {
+                        node: node.clone(),
+                        window: self.window,
+                    };
                     for signal in [Signal::SearchInflight, Signal::SearchInflightNodeMax] {
                         out.insert(SignalKey::instance(signal), Err(reason.clone()));
                     }
@@ -328,12 +325,12 @@ impl SignalEngine {
         }
         if averages.is_empty() {
             let reason = if current.iter().any(|h| h.latest.has_querynode) {
-                "no scraped query node exports milvus_querynode_read_task_ready_len, _unsolved_len or _concurrency"
+                Unknown::InFlightGaugesMissing
             } else {
-                "no scraped target exports query-node metrics (milvus_querynode_*)"
+                Unknown::ComponentMissing(Component::QueryNode)
             };
             for signal in [Signal::SearchInflight, Signal::SearchInflightNodeMax] {
-                out.insert(SignalKey::instance(signal), Err(reason.to_string()));
+                out.insert(SignalKey::instance(signal), Err(reason.clone()));
             }
             return;
         }
@@ -346,7 +343,7 @@ impl SignalEngine {
     fn gauge_signals(&self, targets: &[&TargetSample], out: &mut SignalValues) {
         let querynode = targets.iter().any(|t| t.has_querynode);
         let datacoord = targets.iter().any(|t| t.has_datacoord);
-        let no_querynode = "no scraped target exports query-node metrics (milvus_querynode_*)";
+        let no_querynode = Component::QueryNode;
         let specs = [
             (
                 Signal::SearchQueueDepth,
@@ -370,12 +367,15 @@ impl SignalEngine {
                 Signal::IndexPendingBuilds,
                 Gauge::IndexPending,
                 datacoord,
-                "no scraped target exports data-coordinator metrics (milvus_datacoord_*)",
+                Component::DataCoord,
             ),
         ];
         for (signal, gauge, component_present, missing) in specs {
             if !component_present {
-                out.insert(SignalKey::instance(signal), Err(missing.to_string()));
+                out.insert(
+                    SignalKey::instance(signal),
+                    Err(Unknown::ComponentMissing(missing)),
+                );
                 continue;
             }
             if signal == Signal::SearchQueueDepth
@@ -383,10 +383,7 @@ impl SignalEngine {
                     .iter()
                     .any(|t| t.has_querynode && !t.has_queue_gauge)
             {
-                out.insert(
-                    SignalKey::instance(signal),
-                    Err("a query node exports neither milvus_querynode_read_task_ready_len nor _unsolved_len".into()),
-                );
+                out.insert(SignalKey::instance(signal), Err(Unknown::QueueGaugeMissing));
                 continue;
             }
             // Milvus creates these gauge series lazily: a component that is up but exports no
@@ -407,7 +404,7 @@ impl SignalEngine {
         if datacoord && targets.iter().any(|t| t.index_builds_instance_only) {
             out.insert(
                 SignalKey::no_collection_values(Signal::IndexPendingBuilds),
-                Err(INDEX_BUILDS_INSTANCE_ONLY.into()),
+                Err(Unknown::IndexBuildsInstanceOnly),
             );
         }
     }
@@ -424,16 +421,13 @@ impl SignalEngine {
             Signal::SearchLatencyP90Seconds,
             Signal::SearchLatencyP99Seconds,
         ];
-        let fail_all = |out: &mut SignalValues, reason: &str| {
+        let fail_all = |out: &mut SignalValues, reason: Unknown| {
             for signal in windowed {
-                out.insert(SignalKey::instance(signal), Err(reason.to_string()));
+                out.insert(SignalKey::instance(signal), Err(reason.clone()));
             }
         };
         if !targets.iter().any(|t| t.has_proxy) {
-            fail_all(
-                out,
-                "no scraped target exports proxy metrics (milvus_proxy_*)",
-            );
+            fail_all(out, Unknown::ComponentMissing(Component::Proxy));
             return;
         }
         // Per-second rate of every counter series, summed over targets. Each target's increase is
@@ -458,10 +452,7 @@ impl SignalEngine {
             }
         }
         if targets_with_rates == 0 {
-            fail_all(
-                out,
-                "warming up: a rate needs two scrapes of a proxy inside the window",
-            );
+            fail_all(out, Unknown::WarmingUp);
             return;
         }
         let in_flight: f64 = targets
@@ -525,11 +516,9 @@ impl SignalEngine {
 /// engine and PromQL, whose `histogram_quantile` is NaN then): with `in_flight` searches queued
 /// or executing they are stuck, which is unknown (a hold, never a reassuring 0); with none
 /// there is nothing to be slow, a true 0.
-pub fn latency_without_completions(in_flight: f64, window: Duration) -> Result<f64, String> {
+pub fn latency_without_completions(in_flight: f64, window: Duration) -> Result<f64, Unknown> {
     if in_flight > 0.0 {
-        Err(format!(
-            "no search completed in the last {window:?} while {in_flight} are queued or executing"
-        ))
+        Err(Unknown::Stuck { in_flight, window })
     } else {
         Ok(0.0)
     }
@@ -538,11 +527,9 @@ pub fn latency_without_completions(in_flight: f64, window: Duration) -> Result<f
 /// `query_balancing`: 1 when any target of the newest round saw data moving between query nodes
 /// in any of its rounds inside the window, else 0; unknown without a query coordinator in the
 /// newest round (a hold that cannot see Milvus must not say "settled").
-fn balancing_signal(current: &[&TargetHistory]) -> Result<f64, String> {
+fn balancing_signal(current: &[&TargetHistory]) -> Result<f64, Unknown> {
     if !current.iter().any(|h| h.latest.has_querycoord) {
-        return Err(
-            "no scraped target exports query-coordinator metrics (milvus_querycoord_*)".into(),
-        );
+        return Err(Unknown::ComponentMissing(Component::QueryCoord));
     }
     let moving = current
         .iter()
@@ -596,7 +583,7 @@ mod tests {
         BTreeMap::from([(name.to_string(), s)])
     }
 
-    fn value(values: &SignalValues, signal: Signal) -> Result<f64, String> {
+    fn value(values: &SignalValues, signal: Signal) -> Result<f64, Unknown> {
         values[&SignalKey::instance(signal)].clone()
     }
 
@@ -622,14 +609,14 @@ mod tests {
         parse_target(&body, &Limits::default()).unwrap()
     }
 
-    fn in_flight(v: &SignalValues) -> (Result<f64, String>, Result<f64, String>) {
+    fn in_flight(v: &SignalValues) -> (Result<f64, Unknown>, Result<f64, Unknown>) {
         (
             value(v, Signal::SearchInflight),
             value(v, Signal::SearchInflightNodeMax),
         )
     }
 
-    fn close(actual: Result<f64, String>, expected: f64) {
+    fn close(actual: Result<f64, Unknown>, expected: f64) {
         let actual = actual.unwrap();
         assert!((actual - expected).abs() < 1e-9, "{actual} != {expected}");
     }
@@ -717,8 +704,8 @@ mod tests {
         .unwrap();
         e.observe(t(0), one("proxy", proxy.clone()));
         let (sum, max) = in_flight(&e.compute());
-        assert!(sum.unwrap_err().contains("query-node metrics"));
-        assert!(max.unwrap_err().contains("query-node metrics"));
+        let no_querynode = Unknown::ComponentMissing(Component::QueryNode);
+        assert_eq!((sum, max), (Err(no_querynode.clone()), Err(no_querynode)));
         // A query node that exports none of the read-task gauges does not count as one.
         let bare = parse_target(
             "milvus_querynode_entity_num{collection_id=\"1\",node_id=\"4\"} 10\n",
@@ -728,8 +715,10 @@ mod tests {
         let mut round = one("proxy", proxy);
         round.insert("qn".into(), bare);
         e.observe(t(1), round);
-        let err = value(&e.compute(), Signal::SearchInflight).unwrap_err();
-        assert!(err.contains("read_task"), "{err}");
+        assert_eq!(
+            value(&e.compute(), Signal::SearchInflight),
+            Err(Unknown::InFlightGaugesMissing)
+        );
         // Nobody answered: unknown.
         e.observe(t(2), BTreeMap::new());
         let (sum, max) = in_flight(&e.compute());
@@ -749,8 +738,13 @@ mod tests {
         let mut e = SignalEngine::new(Duration::from_secs(30));
         e.observe(t(0), one("qn", qn_2_5("1", 0.0, 1.0)));
         e.targets.get_mut("qn").unwrap().in_flight.clear();
-        let err = value(&e.compute(), Signal::SearchInflight).unwrap_err();
-        assert!(err.contains("warming up"), "{err}");
+        assert_eq!(
+            value(&e.compute(), Signal::SearchInflight),
+            Err(Unknown::NodeWarmingUp {
+                node: "1".into(),
+                window: Duration::from_secs(30)
+            })
+        );
     }
 
     /// A proxy body: `milvus_proxy_received_nq` per (collection, query type), with `node`, and
@@ -916,24 +910,25 @@ mod tests {
             round.insert("odd".into(), proxy("2", &[("docs", "search", 5.0)], None));
             e.observe(t(i), round);
         }
-        let err = value(&e.compute(), Signal::SearchDemand).unwrap_err();
-        assert!(
-            err.contains("odd")
-                && err.contains(
-                    "exports milvus_proxy_received_nq but not milvus_proxy_executing_total_nq"
-                ),
-            "{err}"
+        assert_eq!(
+            value(&e.compute(), Signal::SearchDemand),
+            Err(Unknown::DemandHalfExported {
+                target: "odd".into(),
+                has: "milvus_proxy_received_nq",
+                missing: "milvus_proxy_executing_total_nq"
+            })
         );
         let mut e = SignalEngine::new(Duration::from_secs(30));
         for i in 0..3 {
             e.observe(t(i), one("odd", proxy("2", &[], Some(3.0))));
         }
-        let err = value(&e.compute(), Signal::SearchDemand).unwrap_err();
-        assert!(
-            err.contains(
-                "exports milvus_proxy_executing_total_nq but not milvus_proxy_received_nq"
-            ),
-            "{err}"
+        assert_eq!(
+            value(&e.compute(), Signal::SearchDemand),
+            Err(Unknown::DemandHalfExported {
+                target: "odd".into(),
+                has: "milvus_proxy_executing_total_nq",
+                missing: "milvus_proxy_received_nq"
+            })
         );
     }
 
@@ -942,19 +937,26 @@ mod tests {
         let mut e = SignalEngine::new(Duration::from_secs(30));
         // Only a query node: no proxy scraped.
         e.observe(t(0), one("qn", qn_2_5("1", 3.0, 1.0)));
-        let err = value(&e.compute(), Signal::SearchDemand).unwrap_err();
-        assert!(err.contains("proxy metrics"), "{err}");
+        assert_eq!(
+            value(&e.compute(), Signal::SearchDemand),
+            Err(Unknown::ComponentMissing(Component::Proxy))
+        );
         // A proxy's first round: a rate needs two.
         let mut e = SignalEngine::new(Duration::from_secs(30));
         e.observe(
             t(0),
             one("p", proxy("1", &[("docs", "search", 10.0)], Some(2.0))),
         );
-        let err = value(&e.compute(), Signal::SearchDemand).unwrap_err();
-        assert!(err.contains("warming up"), "{err}");
+        assert_eq!(
+            value(&e.compute(), Signal::SearchDemand),
+            Err(Unknown::WarmingUp)
+        );
         // Nobody answered this round.
         e.observe(t(1), BTreeMap::new());
-        assert!(value(&e.compute(), Signal::SearchDemand).is_err());
+        assert_eq!(
+            value(&e.compute(), Signal::SearchDemand),
+            Err(Unknown::NoTargetAnswered)
+        );
     }
 
     #[test]
@@ -1003,11 +1005,7 @@ mod tests {
         let mut e = SignalEngine::new(Duration::from_secs(30));
         e.observe(t(0), one("a", target(100.0, 100.0, 0.0)));
         let v = e.compute();
-        assert!(
-            value(&v, Signal::SearchRate)
-                .unwrap_err()
-                .contains("warming up")
-        );
+        assert_eq!(value(&v, Signal::SearchRate), Err(Unknown::WarmingUp));
         assert_eq!(value(&v, Signal::SearchQueueDepth), Ok(0.0));
     }
 
@@ -1066,8 +1064,13 @@ mod tests {
         e.observe(t(0), one("a", target(10.0, 100.0, 8.0)));
         e.observe(t(5), one("a", target(10.0, 100.0, 8.0)));
         let v = e.compute();
-        let err = value(&v, Signal::SearchLatencyP99Seconds).unwrap_err();
-        assert!(err.contains("no search completed"), "{err}");
+        assert_eq!(
+            value(&v, Signal::SearchLatencyP99Seconds),
+            Err(Unknown::Stuck {
+                in_flight: 8.0,
+                window: Duration::from_secs(30)
+            })
+        );
     }
 
     #[test]
@@ -1090,15 +1093,13 @@ mod tests {
         };
         e.observe(t(0), one("p", only_proxy));
         let v = e.compute();
-        assert!(
-            value(&v, Signal::SearchQueueDepth)
-                .unwrap_err()
-                .contains("query-node")
+        assert_eq!(
+            value(&v, Signal::SearchQueueDepth),
+            Err(Unknown::ComponentMissing(Component::QueryNode))
         );
-        assert!(
-            value(&v, Signal::IndexPendingBuilds)
-                .unwrap_err()
-                .contains("data-coordinator")
+        assert_eq!(
+            value(&v, Signal::IndexPendingBuilds),
+            Err(Unknown::ComponentMissing(Component::DataCoord))
         );
     }
 
@@ -1157,10 +1158,9 @@ mod tests {
         let mut e = SignalEngine::new(Duration::from_secs(30));
         // No query coordinator scraped: unknown, never "settled".
         e.observe(t(0), one("qn", qn_2_5("1", 0.0, 0.0)));
-        assert!(
-            value(&e.compute(), Signal::QueryBalancing)
-                .unwrap_err()
-                .contains("query-coordinator")
+        assert_eq!(
+            value(&e.compute(), Signal::QueryBalancing),
+            Err(Unknown::ComponentMissing(Component::QueryCoord))
         );
         // Idle 2.3.5 querycoord exports no task gauge yet: settled; grows and leader updates
         // move nothing between nodes.

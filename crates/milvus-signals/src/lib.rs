@@ -11,9 +11,11 @@ pub mod milvus;
 pub mod quantile;
 pub mod snapshot;
 pub mod source;
+pub mod unknown;
 
 pub use catalogue::{Signal, SignalKey};
 pub use snapshot::{InstanceSnapshot, Reading, SignalError, Snapshot, SnapshotStore};
+pub use unknown::Unknown;
 
 #[cfg(test)]
 pub(crate) mod test_fixtures {

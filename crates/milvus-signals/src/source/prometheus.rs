@@ -12,6 +12,7 @@ use super::{MetricsSource, PollOutcome};
 use crate::catalogue::{Signal, SignalKey};
 use crate::engine::{DEFAULT_DEMAND_DRAIN, SignalValues, latency_without_completions};
 use crate::snapshot::TargetHealth;
+use crate::unknown::Unknown;
 
 /// Runs one PromQL query per signal (and per-collection variants) each round.
 pub struct PrometheusSource {
@@ -387,21 +388,22 @@ pub fn values_from_results(
     for (query, result) in results {
         match (result, query.collection_label) {
             (Err(e), None) => {
-                values.insert(SignalKey::instance(query.signal), Err(e));
+                values.insert(SignalKey::instance(query.signal), Err(Unknown::PromQl(e)));
             }
             (Err(_), Some(_)) => {}
             (Ok(rows), None) => {
                 let value = match rows.first() {
-                    None => Err(format!("no series matched: {}", query.expr)),
+                    None => Err(Unknown::NoSeriesMatched(query.expr.clone())),
                     Some((_, v)) if v.is_nan() && query.signal.quantile().is_some() => {
                         match in_flight {
                             Ok(rows) => latency_without_completions(
                                 rows.first().map_or(0.0, |(_, v)| *v),
                                 window,
                             ),
-                            Err(e) => Err(format!(
-                                "no search completed in the last {window:?}, and whether searches are stuck is unknown: {e}"
-                            )),
+                            Err(e) => Err(Unknown::StuckUnknown {
+                                window,
+                                reason: e.clone(),
+                            }),
                         }
                     }
                     Some((_, v)) if v.is_nan() => Ok(0.0),

@@ -18,6 +18,7 @@ use crate::exposition::Limits;
 use crate::exposition::StreamParser;
 use crate::milvus::{METRICS_READ, TargetSample, extract};
 use crate::snapshot::TargetHealth;
+use crate::unknown::{TargetFailure, Unknown};
 
 /// Largest `/metrics` body accepted from one target; a Milvus pod serves ~200 KiB.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -357,11 +358,18 @@ impl MetricsSource for ScrapeSource {
         }
         health.sort_by(|a, b| a.target.cmp(&b.target));
         let all_failed_reason = (samples.is_empty() && !health.is_empty()).then(|| {
-            let reasons: Vec<String> = health
-                .iter()
-                .filter_map(|h| h.error.as_ref().map(|e| format!("{}: {e}", h.target)))
-                .collect();
-            format!("source unreachable: {}", reasons.join("; "))
+            Unknown::SourceUnreachable(
+                health
+                    .iter()
+                    .filter_map(|h| {
+                        let error = h.error.clone()?;
+                        Some(TargetFailure {
+                            target: h.target.clone(),
+                            error,
+                        })
+                    })
+                    .collect(),
+            )
         });
         self.engine.observe(at, samples);
         let mut values = self.engine.compute();
