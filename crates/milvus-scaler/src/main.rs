@@ -1,5 +1,5 @@
 //! `milvus-scaler` command line: parses configuration and wires the signal pollers, the
-//! telemetry endpoint and (as later features land) the serving APIs together.
+//! telemetry endpoint, the serving APIs (external metrics, KEDA) and node-group sizing together.
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;

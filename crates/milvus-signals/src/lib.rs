@@ -19,7 +19,7 @@ pub use unknown::Unknown;
 
 #[cfg(test)]
 pub(crate) mod test_fixtures {
-    /// Reads a real capture (copied from `shared/fixtures`) in `tests/fixtures`, or from
+    /// Reads a real Milvus 2.3.5 capture from the repository's `tests/fixtures`, or from
     /// `MILVUS_FIXTURES_DIR` when set.
     pub fn fixture(name: &str) -> String {
         let dir = std::env::var("MILVUS_FIXTURES_DIR")
