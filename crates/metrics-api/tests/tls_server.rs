@@ -13,7 +13,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 use metrics_api::MetricsApiServer;
 use metrics_api::api::ExternalMetricValueList;
 use metrics_api::config::{ClientAuthConfig, ExternalMetricsConfig, TlsConfig};
-use milvus_signals::{InstanceSnapshot, Reading, Signal, SignalKey, SnapshotStore};
+use milvus_signals::unknown::TargetFailure;
+use milvus_signals::{InstanceSnapshot, Reading, Signal, SignalKey, SnapshotStore, Unknown};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio::sync::watch;
 
@@ -105,7 +106,10 @@ fn store() -> Arc<SnapshotStore> {
     );
     demo.values.insert(
         SignalKey::instance(Signal::SearchRate),
-        Err("target http://127.0.0.1:1/metrics: connection refused".into()),
+        Err(Unknown::SourceUnreachable(vec![TargetFailure {
+            target: "http://127.0.0.1:1/metrics".into(),
+            error: "connection refused".into(),
+        }])),
     );
     store.publish(demo);
     let mut stale =
@@ -270,7 +274,12 @@ async fn every_route_and_error_shape_over_mutual_tls() {
     assert_eq!(code, 503);
     let s = status(&body);
     assert_eq!(s.reason.as_deref(), Some("ServiceUnavailable"));
-    assert!(s.message.unwrap().contains("connection refused"), "{body}");
+    assert!(
+        s.message
+            .unwrap()
+            .contains("source unreachable: http://127.0.0.1:1/metrics: connection refused"),
+        "{body}"
+    );
     let (code, _, body) = get(
         &c,
         &format!("{url}{BASE}/namespaces/stale-ns/milvus_search_queue_depth"),

@@ -1,8 +1,7 @@
 //! `milvus-scaler` command line: parses configuration and wires the signal pollers, the
-//! telemetry endpoint and (as later features land) the serving APIs together.
+//! telemetry endpoint, the serving APIs (external metrics, KEDA) and node-group sizing together.
 #![forbid(unsafe_code)]
 
-use shutdown_signal::shutdown_signal;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -346,7 +345,9 @@ async fn local_hpa(args: LocalHpaArgs) -> anyhow::Result<()> {
         controller.sync_once().await?;
         return Ok(());
     }
-    controller.run(shutdown_signal()).await;
+    controller
+        .run(shutdown_signal::install().cancelled_owned())
+        .await;
     tracing::info!("local-hpa stopped");
     Ok(())
 }
@@ -407,6 +408,9 @@ fn spawn_poller(
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
+    // First: from here on SIGTERM cancels the token instead of killing the process, and a
+    // SIGTERM during start-up is kept until the wait below.
+    let shutdown = shutdown_signal::install();
     let forget = cfg.telemetry.forget_idle_series_after;
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         // Real histograms (not summaries), so Prometheus can aggregate and take quantiles.
@@ -472,16 +476,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = server_stop.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let server = tokio::spawn(shutdown_signal::serve_http1(
+        "telemetry",
+        listener,
+        shutdown_signal::TowerToHyperService::new(app),
+        shutdown.clone().cancelled_owned(),
+        Duration::from_secs(5),
+    ));
 
-    shutdown_signal().await;
+    shutdown.cancelled().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
@@ -495,15 +498,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             Ok(Ok(Ok(()))) | Err(_) => {}
         }
     }
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(e).context("telemetry server failed"),
+    match tokio::time::timeout(Duration::from_secs(6), server).await {
         Ok(Err(e)) => Err(e).context("telemetry server task failed"),
-        Err(_) => Ok(()),
+        Ok(Ok(())) | Err(_) => Ok(()),
     }
 }
 
 async fn signals(cfg: Config, watch_mode: bool, refresh: Duration) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal::install();
     let store = Arc::new(SnapshotStore::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -521,7 +523,7 @@ async fn signals(cfg: Config, watch_mode: bool, refresh: Duration) -> anyhow::Re
         }
         tokio::select! {
             _ = tokio::time::sleep(refresh) => {}
-            _ = shutdown_signal() => break,
+            () = shutdown.cancelled() => break,
         }
     }
     let _ = stop_tx.send(true);

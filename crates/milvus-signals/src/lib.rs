@@ -11,13 +11,15 @@ pub mod milvus;
 pub mod quantile;
 pub mod snapshot;
 pub mod source;
+pub mod unknown;
 
 pub use catalogue::{Signal, SignalKey};
 pub use snapshot::{InstanceSnapshot, Reading, SignalError, Snapshot, SnapshotStore};
+pub use unknown::Unknown;
 
 #[cfg(test)]
 pub(crate) mod test_fixtures {
-    /// Reads a real capture (copied from `shared/fixtures`) in `tests/fixtures`, or from
+    /// Reads a real Milvus 2.3.5 capture from the repository's `tests/fixtures`, or from
     /// `MILVUS_FIXTURES_DIR` when set.
     pub fn fixture(name: &str) -> String {
         let dir = std::env::var("MILVUS_FIXTURES_DIR")

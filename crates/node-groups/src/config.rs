@@ -306,8 +306,9 @@ impl NodeGroupsConfig {
                 return Err((
                     at("instance_type"),
                     format!(
-                        "{:?} is not in the built-in table (r6i, r6id, r7i, m6i, m6id, m7i, c6i, c6id, c7i); give its capacity in node_groups.instance_types or the group's allocatable",
-                        g.instance_type
+                        "{:?} is not in the built-in table ({}); give its capacity in node_groups.instance_types or the group's allocatable",
+                        g.instance_type,
+                        instances::builtin_families().join(", ")
                     ),
                 ));
             };

@@ -1,6 +1,5 @@
 //! `segment-cache`: parses configuration and flags, and wires the parts of the library together.
 
-use shutdown_signal::shutdown_signal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -231,6 +230,9 @@ async fn warm_once(mut config: Config, args: &WarmArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // First: from here on SIGTERM cancels the token (kept until the serve loop below sees it)
+    // instead of killing the process before the index is saved.
+    let shutdown = shutdown_signal::install();
     let handle = telemetry::install_recorder().context("installing the metrics recorder")?;
     let store = tokio::task::spawn_blocking({
         let c = config.clone();
@@ -260,20 +262,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     ready
         .wait_for_warm
         .store(config.warm.ready_after_warm, Ordering::Release);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
     let tel = tokio::net::TcpListener::bind(config.telemetry.listen)
         .await
         .with_context(|| format!("binding telemetry.listen {}", config.telemetry.listen))?;
     let router = telemetry::router(handle, ready.clone());
-    let mut tel_stop = stop_rx.clone();
-    let tel_task = tokio::spawn(async move {
-        let _ = axum::serve(tel, router)
-            .with_graceful_shutdown(async move {
-                let _ = tel_stop.wait_for(|s| *s).await;
-            })
-            .await;
-    });
+    let tel_task = tokio::spawn(shutdown_signal::serve_http1(
+        "telemetry",
+        tel,
+        shutdown_signal::TowerToHyperService::new(router),
+        shutdown.clone().cancelled_owned(),
+        Duration::from_secs(10),
+    ));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -312,43 +312,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         })
     };
 
-    let mut accept_stop = stop_rx.clone();
-    let conns = tokio_util_task_tracker();
-    loop {
-        tokio::select! {
-            r = listener.accept() => {
-                let (sock, _) = match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let svc = service.clone();
-                let mut conn_stop = stop_rx.clone();
-                conns.spawn(async move {
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc);
-                    let mut conn = std::pin::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        () = async { let _ = conn_stop.wait_for(|s| *s).await; } => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
-                        }
-                    }
-                });
-            }
-            () = shutdown_signal() => break,
-            _ = accept_stop.wait_for(|s| *s) => break,
-        }
-    }
+    // Stops accepting on SIGTERM and lets requests in flight finish, for up to 10 s.
+    shutdown_signal::serve_http1(
+        "s3",
+        listener,
+        service,
+        shutdown.cancelled_owned(),
+        Duration::from_secs(10),
+    )
+    .await;
     tracing::info!("stopping");
-    let _ = stop_tx.send(true);
-    drop(listener);
-    conns.close();
-    let _ = tokio::time::timeout(Duration::from_secs(10), conns.wait()).await;
     if let Some(w) = warm_task {
         w.abort();
     }
@@ -359,8 +332,4 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("saving the index")?;
     let _ = tel_task.await;
     Ok(())
-}
-
-fn tokio_util_task_tracker() -> tokio_util::task::TaskTracker {
-    tokio_util::task::TaskTracker::new()
 }
