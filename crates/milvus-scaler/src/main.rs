@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use milvus_scaler::config::{Config, ConfigError, MilvusInstance, SignalsConfig};
+use milvus_scaler::config::{Config, ConfigError, MilvusInstance, SignalsConfig, Source};
 use milvus_scaler::{table, telemetry};
 use milvus_signals::SnapshotStore;
 use milvus_signals::source::prometheus::PrometheusSource;
@@ -263,7 +263,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 "{}: valid, {} Milvus instance(s), {} node group(s)",
                 config.names(),
                 cfg.milvus.len(),
-                cfg.node_groups.as_ref().map_or(0, |n| n.groups.len())
+                cfg.node_groups.as_ref().map_or(0, |n| n.groups().len())
             );
             Ok(())
         }
@@ -385,23 +385,18 @@ fn spawn_poller(
     shutdown: watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
-    if let Some(s) = &instance.scrape {
-        let source = ScrapeSource::new(
-            s.targets.clone(),
-            s.timeout.unwrap_or(s.interval),
-            signals.window,
-        )?
-        .with_demand_drain(signals.demand_drain);
-        tasks.spawn(run_poller(source, meta, s.interval, store, shutdown));
-    } else if let Some(p) = &instance.prometheus {
-        let source = PrometheusSource::new(
-            &p.url,
-            &p.selector,
-            p.timeout.unwrap_or(p.interval),
-            signals.window,
-        )?
-        .with_demand_drain(signals.demand_drain);
-        tasks.spawn(run_poller(source, meta, p.interval, store, shutdown));
+    let (interval, timeout) = (instance.source.interval(), instance.source.timeout());
+    match &instance.source {
+        Source::Scrape(s) => {
+            let source = ScrapeSource::new(s.targets.clone(), timeout, signals.window)?
+                .with_demand_drain(signals.demand_drain);
+            tasks.spawn(run_poller(source, meta, interval, store, shutdown));
+        }
+        Source::Prometheus(p) => {
+            let source = PrometheusSource::new(&p.url, &p.selector, timeout, signals.window)?
+                .with_demand_drain(signals.demand_drain);
+            tasks.spawn(run_poller(source, meta, interval, store, shutdown));
+        }
     }
     Ok(())
 }
@@ -437,12 +432,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     });
 
     if let Some(ng) = &cfg.node_groups {
-        let runner = node_groups_runner(&cfg, ng).await?;
-        tracing::info!(groups = ng.groups.len(), mode = ?ng.mode, interval = ?ng.interval, "node-group sizing on");
+        let runner = node_groups_runner(ng).await;
+        let interval = ng.config().interval;
+        tracing::info!(groups = ng.groups().len(), mode = ?ng.config().mode, ?interval, "node-group sizing on");
         tasks.spawn(node_groups::applier::run_loop(
             runner,
             store.clone(),
-            ng.interval,
+            interval,
             stop_rx.clone(),
         ));
     }
@@ -532,18 +528,7 @@ async fn signals(cfg: Config, watch_mode: bool, refresh: Duration) -> anyhow::Re
 /// Waits until every instance has had a few rounds (so rates have something to work with),
 /// giving up after a while.
 async fn wait_for_rounds(cfg: &Config, store: &SnapshotStore) {
-    let longest_interval = cfg
-        .milvus
-        .iter()
-        .map(|m| {
-            m.scrape
-                .as_ref()
-                .map(|s| s.interval)
-                .or(m.prometheus.as_ref().map(|p| p.interval))
-                .unwrap_or_default()
-        })
-        .max()
-        .unwrap_or_default();
+    let longest_interval = cfg.longest_interval();
     let mut rounds = store.subscribe();
     let wanted = (cfg.milvus.len() as u64) * 3;
     let _ = tokio::time::timeout(
@@ -553,16 +538,12 @@ async fn wait_for_rounds(cfg: &Config, store: &SnapshotStore) {
     .await;
 }
 
+/// The planning loop of the node groups, validated at load, on the real Auto Scaling API.
 async fn node_groups_runner(
-    cfg: &Config,
-    ng: &node_groups::NodeGroupsConfig,
-) -> anyhow::Result<node_groups::applier::Runner<node_groups::applier::SdkAutoScaling>> {
-    let names: Vec<&str> = cfg.milvus.iter().map(|m| m.name.as_str()).collect();
-    let groups = ng
-        .validate(&names)
-        .map_err(|(path, message)| anyhow::anyhow!("node_groups.{path}: {message}"))?;
-    let client = node_groups::applier::SdkAutoScaling::new(ng).await;
-    Ok(node_groups::applier::Runner::new(ng, groups, client))
+    ng: &node_groups::NodeGroups,
+) -> node_groups::applier::Runner<node_groups::applier::SdkAutoScaling> {
+    let client = node_groups::applier::SdkAutoScaling::new(ng.config()).await;
+    node_groups::applier::Runner::new(ng, client)
 }
 
 async fn plan_nodes(cfg: Config, apply: bool, simulate: Option<PathBuf>) -> anyhow::Result<()> {
@@ -570,19 +551,15 @@ async fn plan_nodes(cfg: Config, apply: bool, simulate: Option<PathBuf>) -> anyh
         anyhow::bail!("the configuration has no node_groups section");
     };
     if let Some(path) = simulate {
-        let names: Vec<&str> = cfg.milvus.iter().map(|m| m.name.as_str()).collect();
-        let groups = ng
-            .validate(&names)
-            .map_err(|(path, message)| anyhow::anyhow!("node_groups.{path}: {message}"))?;
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading the trace {}", path.display()))?;
         let trace: node_groups::simulate::Trace = serde_json::from_str(&text)
             .with_context(|| format!("parsing the trace {}", path.display()))?;
-        let out = node_groups::simulate::run(&groups, &trace).map_err(anyhow::Error::msg)?;
+        let out = node_groups::simulate::run(ng.groups(), &trace).map_err(anyhow::Error::msg)?;
         println!("{out}");
         return Ok(());
     }
-    let mut runner = node_groups_runner(&cfg, &ng).await?;
+    let mut runner = node_groups_runner(&ng).await;
     let store = Arc::new(SnapshotStore::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();

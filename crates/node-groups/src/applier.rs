@@ -10,11 +10,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_autoscaling::config::http::HttpResponse;
 use aws_sdk_autoscaling::error::{ProvideErrorMetadata, SdkError};
-use milvus_signals::{SignalKey, Snapshot, SnapshotStore};
+use milvus_signals::{Signal, SignalKey, Snapshot, SnapshotStore};
 use thiserror::Error;
 use tokio::sync::watch;
 
-use crate::config::{Mode, NodeGroupsConfig, ResolvedGroup, RetryConfig, WarmPoolConfig};
+use crate::config::{
+    Mode, NodeGroups, NodeGroupsConfig, PoolState, ResolvedGroup, RetryConfig, WarmPoolConfig,
+};
 use crate::planner::{AsgState, GroupPlan, Stabilizer, WarmPoolState, plan_group};
 
 /// A failed Auto Scaling API call.
@@ -221,10 +223,10 @@ impl AutoScaling for SdkAutoScaling {
             .map_err(|e| api_error("DescribeWarmPool", e))?;
         Ok(resp.warm_pool_configuration().map(|w| WarmPoolState {
             min_size: to_u32(w.min_size()),
-            pool_state: w
-                .pool_state()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_else(|| "Stopped".into()),
+            // No state in the answer is the API's default, Stopped.
+            pool_state: w.pool_state().map_or(Some(PoolState::Stopped), |s| {
+                PoolState::from_api(s.as_str())
+            }),
         }))
     }
 
@@ -333,7 +335,7 @@ pub struct GroupOutcome {
     /// Auto Scaling group name.
     pub asg: String,
     /// The signal planned from.
-    pub signal: String,
+    pub signal: Signal,
     /// The plan; `None` when the group's state could not be read.
     pub plan: Option<GroupPlan>,
     /// What happened to the desired capacity.
@@ -355,10 +357,11 @@ pub struct Runner<C> {
 }
 
 impl<C: AutoScaling> Runner<C> {
-    /// A runner for validated `groups` of `cfg`, calling `client`.
-    pub fn new(cfg: &NodeGroupsConfig, groups: Vec<ResolvedGroup>, client: C) -> Self {
+    /// A runner for the validated node groups `ng`, calling `client`.
+    pub fn new(ng: &NodeGroups, client: C) -> Self {
+        let cfg = ng.config();
         Self {
-            groups,
+            groups: ng.groups().to_vec(),
             mode: cfg.mode,
             min_change_interval: cfg.min_change_interval,
             retry: cfg.retry.clone(),
@@ -397,7 +400,7 @@ impl<C: AutoScaling> Runner<C> {
                 GroupOutcome {
                     group: c.name.clone(),
                     asg: c.asg.clone(),
-                    signal: c.replicas.signal.clone(),
+                    signal: c.replicas.signal,
                     plan: None,
                     action: Action::Failed(why),
                     warm_pool_action: Action::Unchanged,
@@ -431,16 +434,10 @@ impl<C: AutoScaling> Runner<C> {
                     }
                 }
             }
-            let reading = match group.signal {
-                Some(s) => snapshot
-                    .reading(&c.milvus, &SignalKey::instance(s), now)
-                    .map(|r| r.value)
-                    .map_err(|e| e.to_string()),
-                None => Err(format!(
-                    "signal {:?} is not in the catalogue",
-                    c.replicas.signal
-                )),
-            };
+            let reading = snapshot
+                .reading(&c.milvus, &SignalKey::instance(c.replicas.signal), now)
+                .map(|r| r.value)
+                .map_err(|e| e.to_string());
             let stabilizer = self.stabilizers.entry(c.name.clone()).or_default();
             let plan = plan_group(&group, reading, &state, stabilizer, now);
             export_plan(&plan);
@@ -455,7 +452,7 @@ impl<C: AutoScaling> Runner<C> {
             out.push(GroupOutcome {
                 group: c.name.clone(),
                 asg: c.asg.clone(),
-                signal: c.replicas.signal.clone(),
+                signal: c.replicas.signal,
                 plan: Some(plan),
                 action,
                 warm_pool_action,
@@ -519,7 +516,9 @@ impl<C: AutoScaling> Runner<C> {
         apply: bool,
     ) -> Action {
         let from = have.map(|w| w.min_size).unwrap_or(0);
-        if have.is_some_and(|w| w.min_size == want.min_size && w.pool_state == want.pool_state) {
+        if have
+            .is_some_and(|w| w.min_size == want.min_size && w.pool_state == Some(want.pool_state))
+        {
             return Action::Unchanged;
         }
         if !apply {
@@ -620,7 +619,7 @@ pub fn render(outcomes: &[GroupOutcome]) -> String {
         rows.push(vec![
             o.group.clone(),
             o.asg.clone(),
-            o.signal.clone(),
+            o.signal.to_string(),
             p.and_then(|p| p.signal_value)
                 .map(|v| format!("{v}"))
                 .unwrap_or_else(|| "unknown".into()),
@@ -730,7 +729,7 @@ mod tests {
             self.take_failure("PutWarmPool")?;
             self.groups.lock().unwrap().get_mut(asg).unwrap().warm_pool = Some(WarmPoolState {
                 min_size: pool.min_size,
-                pool_state: pool.pool_state.clone(),
+                pool_state: Some(pool.pool_state),
             });
             Ok(())
         }
@@ -752,8 +751,8 @@ groups:
 "#;
 
     fn setup(desired: u32, max: u32) -> (Runner<Arc<Scripted>>, Arc<Scripted>) {
-        let cfg: NodeGroupsConfig = serde_yaml::from_str(CFG).unwrap();
-        let groups = cfg.validate(&["prod"]).unwrap();
+        let cfg: NodeGroupsConfig = yaml_config::parse(CFG, "ng.yaml").unwrap();
+        let ng = NodeGroups::resolve(cfg, &["prod"]).unwrap();
         let api = Arc::new(Scripted::default());
         api.groups.lock().unwrap().insert(
             "asg-q".into(),
@@ -765,7 +764,7 @@ groups:
                 warm_pool: None,
             },
         );
-        (Runner::new(&cfg, groups, api.clone()), api)
+        (Runner::new(&ng, api.clone()), api)
     }
 
     fn snapshot(value: f64, at: SystemTime) -> Snapshot {

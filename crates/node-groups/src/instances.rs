@@ -51,6 +51,11 @@ fn vcpus(size: &str) -> Option<u64> {
     }
 }
 
+/// The instance families in the built-in table (`r6i`, `m7i`...), for messages.
+pub fn families() -> impl Iterator<Item = &'static str> {
+    FAMILIES.iter().map(|(family, _, _)| *family)
+}
+
 /// Capacity of `instance_type` from the built-in table, or `None` if it is not listed.
 pub fn builtin(instance_type: &str) -> Option<InstanceCapacity> {
     let (family, size) = instance_type.split_once('.')?;

@@ -18,5 +18,5 @@ pub mod planner;
 pub mod quantity;
 pub mod simulate;
 
-pub use config::{Mode, NodeGroupsConfig, ResolvedGroup};
+pub use config::{Mode, NodeGroups, NodeGroupsConfig, NodeSource, PoolState, ResolvedGroup};
 pub use planner::{AsgState, GroupPlan, Stabilizer, plan_group};
