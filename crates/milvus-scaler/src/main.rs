@@ -224,14 +224,22 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<ConfigError>().is_some()
-                || e.downcast_ref::<loop_sim::cli::SimulateError>().is_some()
-            {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
+            exit_code(&e)
         }
+    }
+}
+
+/// 2 when what the user wrote is wrong (a configuration file, or the HPA, model or trace file a
+/// command reads), wherever in the chain of contexts that error is; 1 for everything else (a
+/// port taken, a source down, an API call failing).
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    let bad_input = e
+        .chain()
+        .any(|cause| cause.is::<ConfigError>() || cause.is::<loop_sim::cli::SimulateError>());
+    if bad_input {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -281,7 +289,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             simulate,
         } => {
             let cfg = config.load()?;
-            plan_nodes(cfg, apply, simulate).await
+            plan_nodes(cfg, config.names(), apply, simulate).await
         }
         Command::Serve {
             config,
@@ -323,9 +331,14 @@ fn simulate(args: SimulateCli) -> anyhow::Result<()> {
 }
 
 async fn local_hpa(args: LocalHpaArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.hpa)
-        .with_context(|| format!("reading {}", args.hpa.display()))?;
-    let hpa = hpa::HpaSpec::from_yaml(&text).with_context(|| format!("{}", args.hpa.display()))?;
+    // The HPA file is local-hpa's configuration: its errors are configuration errors (exit 2).
+    let file = args.hpa.display().to_string();
+    let text = std::fs::read_to_string(&args.hpa).map_err(|source| ConfigError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    let hpa = hpa::HpaSpec::from_yaml(&text)
+        .map_err(|e| ConfigError::invalid(&file, e.path, e.message))?;
     let mut controller = hpa_controller::LocalHpa::new(hpa_controller::ControllerConfig {
         hpa,
         metrics_api: args.metrics_api,
@@ -546,16 +559,35 @@ async fn node_groups_runner(
     node_groups::applier::Runner::new(ng, client)
 }
 
-async fn plan_nodes(cfg: Config, apply: bool, simulate: Option<PathBuf>) -> anyhow::Result<()> {
+async fn plan_nodes(
+    cfg: Config,
+    config_names: String,
+    apply: bool,
+    simulate: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let Some(ng) = cfg.node_groups.clone() else {
-        anyhow::bail!("the configuration has no node_groups section");
+        return Err(ConfigError::invalid(
+            &config_names,
+            "node_groups",
+            "plan-nodes needs a node_groups section (docs/node-groups.md)",
+        )
+        .into());
     };
     if let Some(path) = simulate {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading the trace {}", path.display()))?;
-        let trace: node_groups::simulate::Trace = serde_json::from_str(&text)
-            .with_context(|| format!("parsing the trace {}", path.display()))?;
-        let out = node_groups::simulate::run(ng.groups(), &trace).map_err(anyhow::Error::msg)?;
+        // The trace is this command's input file: a bad one is a configuration error (exit 2).
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let trace: node_groups::simulate::Trace =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text))
+                .map_err(|e| {
+                    let path = e.path().to_string();
+                    ConfigError::invalid(&file, path, e.into_inner().to_string())
+                })?;
+        let out = node_groups::simulate::run(ng.groups(), &trace)
+            .map_err(|e| ConfigError::invalid(&file, "(trace)", e))?;
         println!("{out}");
         return Ok(());
     }

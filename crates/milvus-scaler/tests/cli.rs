@@ -91,6 +91,114 @@ fn bad_configs_exit_2_with_one_line_naming_the_key() {
     }
 }
 
+/// A node_groups section for GOOD's instance.
+const NODE_GROUPS: &str = "node_groups:\n  groups:\n    - name: q\n      asg: a\n      milvus: demo\n      instance_type: r6i.2xlarge\n      pod: { cpu: \"2\", memory: 8Gi }\n      replicas: { signal: search_queue_depth, target_per_pod: 8, max: 10 }\n";
+
+/// Runs `args` and checks exit status 2 with one `error:` line that contains `key`.
+fn assert_config_error(args: &[&str], key: &str) {
+    let out = run(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains(key), "{args:?}: expected {key} in {stderr}");
+}
+
+#[test]
+fn node_group_errors_exit_2_in_every_command() {
+    // Node groups are validated once, at load: every command stops there with 2.
+    let cases = [
+        (
+            format!("{GOOD}{NODE_GROUPS}").replace("search_queue_depth", "cpu"),
+            "node_groups.groups[0].replicas.signal",
+        ),
+        (
+            format!("{GOOD}{NODE_GROUPS}").replace(
+                "max: 10",
+                "max: 10 }\n      warm_pool: { min_size: 1, pool_state: Off",
+            ),
+            "node_groups.groups[0].warm_pool.pool_state",
+        ),
+        (
+            format!("{GOOD}{NODE_GROUPS}").replace("milvus: demo", "milvus: other"),
+            "node_groups.groups[0].milvus",
+        ),
+    ];
+    for (text, key) in cases {
+        let f = config_file(&text);
+        for command in ["check-config", "serve", "plan-nodes"] {
+            assert_config_error(&[command, "--config", f.0.to_str().unwrap()], key);
+        }
+    }
+}
+
+#[test]
+fn plan_nodes_inputs_are_configuration() {
+    // No node_groups section: nothing to plan, a configuration error naming the section.
+    let f = config_file(GOOD);
+    assert_config_error(
+        &["plan-nodes", "--config", f.0.to_str().unwrap()],
+        "node_groups",
+    );
+    // A bad trace for --simulate names the trace file and the key.
+    let f = config_file(&format!("{GOOD}{NODE_GROUPS}"));
+    let trace = config_file("{\"step_seconds\": 15, \"groups\": {\"q\": {\"desired\": -1}}}");
+    let trace_path = trace.0.to_str().unwrap();
+    assert_config_error(
+        &[
+            "plan-nodes",
+            "--config",
+            f.0.to_str().unwrap(),
+            "--simulate",
+            trace_path,
+        ],
+        &format!("{trace_path}: groups.q.desired"),
+    );
+    // A trace naming a group that is not configured.
+    let trace = config_file(
+        "{\"step_seconds\": 15, \"groups\": {\"x\": {\"desired\": 1, \"min_size\": 0, \"max_size\": 3}}, \"values\": {\"x\": [1]}}",
+    );
+    assert_config_error(
+        &[
+            "plan-nodes",
+            "--config",
+            f.0.to_str().unwrap(),
+            "--simulate",
+            trace.0.to_str().unwrap(),
+        ],
+        "trace group \"x\" is not in node_groups.groups",
+    );
+}
+
+#[test]
+fn local_hpa_with_a_bad_hpa_file_exits_2_naming_the_field() {
+    let hpa = config_file(
+        "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: { name: q }\nspec:\n  scaleTargetRef: { apiVersion: apps/v1, kind: Deployment, name: q }\n  maxReplicas: lots\n",
+    );
+    assert_config_error(
+        &[
+            "local-hpa",
+            "--hpa",
+            hpa.0.to_str().unwrap(),
+            "--scale-url",
+            "http://127.0.0.1:9/scale",
+            "--once",
+        ],
+        "spec.maxReplicas",
+    );
+    assert_config_error(
+        &[
+            "local-hpa",
+            "--hpa",
+            "/nonexistent/hpa.yaml",
+            "--scale-url",
+            "http://127.0.0.1:9/scale",
+            "--once",
+        ],
+        "/nonexistent/hpa.yaml: cannot read",
+    );
+}
+
 #[test]
 fn missing_file_is_a_clear_error() {
     let out = run(&[
