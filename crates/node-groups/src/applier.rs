@@ -14,9 +14,8 @@ use milvus_signals::{Signal, SignalKey, Snapshot, SnapshotStore};
 use thiserror::Error;
 use tokio::sync::watch;
 
-use crate::config::{
-    Mode, NodeGroups, NodeGroupsConfig, PoolState, ResolvedGroup, RetryConfig, WarmPoolConfig,
-};
+use crate::config::{Mode, NodeGroupsConfig, PoolState, RetryConfig, WarmPoolConfig};
+use crate::group::{NodeGroups, ResolvedGroup};
 use crate::planner::{AsgState, GroupPlan, Stabilizer, WarmPoolState, plan_group};
 
 /// A failed Auto Scaling API call.

@@ -5,7 +5,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
-use crate::config::{PoolState, ResolvedGroup, WarmPoolConfig};
+use crate::config::{PoolState, WarmPoolConfig};
+use crate::group::{ResolvedGroup, pods_per_node};
 
 /// What the Auto Scaling API says about one group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,29 +99,6 @@ impl Stabilizer {
         }
         self.history.iter().map(|(_, v)| *v).max().unwrap_or(value)
     }
-}
-
-/// Workload pods that fit on one node of `group` after the reservation, and why.
-pub fn pods_per_node(group: &ResolvedGroup) -> (u32, String) {
-    let pod = group.config.pod;
-    let cpu = group.node.cpu.0.saturating_sub(group.reserved.cpu.0);
-    let mem = group.node.memory.0.saturating_sub(group.reserved.memory.0);
-    let by_cpu = cpu.checked_div(pod.cpu.0).unwrap_or(u64::MAX);
-    let by_mem = mem.checked_div(pod.memory.0).unwrap_or(u64::MAX);
-    let n = by_cpu.min(by_mem).min(u64::from(u32::MAX)) as u32;
-    let limit = if by_cpu <= by_mem { "CPU" } else { "memory" };
-    let reason = format!(
-        "{n} pod(s) of {} CPU/{} per {} ({}: {} CPU/{} minus reserved {} CPU/{}), limited by {limit}",
-        pod.cpu,
-        pod.memory,
-        group.config.instance_type,
-        group.node_source,
-        group.node.cpu,
-        group.node.memory,
-        group.reserved.cpu,
-        group.reserved.memory,
-    );
-    (n, reason)
 }
 
 /// Plans one group from its signal reading (`Err` = unknown, with why) and current state.
@@ -278,7 +256,8 @@ pub fn plan_group(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{GroupConfig, NodeSource, ReplicasConfig, Resources};
+    use crate::config::{GroupConfig, ReplicasConfig, Resources};
+    use crate::group::NodeSource;
     use crate::instances::builtin;
     use crate::quantity::{Cpu, Memory};
     use milvus_signals::Signal;

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::config::ResolvedGroup;
+use crate::group::ResolvedGroup;
 use crate::planner::{AsgState, Stabilizer, plan_group};
 
 /// A trace: per group, the starting Auto Scaling state and one signal value per step
@@ -81,7 +81,8 @@ pub fn run(groups: &[ResolvedGroup], trace: &Trace) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{NodeGroups, NodeGroupsConfig};
+    use crate::config::NodeGroupsConfig;
+    use crate::group::NodeGroups;
 
     #[test]
     fn replays_a_spike_and_rejects_bad_traces() {
