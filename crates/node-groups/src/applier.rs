@@ -6,13 +6,15 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_autoscaling::config::http::HttpResponse;
 use aws_sdk_autoscaling::error::{ProvideErrorMetadata, SdkError};
 use milvus_signals::{Signal, SignalKey, Snapshot, SnapshotStore};
 use thiserror::Error;
 use tokio::sync::watch;
+// tokio's clock, not std's: a test pauses and advances it to cross `min_change_interval`.
+use tokio::time::Instant;
 
 use crate::config::{Mode, NodeGroupsConfig, PoolState, RetryConfig, WarmPoolConfig};
 use crate::group::{NodeGroups, ResolvedGroup};
@@ -812,6 +814,30 @@ groups:
         );
         assert_eq!(api.desired("asg-q"), 3);
         assert_eq!(out[0].warm_pool_action, Action::Unchanged);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_is_held_for_min_change_interval_then_allowed() {
+        let (mut r, api) = setup(1, 10);
+        let now = SystemTime::now();
+        let out = r.round(&snapshot(72.0, now), now, true).await;
+        assert_eq!(out[0].action, Action::Changed { from: 1, to: 3 });
+        // More demand (160 / 8 = 20 pods -> 7 nodes) one second before the hour is up: held.
+        tokio::time::advance(Duration::from_secs(3600 - 1)).await;
+        let out = r.round(&snapshot(160.0, now), now, true).await;
+        match &out[0].action {
+            Action::Deferred(why) => assert!(why.contains("min_change_interval is 3600s"), "{why}"),
+            a => panic!("expected deferred, got {a:?}"),
+        }
+        assert_eq!(api.desired("asg-q"), 3);
+        // Once the hour is up: allowed, and the hold starts again from this change.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let out = r.round(&snapshot(160.0, now), now, true).await;
+        assert_eq!(out[0].action, Action::Changed { from: 3, to: 7 }, "{out:?}");
+        assert_eq!(api.desired("asg-q"), 7);
+        assert_eq!(api.count("SetDesiredCapacity"), 2);
+        let out = r.round(&snapshot(400.0, now), now, true).await;
+        assert!(matches!(out[0].action, Action::Deferred(_)), "{out:?}");
     }
 
     #[tokio::test]
