@@ -4,7 +4,7 @@
 //! addresses, one source per instance), then [`ConfigFile::resolve`] checks what spans keys and
 //! resolves the node groups, once. Only a valid configuration becomes a [`Config`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -292,55 +292,9 @@ impl Config {
     /// Merges YAML documents `(file, text)` by top-level section and validates the result, as
     /// [`Config::load_all`] does for files. Errors name the file that holds the offending section.
     pub fn parse_merged(files: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let mut merged = serde_yaml::Mapping::new();
-        // Top-level section -> the file it came from.
-        let mut owner: BTreeMap<String, String> = BTreeMap::new();
-        for (file, text) in files {
-            let doc: Option<serde_yaml::Mapping> = yaml_config::parse(text, file)?;
-            for (key, value) in doc.unwrap_or_default() {
-                let Some(name) = key.as_str().map(str::to_string) else {
-                    return Err(ConfigError::invalid(
-                        file,
-                        "(top level)",
-                        "expected section names (strings) as top-level keys",
-                    ));
-                };
-                if let Some(first) = owner.get(&name) {
-                    return Err(ConfigError::invalid(
-                        file,
-                        name.clone(),
-                        format!(
-                            "section `{name}` is already defined in {first}; each section may appear in one file only"
-                        ),
-                    ));
-                }
-                owner.insert(name, file.to_string());
-                merged.insert(key, value);
-            }
-        }
-        let all = files
-            .iter()
-            .map(|(f, _)| *f)
-            .collect::<Vec<_>>()
-            .join(" + ");
-        // The file holding the section of a key path, else all of them.
-        let file_of = |path: &str| {
-            let section = path.split(['.', '[']).next().unwrap_or_default();
-            owner.get(section).cloned().unwrap_or_else(|| all.clone())
-        };
-        let config: ConfigFile =
-            serde_path_to_error::deserialize(serde_yaml::Value::Mapping(merged)).map_err(|e| {
-                let path = e.path().to_string();
-                let file = file_of(&path);
-                let path = if path == "." {
-                    "(top level)".to_string()
-                } else {
-                    path
-                };
-                ConfigError::invalid(&file, path, e.into_inner().to_string())
-            })?;
+        let (config, sections): (ConfigFile, _) = yaml_config::parse_merged(files)?;
         config.resolve().map_err(|e| {
-            let file = file_of(&e.path);
+            let file = sections.file_of(&e.path).to_string();
             e.in_file(&file)
         })
     }

@@ -1,8 +1,12 @@
 //! YAML configuration files read into serde types, shared by the `milvus-scaler` and
 //! `segment-cache` binaries so both report a bad file the same way: which file, which key
 //! (as a dotted path, e.g. `milvus[0].scrape.interval`), and what was expected.
+//!
+//! The one place the workspace reads YAML: the YAML crate (`serde_yaml_ng`, the maintained fork
+//! of the archived `serde_yaml`, same parser and messages) is a dependency of this crate only.
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
@@ -91,21 +95,95 @@ pub fn read<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
 
 /// Deserializes YAML `text`; `file` names it in errors.
 pub fn parse<T: DeserializeOwned>(text: &str, file: &str) -> Result<T, ConfigError> {
-    let deserializer = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." {
-            "(top level)".to_string()
-        } else {
-            path
-        };
-        // serde_yaml appends " at line L column C" (kept: it helps find the key) and sometimes
-        // prefixes the path (or the path of the mapping around the key), which is already in
-        // front of the message.
-        let message = e.into_inner().to_string();
-        let message = strip_path_prefix(&message, &path).to_string();
-        ConfigError::invalid(file, path, message)
-    })
+    from_str(text).map_err(|e| e.in_file(file))
+}
+
+/// Deserializes YAML `text` that is not a file of its own (an HPA object, a test's snippet);
+/// the error names the key path and what was expected, with the line and column.
+pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, Invalid> {
+    let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer).map_err(invalid)
+}
+
+/// The [`Invalid`] of a path-tracked YAML error.
+fn invalid(e: serde_path_to_error::Error<serde_yaml_ng::Error>) -> Invalid {
+    let path = e.path().to_string();
+    let path = if path == "." {
+        "(top level)".to_string()
+    } else {
+        path
+    };
+    // The YAML crate appends " at line L column C" (kept: it helps find the key) and sometimes
+    // prefixes the path (or the path of the mapping around the key), which is already in front
+    // of the message.
+    let message = e.into_inner().to_string();
+    let message = strip_path_prefix(&message, &path).to_string();
+    Invalid { path, message }
+}
+
+/// Which file each top-level section of merged files came from ([`parse_merged`]).
+#[derive(Debug, Clone)]
+pub struct Sections {
+    owner: BTreeMap<String, String>,
+    all: String,
+}
+
+impl Sections {
+    /// The file holding the section of the key at `path` (`keda.listen` -> the file with
+    /// `keda:`); all the files, joined with ` + `, for a key in no section.
+    pub fn file_of(&self, path: &str) -> &str {
+        let section = path.split(['.', '[']).next().unwrap_or_default();
+        self.owner
+            .get(section)
+            .map_or(self.all.as_str(), String::as_str)
+    }
+}
+
+/// Merges YAML documents `(file, text)` by top-level section and deserializes the result. Each
+/// section may appear in one file only (an error names both files otherwise); an empty file adds
+/// nothing. Errors name the file that holds the offending section; the [`Sections`] let the
+/// caller do the same for its own checks after deserialization.
+pub fn parse_merged<T: DeserializeOwned>(
+    files: &[(&str, &str)],
+) -> Result<(T, Sections), ConfigError> {
+    let mut merged = serde_yaml_ng::Mapping::new();
+    let mut owner: BTreeMap<String, String> = BTreeMap::new();
+    for (file, text) in files {
+        let doc: Option<serde_yaml_ng::Mapping> = parse(text, file)?;
+        for (key, value) in doc.unwrap_or_default() {
+            let Some(name) = key.as_str().map(str::to_string) else {
+                return Err(ConfigError::invalid(
+                    file,
+                    "(top level)",
+                    "expected section names (strings) as top-level keys",
+                ));
+            };
+            if let Some(first) = owner.get(&name) {
+                return Err(ConfigError::invalid(
+                    file,
+                    name.clone(),
+                    format!(
+                        "section `{name}` is already defined in {first}; each section may appear in one file only"
+                    ),
+                ));
+            }
+            owner.insert(name, file.to_string());
+            merged.insert(key, value);
+        }
+    }
+    let all = files
+        .iter()
+        .map(|(f, _)| *f)
+        .collect::<Vec<_>>()
+        .join(" + ");
+    let sections = Sections { owner, all };
+    let value =
+        serde_path_to_error::deserialize(serde_yaml_ng::Value::Mapping(merged)).map_err(|e| {
+            let e = invalid(e);
+            let file = sections.file_of(&e.path).to_string();
+            e.in_file(&file)
+        })?;
+    Ok((value, sections))
 }
 
 /// `message` without a leading `P: ` where `P` is `path` or a path enclosing it.
@@ -172,6 +250,59 @@ mod tests {
             "groups[0].rep: x"
         );
         assert_eq!(strip_path_prefix("expected a: b", path), "expected a: b");
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Sectioned {
+        #[serde(default)]
+        a: Option<Inner>,
+        #[serde(default)]
+        b: Option<Inner>,
+    }
+
+    #[test]
+    fn merged_files_name_the_file_of_each_section() {
+        let (v, sections): (Sectioned, _) = parse_merged(&[
+            ("a.yaml", "a: { port: 1 }\n"),
+            ("e.yaml", ""),
+            ("b.yaml", "b: { port: 2 }\n"),
+        ])
+        .unwrap();
+        assert!(v.a.is_some() && v.b.is_some());
+        assert_eq!(sections.file_of("b.port"), "b.yaml");
+        assert_eq!(sections.file_of("a"), "a.yaml");
+        assert_eq!(sections.file_of("(top level)"), "a.yaml + e.yaml + b.yaml");
+        let e = parse_merged::<Sectioned>(&[
+            ("a.yaml", "a: { port: 1 }\n"),
+            ("b.yaml", "b: { port: x }\n"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("b.yaml: b.port: invalid type"), "{e}");
+        let e = parse_merged::<Sectioned>(&[
+            ("a.yaml", "a: { port: 1 }\n"),
+            ("c.yaml", "a: { port: 2 }\n"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "c.yaml: a: section `a` is already defined in a.yaml; each section may appear in one file only"
+        );
+    }
+
+    #[test]
+    fn snippets_name_the_key_line_and_column() {
+        let e = from_str::<Outer>("items:\n  - port: 80\n  - port: -1\n").unwrap_err();
+        assert_eq!(e.path, "items[1].port");
+        assert!(e.message.contains("line 3 column 11"), "{}", e.message);
+        let e = from_str::<Outer>("items: [").unwrap_err();
+        assert!(
+            e.message.contains("did not find expected node content"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
