@@ -586,8 +586,8 @@ keda:
 
     #[test]
     fn load_all_reads_every_file() {
-        let dir = std::env::temp_dir().join(format!("milvus-scaler-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let (a, b) = (dir.join("base.yaml"), dir.join("keda.yaml"));
         std::fs::write(&a, BASE).unwrap();
         std::fs::write(&b, KEDA).unwrap();
@@ -604,7 +604,6 @@ keda:
             Err(ConfigError::Read { .. })
         ));
         assert!(Config::load_all(&[]).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

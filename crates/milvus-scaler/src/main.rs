@@ -1,6 +1,5 @@
 //! `milvus-scaler` command line: parses configuration and wires the signal pollers, the
 //! telemetry endpoint and (as later features land) the serving APIs together.
-#![forbid(unsafe_code)]
 
 use shutdown_signal::shutdown_signal;
 use std::io::IsTerminal;

@@ -1,6 +1,5 @@
 //! The binary's command line: bad configuration files give one clear line and exit code 2.
 
-use std::io::Write;
 use std::process::Command;
 
 fn run(args: &[&str]) -> std::process::Output {
@@ -11,31 +10,15 @@ fn run(args: &[&str]) -> std::process::Output {
         .expect("run milvus-scaler")
 }
 
-fn config_file(text: &str) -> tempfile_path::TempPath {
-    tempfile_path::write(text)
-}
-
-/// A minimal temp-file helper (no extra dependency): removed on drop.
-mod tempfile_path {
-    use std::path::PathBuf;
-    pub struct TempPath(pub PathBuf);
-    impl Drop for TempPath {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    pub fn write(text: &str) -> TempPath {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "milvus-scaler-cli-{}-{}.yaml",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let mut f = std::fs::File::create(&path).expect("create temp config");
-        super::Write::write_all(&mut f, text.as_bytes()).expect("write temp config");
-        TempPath(path)
-    }
+/// A temporary file holding `text`, removed when dropped.
+fn config_file(text: &str) -> tempfile::TempPath {
+    let file = tempfile::Builder::new()
+        .prefix("milvus-scaler-cli-")
+        .suffix(".yaml")
+        .tempfile()
+        .expect("create temp config");
+    std::fs::write(file.path(), text).expect("write temp config");
+    file.into_temp_path()
 }
 
 const GOOD: &str = "milvus:\n  - name: demo\n    scrape: { targets: [\"http://127.0.0.1:9/metrics\"], interval: 1s }\n";
@@ -43,7 +26,7 @@ const GOOD: &str = "milvus:\n  - name: demo\n    scrape: { targets: [\"http://12
 #[test]
 fn valid_config_checks_ok() {
     let f = config_file(GOOD);
-    let out = run(&["check-config", "--config", f.0.to_str().unwrap()]);
+    let out = run(&["check-config", "--config", f.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
@@ -77,7 +60,7 @@ fn bad_configs_exit_2_with_one_line_naming_the_key() {
     for (text, key) in cases {
         let f = config_file(&text);
         for command in ["check-config", "serve", "signals"] {
-            let out = run(&[command, "--config", f.0.to_str().unwrap()]);
+            let out = run(&[command, "--config", f.to_str().unwrap()]);
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{command} with {key}: {stderr}");
             assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
@@ -127,7 +110,7 @@ fn node_group_errors_exit_2_in_every_command() {
     for (text, key) in cases {
         let f = config_file(&text);
         for command in ["check-config", "serve", "plan-nodes"] {
-            assert_config_error(&[command, "--config", f.0.to_str().unwrap()], key);
+            assert_config_error(&[command, "--config", f.to_str().unwrap()], key);
         }
     }
 }
@@ -137,18 +120,18 @@ fn plan_nodes_inputs_are_configuration() {
     // No node_groups section: nothing to plan, a configuration error naming the section.
     let f = config_file(GOOD);
     assert_config_error(
-        &["plan-nodes", "--config", f.0.to_str().unwrap()],
+        &["plan-nodes", "--config", f.to_str().unwrap()],
         "node_groups",
     );
     // A bad trace for --simulate names the trace file and the key.
     let f = config_file(&format!("{GOOD}{NODE_GROUPS}"));
     let trace = config_file("{\"step_seconds\": 15, \"groups\": {\"q\": {\"desired\": -1}}}");
-    let trace_path = trace.0.to_str().unwrap();
+    let trace_path = trace.to_str().unwrap();
     assert_config_error(
         &[
             "plan-nodes",
             "--config",
-            f.0.to_str().unwrap(),
+            f.to_str().unwrap(),
             "--simulate",
             trace_path,
         ],
@@ -162,9 +145,9 @@ fn plan_nodes_inputs_are_configuration() {
         &[
             "plan-nodes",
             "--config",
-            f.0.to_str().unwrap(),
+            f.to_str().unwrap(),
             "--simulate",
-            trace.0.to_str().unwrap(),
+            trace.to_str().unwrap(),
         ],
         "trace group \"x\" is not in node_groups.groups",
     );
@@ -179,7 +162,7 @@ fn local_hpa_with_a_bad_hpa_file_exits_2_naming_the_field() {
         &[
             "local-hpa",
             "--hpa",
-            hpa.0.to_str().unwrap(),
+            hpa.to_str().unwrap(),
             "--scale-url",
             "http://127.0.0.1:9/scale",
             "--once",

@@ -8,8 +8,6 @@
 //! - [`config`]: the `node_groups:` configuration section as written; [`group`]: the section
 //!   validated and each group resolved (node capacity, pods per node), which the planner and the
 //!   applier work on; [`iam`]: the API actions the code calls (the IAM policy is tested against it).
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod applier;
 pub mod config;

@@ -7,8 +7,6 @@
 //!   their bodies);
 //! - [`warm`]: the parallel warmer; [`telemetry`]: `/metrics`, `/healthz`, `/readyz`;
 //! - [`config`]: the YAML configuration.
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod accesslog;
 pub mod chunk_file;

@@ -1,6 +1,5 @@
 //! Resolves when the process is asked to stop: SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
 //! Shared by the `milvus-scaler` and `segment-cache` binaries.
-#![forbid(unsafe_code)]
 
 /// Waits for SIGTERM or Ctrl-C. If SIGTERM cannot be listened for, says so and waits for
 /// Ctrl-C alone.
