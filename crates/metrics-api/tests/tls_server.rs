@@ -19,6 +19,8 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio::sync::watch;
 
 struct Pki {
+    /// Removed (with the files in it) when the test's Pki is dropped.
+    _tmp: tempfile::TempDir,
     dir: PathBuf,
     server_ca_pem: String,
     client_identity_pem: String,
@@ -54,8 +56,11 @@ fn leaf(
 }
 
 fn pki(name: &str) -> Pki {
-    let dir = std::env::temp_dir().join(format!("metrics-api-test-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("metrics-api-test-{name}-"))
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path().to_path_buf();
     let (sp, sk, server_ca_pem) = ca("test serving CA");
     let server_issuer = Issuer::new(sp, sk);
     let (cert, key) = leaf(
@@ -74,6 +79,7 @@ fn pki(name: &str) -> Pki {
     let (wp, wk, _) = ca("another CA");
     let (wc, wkey) = leaf("front-proxy-client", vec![], &Issuer::new(wp, wk), true);
     Pki {
+        _tmp: tmp,
         dir,
         server_ca_pem,
         client_identity_pem: format!("{c}{k}"),

@@ -1,8 +1,6 @@
 //! Milvus scaling signals: parse Milvus's Prometheus metrics, derive the signal catalogue
 //! (queue depth, latency quantiles, search rate, pending index builds, loaded data) over a sliding
 //! window, and publish them in a lock-free snapshot that the serving APIs read.
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod catalogue;
 pub mod engine;

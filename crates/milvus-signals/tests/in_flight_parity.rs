@@ -169,9 +169,8 @@ fn promtool_agrees(name: &str, groups: &[String]) {
         "rule_files: []\nevaluation_interval: 1s\ntests:\n{}",
         groups.concat()
     );
-    let dir = std::env::temp_dir().join(format!("{name}-parity-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{name}.test.yaml"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{name}.test.yaml"));
     std::fs::write(&path, &test_file).unwrap();
     let out = Command::new(&promtool)
         .args(["test", "rules"])
@@ -183,7 +182,6 @@ fn promtool_agrees(name: &str, groups: &[String]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         out.status.success(),
         "PromQL disagrees with the scrape engine:\n{report}\n--- test file ---\n{test_file}"

@@ -9,8 +9,6 @@
 //!   (aws-sdk-s3, or an in-memory fake and a failure injector for tests);
 //! - [`warm`]: the parallel warmer; [`telemetry`]: `/metrics`, `/healthz`, `/readyz`;
 //! - [`config`]: the YAML configuration.
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod access_writer;
 pub mod accesslog;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use segment_cache::config::{ByteSize, Config};
+use segment_cache::config::{ByteSize, Config, ConfigError};
 use segment_cache::retry::RetryPolicy;
 use segment_cache::s3::{BucketAccess, CacheS3, MissParts, SingleKeyAuth};
 use segment_cache::store::{Store, StoreOptions};
@@ -157,7 +157,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // 2 for a configuration error found after load (a file it names), as at load.
+            if e.chain().any(|cause| cause.is::<ConfigError>()) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -176,8 +181,13 @@ fn open_store(config: &Config) -> anyhow::Result<Arc<Store>> {
 
 fn sources(config: &Config, store: &Store) -> anyhow::Result<Sources> {
     let keys = match &config.warm.key_list {
-        Some(p) => warm::read_key_list(p)
-            .with_context(|| format!("reading warm.key_list {}", p.display()))?,
+        Some(p) => warm::read_key_list(p).map_err(|e| {
+            ConfigError::invalid(
+                &p.display().to_string(),
+                "warm.key_list",
+                format!("cannot read the key list: {e}"),
+            )
+        })?,
         None => Vec::new(),
     };
     let recent = if config.warm.from_access_log {

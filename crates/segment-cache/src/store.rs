@@ -568,7 +568,7 @@ mod tests {
         let mut want: Vec<String> = ["a", "c", "../../escape"]
             .iter()
             .flat_map(|k| {
-                let stem = keys::file_stem(k).to_string();
+                let stem = keys::file_stem(k).clone();
                 [stem.clone(), format!("{stem}.meta")]
             })
             .collect();

@@ -9,8 +9,6 @@
 //! - [`serve`] / [`serve_http1`]: the one accept loop for every hyper/axum server: accept until
 //!   the token is cancelled, then stop accepting and let in-flight requests finish, for a bounded
 //!   grace period.
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 use std::fmt::Display;
 use std::future::Future;

@@ -526,9 +526,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_target_file_is_read_each_round_and_a_missing_one_is_reported() {
-        let dir = std::env::temp_dir().join(format!("scrape-file-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("targets.txt");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("targets.txt");
         std::fs::write(&path, "http://127.0.0.1:1/metrics\n").unwrap();
         let spec = TargetSpec::File(path.clone());
         let source =
@@ -547,7 +546,6 @@ mod tests {
         assert!(urls.is_empty());
         let error = failures[0].error.as_deref().unwrap();
         assert!(error.contains("cannot read target file"), "{error}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
