@@ -50,7 +50,7 @@ REGISTRY ?= ghcr.io/milvus-scaler
 # The same cargo command as `make build` (debug) or `make bench` (release): no rebuild with other features.
 IMAGE_CARGO_BUILD := $(if $(filter release,$(PROFILE)),$(CARGO) build --release --workspace --locked,$(CARGO) build --workspace --all-targets --locked)
 
-.PHONY: image release
+.PHONY: image release fuzz
 image: ## Build both images with buildah (PROFILE=release|debug, VERSION=tag, REGISTRY=prefix)
 	@bash tests/setup.sh --images
 	$(IMAGE_CARGO_BUILD)
@@ -61,3 +61,9 @@ release: ## Release bundle in dist/: install YAMLs pinned by digest, OCI archive
 	@bash tests/setup.sh --images
 	$(IMAGE_CARGO_BUILD)
 	PROFILE=$(PROFILE) VERSION=$(VERSION) REGISTRY=$(REGISTRY) bash images/release.sh
+
+# Coverage-guided fuzzing of every parser of untrusted bytes (fuzz/, docs in fuzz/run.sh).
+FUZZ_SECONDS ?= 60
+fuzz: ## libFuzzer on each parser of untrusted input for FUZZ_SECONDS (default 60) each; summary in fuzz/results.md
+	@bash tests/setup.sh --fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh

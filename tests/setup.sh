@@ -5,7 +5,8 @@
 #   - the Kafka-API broker tansu 0.6.0 for the Milvus cluster tests (tests/broker.sh, cached)
 #   - image and release tools: Debian's buildah, cargo-cyclonedx (SBOMs) in ~/.cargo/bin
 # Re-running is cheap: each step is skipped when already done.
-# `setup.sh --images` installs only the image and release tools (make image / make release).
+# `setup.sh --images` installs only the image and release tools (make image / make release);
+# `setup.sh --fuzz` only cargo-fuzz (make fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +38,18 @@ image_tools() {
 }
 if [ "${1:-}" = "--images" ]; then
   image_tools
+  exit 0
+fi
+
+# Fuzzing (make fuzz, fuzz/run.sh): cargo-fuzz drives libFuzzer; pinned, built once (~3 min).
+CARGO_FUZZ_VERSION=0.13.2
+if [ "${1:-}" = "--fuzz" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+  if [ "$(cargo fuzz --version 2>/dev/null | awk '{print $2}')" != "$CARGO_FUZZ_VERSION" ]; then
+    echo "setup: cargo install cargo-fuzz@$CARGO_FUZZ_VERSION (once)"
+    CARGO_TARGET_DIR="${TMPDIR:-/tmp}/cargo-fuzz-build" \
+      cargo install --locked --quiet "cargo-fuzz@$CARGO_FUZZ_VERSION"
+  fi
   exit 0
 fi
 
