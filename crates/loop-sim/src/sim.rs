@@ -271,7 +271,9 @@ pub fn run(
                 && free > 0
             {
                 free -= 1;
-                if now - since > 0.0 {
+                // A pod created at a sync binds at the next step at the earliest: only one that
+                // missed that chance waited for a machine.
+                if now - since > STEP + 1e-9 {
                     waited += 1;
                     longest_wait = longest_wait.max(now - since);
                 }
@@ -727,6 +729,21 @@ mod tests {
             first >= cfg.provisioning.node_boot_seconds + cfg.service.time_to_serve_seconds,
             "{first}"
         );
+    }
+
+    #[test]
+    fn a_pod_that_finds_a_free_slot_has_not_waited_for_a_machine() {
+        // Two pods per machine and one pod to start: the machine has room for the second pod,
+        // which binds at its first chance (the step after the sync that created it).
+        let mut c = Proportional {
+            signal: "search_demand",
+            target: 35.0,
+            max: 2,
+        };
+        let out = run(&config(), &steady(60.0, 600.0), &mut c, 1, 10.0).unwrap();
+        assert_eq!(out.samples.last().unwrap().serving, 2);
+        assert_eq!(out.summary.pods_waited_for_node, 0, "{:?}", out.summary);
+        assert_eq!(out.summary.longest_node_wait_seconds, 0.0);
     }
 
     #[test]
