@@ -17,6 +17,11 @@ pub struct HeadroomSpec {
     /// Searches per second (nq/s of `search_demand`) one query-node pod is sized for: the HPA's
     /// `AverageValue` target per pod, so that headroom and the HPA count the same pods.
     pub pod_capacity: f64,
+    /// The HPA's tolerance (kube-controller-manager's `--horizontal-pod-autoscaler-tolerance`,
+    /// 0.1 by default): within it the HPA keeps its replicas, so no headroom is held for pods it
+    /// would not ask for.
+    #[serde(default = "default_tolerance")]
+    pub hpa_tolerance: f64,
     /// How long a query node asked for now takes to serve.
     pub time_to_ready: TimeToReadySpec,
     /// Window over which the demand's growth rate is measured.
@@ -39,6 +44,10 @@ pub struct HeadroomSpec {
     /// Known daily peaks (UTC).
     #[serde(default)]
     pub peaks: Vec<PeakSpec>,
+}
+
+fn default_tolerance() -> f64 {
+    0.1
 }
 
 /// The measured time from asking for a query node to it serving.
@@ -100,6 +109,12 @@ pub enum ConfigError {
         /// What was found.
         value: Duration,
     },
+    /// The HPA tolerance is not a fraction below 1.
+    #[error("hpa_tolerance: expected a number >= 0 and < 1, got {value}")]
+    Tolerance {
+        /// What was found.
+        value: f64,
+    },
     /// The floor is above the cap.
     #[error("floor: {floor} is above cap {cap}")]
     FloorAboveCap {
@@ -130,6 +145,7 @@ impl ConfigError {
             | ConfigError::LongerThanADay { key, .. }
             | ConfigError::TimeOfDay { key, .. } => key,
             ConfigError::FloorAboveCap { .. } => "floor",
+            ConfigError::Tolerance { .. } => "hpa_tolerance",
         }
     }
 }
@@ -162,6 +178,7 @@ impl Peak {
 #[serde(try_from = "HeadroomSpec")]
 pub struct HeadroomConfig {
     pod_capacity: f64,
+    hpa_tolerance: f64,
     time_to_ready: Duration,
     growth_window: Duration,
     hold: Duration,
@@ -176,6 +193,10 @@ impl HeadroomConfig {
     /// nq/s one pod is sized for.
     pub fn pod_capacity(&self) -> f64 {
         self.pod_capacity
+    }
+    /// The HPA's tolerance, a fraction in `[0, 1)`.
+    pub fn hpa_tolerance(&self) -> f64 {
+        self.hpa_tolerance
     }
     /// Node launch plus load: how far ahead the growth is projected.
     pub fn time_to_ready(&self) -> Duration {
@@ -237,6 +258,11 @@ impl TryFrom<HeadroomSpec> for HeadroomConfig {
                 value: spec.pod_capacity,
             });
         }
+        if !(spec.hpa_tolerance.is_finite() && (0.0..1.0).contains(&spec.hpa_tolerance)) {
+            return Err(ConfigError::Tolerance {
+                value: spec.hpa_tolerance,
+            });
+        }
         for (key, d) in [
             ("growth_window", spec.growth_window),
             ("step_down_interval", spec.step_down_interval),
@@ -294,6 +320,7 @@ impl TryFrom<HeadroomSpec> for HeadroomConfig {
         }
         Ok(HeadroomConfig {
             pod_capacity: spec.pod_capacity,
+            hpa_tolerance: spec.hpa_tolerance,
             time_to_ready,
             growth_window: spec.growth_window,
             hold: spec.hold,
@@ -340,6 +367,7 @@ peaks:
         assert_eq!(c.peaks()[1].start_seconds(), 23 * 3600 + 30);
         assert_eq!(c.peaks()[1].duration(), Duration::from_secs(7200));
         assert_eq!((c.floor(), c.cap()), (1, 16));
+        assert_eq!(c.hpa_tolerance(), 0.1, "the HPA's default tolerance");
     }
 
     #[test]
@@ -370,6 +398,8 @@ peaks:
         let cases: Vec<(Change, &str)> = vec![
             (Box::new(|s| s.pod_capacity = 0.0), "pod_capacity"),
             (Box::new(|s| s.pod_capacity = f64::NAN), "pod_capacity"),
+            (Box::new(|s| s.hpa_tolerance = 1.0), "hpa_tolerance"),
+            (Box::new(|s| s.hpa_tolerance = -0.1), "hpa_tolerance"),
             (
                 Box::new(|s| s.step_down_interval = Duration::ZERO),
                 "step_down_interval",

@@ -55,6 +55,18 @@ fn pods_for(demand: f64, capacity: f64) -> u32 {
     }
 }
 
+/// The replicas an HPA with an `AverageValue` target of `capacity` asks for at `demand` when it
+/// runs `current`: it keeps `current` while the ratio is within `tolerance` of 1.
+fn hpa_pods(demand: f64, capacity: f64, current: u32, tolerance: f64) -> u32 {
+    if current > 0 {
+        let ratio = demand / (capacity * f64::from(current));
+        if (ratio - 1.0).abs() <= tolerance {
+            return current;
+        }
+    }
+    pods_for(demand, capacity)
+}
+
 /// Least-squares slope of `samples` (seconds relative to `now`, value), if they span any time.
 fn slope(samples: &VecDeque<(SystemTime, f64)>, now: SystemTime) -> Option<f64> {
     if samples.len() < 2 {
@@ -114,7 +126,8 @@ impl Planner {
     /// value: unknown) and the pods the workload has now (its `spec.replicas`).
     ///
     /// The room wanted is the demand projected one time-to-ready ahead, in pods:
-    /// `ceil((level + max(growth, 0) x time_to_ready) / pod_capacity)`. This is the idea of
+    /// `ceil((level + max(growth, 0) x time_to_ready) / pod_capacity)`, or the workload's pods
+    /// while that is within the HPA's tolerance of them (the HPA would not move). This is the idea of
     /// Vespa's autoscaler, whose ideal load leaves `1 + growth rate x scaling duration` of
     /// headroom for the growth seen while it rescales (vespa-engine/vespa, node-repository
     /// `ClusterModel.idealCpuLoad`); the code here is our own. During a scheduled peak the room
@@ -141,9 +154,17 @@ impl Planner {
         let ttr = c.time_to_ready().as_secs_f64();
         let from_demand = demand.map(|d| {
             let projected = d + growth.unwrap_or(0.0).max(0.0) * ttr;
-            (pods_for(projected, c.pod_capacity()), projected)
+            let pods = hpa_pods(
+                projected,
+                c.pod_capacity(),
+                workload_pods,
+                c.hpa_tolerance(),
+            );
+            (pods, projected)
         });
         let peak = self.active_peak(now);
+        // Not through the HPA's tolerance: that would make the room for a peak shrink as the
+        // workload grows into it, and the room released be provisioned again.
         let from_peak = peak.map(|i| pods_for(c.peaks()[i].expected_demand(), c.pod_capacity()));
         // More room than the cap allows beyond today's pods is never used: a burst of demand
         // would otherwise be held for many steps.
@@ -232,6 +253,7 @@ mod tests {
     fn spec() -> HeadroomSpec {
         HeadroomSpec {
             pod_capacity: 10.0,
+            hpa_tolerance: 0.0,
             time_to_ready: TimeToReadySpec {
                 node_launch: Duration::from_secs(100),
                 load: Duration::from_secs(20),
@@ -409,6 +431,27 @@ mod tests {
         assert_eq!(p.active_peak(at(DAY_SECONDS + 1799)), Some(0));
         assert_eq!(p.active_peak(at(DAY_SECONDS + 1800)), None);
         assert_eq!(p.active_peak(at(22 * 3600 + 1799)), None);
+    }
+
+    #[test]
+    fn no_room_is_held_for_pods_the_hpa_would_not_ask_for() {
+        // 105 nq/s projected on 10 pods of 10: within the HPA's 10 % tolerance, it keeps 10.
+        let mut p = planner(HeadroomSpec {
+            hpa_tolerance: 0.1,
+            floor: 0,
+            ..spec()
+        });
+        assert_eq!(p.plan(at(0), Some(105.0), 10).headroom_pods, 0);
+        // Beyond it, the HPA goes to ceil(112 / 10) = 12: room for 2 more.
+        let mut p = planner(HeadroomSpec {
+            hpa_tolerance: 0.1,
+            floor: 0,
+            ..spec()
+        });
+        assert_eq!(p.plan(at(0), Some(112.0), 10).headroom_pods, 2);
+        // With no tolerance the first would have held a pod.
+        let mut strict = planner(HeadroomSpec { floor: 0, ..spec() });
+        assert_eq!(strict.plan(at(0), Some(105.0), 10).headroom_pods, 1);
     }
 
     #[test]
