@@ -57,7 +57,7 @@ def test_upstream_down_slow_and_cut_mid_body(upstream):
     moto, proxy = upstream
     objs = put_objects(moto, 3, 3_000_000)
     keys = sorted(objs)
-    cache = SegmentCache(proxy.url, BUCKET, upstream_extra={"timeout": "2s", "max_attempts": 1})
+    cache = SegmentCache(proxy.url, BUCKET, upstream_extra={"timeout": "2s", "max_attempts": 3})
     try:
         c = s3_client(cache.url)
         assert sha(c.get_object(Bucket=BUCKET, Key=keys[0])["Body"].read()) == objs[keys[0]]
@@ -103,7 +103,7 @@ def test_corrupted_bytes_are_refused_never_cached_or_served(upstream):
     head = moto.client("s3").head_object(Bucket=BUCKET, Key=next(iter(small)), ChecksumMode="ENABLED")
     assert head.get("ChecksumCRC32"), f"moto kept no CRC: {head}"
 
-    cache = SegmentCache(proxy.url, BUCKET, upstream_extra={"timeout": "5s", "max_attempts": 1})
+    cache = SegmentCache(proxy.url, BUCKET, upstream_extra={"timeout": "5s", "max_attempts": 3})
     try:
         c = s3_client(cache.url)
         proxy.mode = "flip"  # a bit every 1 MB: inside the body of every answer of an object
@@ -112,7 +112,7 @@ def test_corrupted_bytes_are_refused_never_cached_or_served(upstream):
             c.get_object(Bucket=BUCKET, Key=key)
         assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503, e.value.response
         assert "does not match" in e.value.response["Error"]["Message"], e.value.response
-        assert proxy.flips >= 3, "each attempt saw a corrupted body"
+        assert proxy.flips >= 3, "each of the 3 attempts saw a corrupted body"
         assert cache.metric("segment_cache_objects") == 0
         assert not list((cache.dir / "tmp").iterdir()), "a refused download left a temp file"
 
@@ -126,7 +126,7 @@ def test_corrupted_bytes_are_refused_never_cached_or_served(upstream):
     cfg = cache_config(proxy.url, BUCKET, "1GiB", run / "cache", free_port(), free_port(),
                        warm={"prefixes": ["files/index_files/"], "concurrency": 4, "part_size": "4MiB",
                              "in_serve": False})
-    cfg["upstream"].update({"max_attempts": 1})
+    cfg["upstream"].update({"max_attempts": 3})
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     warm = [cargo_bin("segment-cache"), "warm", "--config", str(run / "config.yaml")]
     proxy.mode = "flip"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .procs import REPO
@@ -16,17 +17,28 @@ def fixture(name: str) -> str:
 
 
 class StaticExporter:
-    """Serves `body` at http://127.0.0.1:PORT/metrics until stop(); `set()` swaps the body atomically."""
+    """Serves `body` at http://127.0.0.1:PORT/metrics until stop(): the one scripted /metrics endpoint
+    of the harness. `set()` swaps the body atomically (and records `changed_at`), `set_down(True)`
+    answers HTTP 500 (a pod whose exporter fails) until `set_down(False)`."""
 
     def __init__(self, body: str):
+        self._lock = threading.Lock()
         self._body = body.encode()
+        self._down = False
         self.requests = 0
+        self.changed_at: float | None = None
         exporter = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802
-                exporter.requests += 1
-                body = exporter._body
+                with exporter._lock:
+                    exporter.requests += 1
+                    down, body = exporter._down, exporter._body
+                if down:
+                    self.send_response(500)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))
@@ -43,7 +55,13 @@ class StaticExporter:
         self.thread.start()
 
     def set(self, body: str) -> None:
-        self._body = body.encode()
+        with self._lock:
+            self._body = body.encode()
+            self.changed_at = time.monotonic()
+
+    def set_down(self, down: bool) -> None:
+        with self._lock:
+            self._down = down
 
     def stop(self) -> None:
         self.server.shutdown()

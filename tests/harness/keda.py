@@ -3,16 +3,15 @@
 controllable static Milvus metrics endpoint, and `milvus-scaler serve` with a `keda:` section."""
 from __future__ import annotations
 
-import http.server
 import importlib
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 from . import promtext
+from .exporter import StaticExporter
 from .procs import REPO, free_port, port_open, wait_until
 from .services import Scaler, run_dir
 
@@ -71,65 +70,25 @@ def make_certs(directory: Path) -> dict:
             "rogue": d / "rogue.pem", "rogue_key": d / "rogue.key"}
 
 
-class StaticMetrics:
+class StaticMetrics(StaticExporter):
     """A real Milvus 2.3.5 metrics capture served over HTTP on loopback, with the number of unissued
     index tasks switchable (`set_pending`), or an HTTP 500 (`set_down`). This is a fault-injection
     stand-in for Milvus where timing must be controlled; tests with the real Milvus exist beside it."""
 
     def __init__(self, pending: int = 0):
-        self._lock = threading.Lock()
         self._template = FIXTURE.read_text()
-        self._pending = pending
-        self._down = False
-        self.changed_at: float | None = None
-        outer = self
+        super().__init__(self._with_pending(pending))
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server API)
-                with outer._lock:
-                    down, body = outer._down, outer._body()
-                if down:
-                    self.send_response(500)
-                    self.end_headers()
-                    return
-                data = body.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/metrics"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def _body(self) -> str:
+    def _with_pending(self, pending: int) -> str:
         out = []
         for line in self._template.splitlines():
             if line.startswith("milvus_datacoord_index_task_count{") and 'index_task_status="unissued"' in line:
-                line = line.rsplit(" ", 1)[0] + f" {self._pending}"
+                line = line.rsplit(" ", 1)[0] + f" {pending}"
             out.append(line)
         return "\n".join(out) + "\n"
 
     def set_pending(self, n: int) -> None:
-        import time
-
-        with self._lock:
-            self._pending = n
-            self.changed_at = time.monotonic()
-
-    def set_down(self, down: bool) -> None:
-        with self._lock:
-            self._down = down
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.set(self._with_pending(n))
 
 
 class KedaScaler(Scaler):

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
-from .procs import Service, free_port, http_ok, wait_until
+from .exporter import StaticExporter
 from .services import run_dir
 
 
@@ -95,28 +94,16 @@ def kubectl_raw(kubeconfig: str, path: str, timeout: float = 20) -> subprocess.C
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-class StaticMetrics:
-    """Python's http.server serving one Prometheus text file at /metrics (a stand-in for a Milvus
-    pod when the test is about serving, not about Milvus)."""
+class StaticMetrics(StaticExporter):
+    """One Prometheus text file served at /metrics (a stand-in for a Milvus pod when the test is
+    about serving, not about Milvus)."""
 
     def __init__(self, fixture: Path):
-        self.dir = run_dir("static-metrics")
-        (self.dir / "metrics").write_bytes(fixture.read_bytes())
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/metrics"
-        self.service = Service("static-metrics", [sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
-                                                  "--directory", str(self.dir), str(self.port)],
-                               self.dir / "http.log")
-        wait_until(lambda: http_ok(self.url), 30, "static metrics server", proc=self.service)
+        super().__init__(Path(fixture).read_text())
 
     def set_body(self, text: str) -> None:
         """Atomically replaces what /metrics serves."""
-        tmp = self.dir / "metrics.tmp"
-        tmp.write_text(text)
-        tmp.replace(self.dir / "metrics")
-
-    def stop(self) -> None:
-        self.service.stop()
+        self.set(text)
 
 
 def scale_counters(text: str, prefix: str, factor: float) -> str:

@@ -351,12 +351,12 @@ peaks:
 "#;
 
     fn spec() -> HeadroomSpec {
-        serde_yaml::from_str(EXAMPLE).unwrap()
+        yaml_config::from_str(EXAMPLE).unwrap()
     }
 
     #[test]
     fn an_example_parses_with_its_values() {
-        let c: HeadroomConfig = serde_yaml::from_str(EXAMPLE).unwrap();
+        let c: HeadroomConfig = yaml_config::from_str(EXAMPLE).unwrap();
         assert_eq!(c.time_to_ready(), Duration::from_secs(113));
         assert_eq!(
             c.peak_lead(),
@@ -373,14 +373,14 @@ peaks:
     #[test]
     fn unknown_keys_are_refused() {
         let text = EXAMPLE.replace("floor: 1", "flor: 1");
-        let err = serde_yaml::from_str::<HeadroomConfig>(&text).unwrap_err();
+        let err = yaml_config::from_str::<HeadroomConfig>(&text).unwrap_err();
         assert!(err.to_string().contains("flor"), "{err}");
     }
 
     #[test]
     fn a_floor_above_the_cap_is_refused_at_parse_naming_the_key() {
         let text = EXAMPLE.replace("floor: 1", "floor: 17");
-        let err = serde_yaml::from_str::<HeadroomConfig>(&text).unwrap_err();
+        let err = yaml_config::from_str::<HeadroomConfig>(&text).unwrap_err();
         assert!(
             err.to_string().contains("floor: 17 is above cap 16"),
             "{err}"

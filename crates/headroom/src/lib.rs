@@ -8,7 +8,6 @@
 //! Milvus load), holds it for known daily peaks from a lead time before each, never gives it
 //! back on a forecast (only after a hold, one pod per step), and keeps it within a floor and a
 //! cap. Its configuration ([`HeadroomConfig`]) is parsed and validated in one step.
-#![forbid(unsafe_code)]
 
 pub mod config;
 pub mod planner;

@@ -9,7 +9,6 @@
 //! it. One structured log line per decision.
 //!
 //! Object and Pods metrics are not supported: they need the custom metrics API.
-#![forbid(unsafe_code)]
 
 pub mod pods;
 

@@ -35,7 +35,6 @@
 //!                       &[MetricObservation::External(vec![60_000])]);
 //! assert_eq!(d.desired_replicas, 4); // the legacy scale-up limit: max(2 × 2, 4)
 //! ```
-#![forbid(unsafe_code)]
 
 pub mod autoscaler;
 pub mod calc;

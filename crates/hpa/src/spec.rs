@@ -255,11 +255,10 @@ pub struct HpaSpec {
 impl HpaSpec {
     /// Parses an `autoscaling/v2` HorizontalPodAutoscaler from YAML (or JSON, a subset).
     pub fn from_yaml(text: &str) -> Result<HpaSpec, SpecError> {
-        let de = serde_yaml::Deserializer::from_str(text);
         let hpa: k8s::HorizontalPodAutoscaler =
-            serde_path_to_error::deserialize(de).map_err(|e| SpecError {
-                path: e.path().to_string(),
-                message: e.inner().to_string(),
+            yaml_config::from_str(text).map_err(|e| SpecError {
+                path: e.path,
+                message: e.message,
             })?;
         HpaSpec::try_from(&hpa)
     }

@@ -8,7 +8,6 @@
 //!     --meta milvus=demo --meta signal=index_pending_builds --meta target=1 \
 //!     --metric milvus_index_pending_builds
 //! ```
-#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

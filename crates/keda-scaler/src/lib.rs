@@ -4,8 +4,6 @@
 //!
 //! Trigger metadata is parsed in [`metadata`] (pure, no I/O); the service is in [`service`];
 //! [`start`] binds the listener and runs the server until the stop signal.
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod metadata;
 pub mod service;
@@ -218,19 +216,19 @@ mod tests {
 
     #[test]
     fn config_defaults_and_unknown_keys() {
-        let c: KedaConfig = serde_yaml::from_str("{}").unwrap();
+        let c: KedaConfig = yaml_config::from_str("{}").unwrap();
         assert_eq!(c.listen, default_listen());
         assert_eq!(c.stream_keepalive, Duration::from_secs(10));
         assert!(c.tls.is_none());
-        let c: KedaConfig = serde_yaml::from_str(
+        let c: KedaConfig = yaml_config::from_str(
             "listen: 127.0.0.1:19090\nstream_keepalive: 2s\ntls: {cert_file: a, key_file: b, client_ca_file: c}\n",
         )
         .unwrap();
         assert_eq!(c.listen.port(), 19090);
         assert_eq!(c.tls.unwrap().client_ca_file, Some(PathBuf::from("c")));
-        let err = serde_yaml::from_str::<KedaConfig>("listn: 1").unwrap_err();
+        let err = yaml_config::from_str::<KedaConfig>("listn: 1").unwrap_err();
         assert!(err.to_string().contains("listn"), "{err}");
-        let err = serde_yaml::from_str::<KedaConfig>("tls: {cert_file: a}").unwrap_err();
+        let err = yaml_config::from_str::<KedaConfig>("tls: {cert_file: a}").unwrap_err();
         assert!(err.to_string().contains("key_file"), "{err}");
     }
 

@@ -328,7 +328,14 @@ mod tests {
                     sampled_at: now,
                     window: None,
                 })
-                .ok_or_else(|| "connection refused".to_string()),
+                .ok_or_else(|| {
+                    milvus_signals::Unknown::SourceUnreachable(vec![
+                        milvus_signals::unknown::TargetFailure {
+                            target: "http://qn:9091/metrics".into(),
+                            error: "connection refused".into(),
+                        },
+                    ])
+                }),
         );
         store.publish(i);
     }

@@ -5,7 +5,6 @@
 //! [`Controller`] (the HPA with a policy, in `milvus-scaler simulate`) decides the replicas from
 //! the same signals milvus-scaler serves. The loop is closed: what the controller decides changes
 //! the queues and latencies it reads next. Pure: no clock, no I/O.
-#![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod headroom_source;

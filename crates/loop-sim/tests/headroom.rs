@@ -15,7 +15,7 @@ const MODEL: &str = include_str!("../../../bench/models/milvus-2.3.5-harness.yam
 const SHIPPED: &str = include_str!("../../../manifests/examples/hpa-querynode.yaml");
 
 fn model() -> SimConfig {
-    serde_yaml::from_str(MODEL).unwrap()
+    yaml_config::from_str(MODEL).unwrap()
 }
 
 /// The HPA's target per pod: 60 % of one node's measured capacity, as in tests/policies.rs.
@@ -91,7 +91,7 @@ fn planner(m: &SimConfig, scheduled: bool) -> PlannedHeadroom {
             peaks
         },
     );
-    let config: headroom::HeadroomConfig = serde_yaml::from_str(&yaml).unwrap();
+    let config: headroom::HeadroomConfig = yaml_config::from_str(&yaml).unwrap();
     PlannedHeadroom::new(config, PLANNER_SYNC_SECONDS)
 }
 

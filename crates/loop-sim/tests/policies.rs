@@ -12,7 +12,7 @@ const FIRST: &str = include_str!("../../../bench/policies/hpa-first-example.yaml
 const HELM_CPU: &str = include_str!("../../../bench/policies/hpa-helm-cpu.yaml");
 
 fn model() -> SimConfig {
-    serde_yaml::from_str(MODEL).unwrap()
+    yaml_config::from_str(MODEL).unwrap()
 }
 
 /// The shipped HPA with its target at 60 % of the model's per-node capacity, at the scale of the

@@ -381,7 +381,9 @@ mod tests {
         );
         demo.values.insert(
             SignalKey::instance(Signal::IndexPendingBuilds),
-            Err("metric datacoord_index_task_count missing".into()),
+            Err(milvus_signals::Unknown::ComponentMissing(
+                milvus_signals::unknown::Component::DataCoord,
+            )),
         );
         put(
             &mut demo,
@@ -599,9 +601,9 @@ mod tests {
             (503, "ServiceUnavailable")
         );
         assert!(
-            unknown
-                .to_string()
-                .contains("datacoord_index_task_count missing"),
+            unknown.to_string().contains(
+                "no scraped target exports data-coordinator metrics (milvus_datacoord_*)"
+            ),
             "{unknown}"
         );
         assert!(unknown.to_string().contains("\"other\""), "{unknown}");

@@ -72,7 +72,7 @@ mod tests {
 
     #[test]
     fn parses_the_documented_example_and_rejects_unknown_keys() {
-        let cfg: ExternalMetricsConfig = serde_yaml::from_str(
+        let cfg: ExternalMetricsConfig = yaml_config::from_str(
             "listen: 127.0.0.1:6443\ntls: { cert_file: /tls/tls.crt, key_file: /tls/tls.key }\nclient_auth:\n  client_ca_file: /ca.crt\n  allowed_names: [front-proxy-client]\n",
         )
         .unwrap();
@@ -81,9 +81,9 @@ mod tests {
             cfg.client_auth.unwrap().allowed_names,
             vec!["front-proxy-client".to_string()]
         );
-        let defaults: ExternalMetricsConfig = serde_yaml::from_str("{}").unwrap();
+        let defaults: ExternalMetricsConfig = yaml_config::from_str("{}").unwrap();
         assert_eq!(defaults, ExternalMetricsConfig::default());
-        let err = serde_yaml::from_str::<ExternalMetricsConfig>("tls: { cert: x, key_file: y }")
+        let err = yaml_config::from_str::<ExternalMetricsConfig>("tls: { cert: x, key_file: y }")
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `cert`"), "{err}");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -80,23 +80,13 @@ fn error(e: &ApiError) -> Response {
     json(code, &e.status())
 }
 
-/// The route label for a request path: one of the fixed routes, or `other`.
-pub fn route_label(path: &str) -> &'static str {
-    match path {
-        "/apis" | "/apis/" => "/apis",
-        "/apis/external.metrics.k8s.io" | "/apis/external.metrics.k8s.io/" => {
-            "/apis/external.metrics.k8s.io"
-        }
-        "/apis/external.metrics.k8s.io/v1beta1" | "/apis/external.metrics.k8s.io/v1beta1/" => {
-            "/apis/external.metrics.k8s.io/v1beta1"
-        }
-        "/openapi/v2" => "/openapi/v2",
-        "/healthz" => "/healthz",
-        "/livez" => "/livez",
-        "/readyz" => "/readyz",
-        p if p.starts_with("/apis/external.metrics.k8s.io/v1beta1/namespaces/") => METRIC_ROUTE,
-        _ => "other",
-    }
+/// The `route` label of a request: the router's template that matched it (axum's
+/// [`MatchedPath`], so the label set is the router's route list and cannot drift from it), or
+/// `other` for what no route matched (a bounded label whatever paths clients send).
+fn route_label(req: &Request) -> String {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "other".to_string(), |p| p.as_str().to_string())
 }
 
 fn is_health(path: &str) -> bool {
@@ -104,12 +94,12 @@ fn is_health(path: &str) -> bool {
 }
 
 async fn record_metrics(req: Request, next: Next) -> Response {
-    let route = route_label(req.uri().path());
+    let route = route_label(&req);
     let started = Instant::now();
     let response = next.run(req).await;
     metrics::counter!(
         "milvus_scaler_http_requests_total",
-        "route" => route,
+        "route" => route.clone(),
         "code" => response.status().as_u16().to_string()
     )
     .increment(1);
@@ -300,7 +290,6 @@ impl MetricsApiServer {
     /// Accepts and serves connections until `stop` turns true (or its sender is dropped), then
     /// lets in-flight requests finish for up to five seconds.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut reloader = self.reloader;
         let every = self.reload_every;
         let mut reload_stop = stop.clone();
@@ -324,56 +313,45 @@ impl MetricsApiServer {
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        tokio::pin!(stopped);
-        loop {
-            tokio::select! {
-                accepted = self.listener.accept() => {
-                    let (tcp, remote) = match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "external metrics: accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
+        let acceptor = self.acceptor;
+        let router = self.router;
+        shutdown_signal::serve(
+            "external metrics",
+            self.listener,
+            stopped,
+            Duration::from_secs(5),
+            move |tcp, remote| {
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let router = router.clone();
+                async move {
+                    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::info!(%remote, error = %e, "external metrics: TLS handshake refused");
+                            return None;
+                        }
+                        Err(_) => {
+                            tracing::info!(%remote, "external metrics: TLS handshake timed out");
+                            return None;
                         }
                     };
-                    let _ = tcp.set_nodelay(true);
-                    let acceptor = self.acceptor.clone();
-                    let router = self.router.clone();
-                    let watcher = graceful.watcher();
-                    tokio::spawn(async move {
-                        let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => {
-                                tracing::info!(%remote, error = %e, "external metrics: TLS handshake refused");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::info!(%remote, "external metrics: TLS handshake timed out");
-                                return;
-                            }
-                        };
-                        let certs = tls.get_ref().1.peer_certificates();
-                        let peer = Peer {
-                            has_certificate: certs.is_some_and(|c| !c.is_empty()),
-                            common_name: certs.and_then(|c| c.first()).and_then(|c| tls::common_name(c)),
-                        };
-                        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                            req.extensions_mut().insert(peer.clone());
-                            router.clone().oneshot(req.map(Body::new))
-                        });
-                        let builder = auto::Builder::new(TokioExecutor::new());
-                        let conn = builder.serve_connection(TokioIo::new(tls), service).into_owned();
-                        if let Err(e) = watcher.watch(conn).await {
-                            tracing::debug!(%remote, error = %e, "external metrics: connection ended with an error");
-                        }
+                    let certs = tls.get_ref().1.peer_certificates();
+                    let peer = Peer {
+                        has_certificate: certs.is_some_and(|c| !c.is_empty()),
+                        common_name: certs.and_then(|c| c.first()).and_then(|c| tls::common_name(c)),
+                    };
+                    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(peer.clone());
+                        router.clone().oneshot(req.map(Body::new))
                     });
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    Some(builder.serve_connection(TokioIo::new(tls), service).into_owned())
                 }
-                () = &mut stopped => break,
-            }
-        }
-        drop(self.listener);
+            },
+        )
+        .await;
         reload.abort();
-        let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
     }
 }
 
@@ -381,18 +359,94 @@ impl MetricsApiServer {
 mod tests {
     use super::*;
 
+    /// A recorder that keeps the `route` label of every request counter registered: a fake
+    /// standing in for the Prometheus exporter, to read the labels back.
+    #[derive(Default)]
+    struct Routes(std::sync::Mutex<Vec<String>>);
+
+    impl metrics::Recorder for Routes {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn register_counter(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            if key.name() == "milvus_scaler_http_requests_total" {
+                let route = key
+                    .labels()
+                    .find(|l| l.key() == "route")
+                    .map(|l| l.value().to_string());
+                self.0.lock().unwrap().extend(route);
+            }
+            metrics::Counter::noop()
+        }
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    /// The `route` label the real router records for a GET of each path.
+    fn labels(paths: &[&str]) -> Vec<String> {
+        let recorder = Routes::default();
+        metrics::with_local_recorder(&recorder, || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            for path in paths {
+                let app = router(Arc::new(SnapshotStore::default()), None);
+                let req = Request::get(*path).body(Body::empty()).unwrap();
+                rt.block_on(app.oneshot(req)).unwrap();
+            }
+        });
+        recorder.0.into_inner().unwrap()
+    }
+
     #[test]
-    fn route_labels_are_bounded() {
+    fn route_labels_are_the_matched_templates_or_other() {
         assert_eq!(
-            route_label("/apis/external.metrics.k8s.io/v1beta1/namespaces/x/milvus_search_rate"),
-            METRIC_ROUTE
+            labels(&[
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/x/milvus_search_rate",
+                "/apis/external.metrics.k8s.io/v1beta1",
+                "/apis",
+                "/readyz",
+                "/api/v1/pods/anything-at-all",
+                "/apis/external.metrics.k8s.io/v1beta1/namespaces/x/y/z",
+            ]),
+            [
+                METRIC_ROUTE,
+                "/apis/external.metrics.k8s.io/v1beta1",
+                "/apis",
+                "/readyz",
+                "other",
+                "other",
+            ]
         );
-        assert_eq!(
-            route_label("/apis/external.metrics.k8s.io/v1beta1"),
-            "/apis/external.metrics.k8s.io/v1beta1"
-        );
-        assert_eq!(route_label("/apis"), "/apis");
-        assert_eq!(route_label("/readyz"), "/readyz");
-        assert_eq!(route_label("/api/v1/pods/anything-at-all"), "other");
     }
 }

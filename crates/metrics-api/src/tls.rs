@@ -258,9 +258,9 @@ mod reload_tests {
 
     #[test]
     fn reloader_swaps_on_change_and_keeps_the_old_pair_on_error() {
-        let dir = std::env::temp_dir().join(format!("metrics-api-reload-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let first = write_pair(&dir, "one");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let first = write_pair(dir, "one");
         let cfg = ExternalMetricsConfig {
             tls: Some(TlsConfig {
                 cert_file: dir.join("tls.crt"),
@@ -276,7 +276,7 @@ mod reload_tests {
         std::fs::write(dir.join("tls.key"), "garbage").unwrap();
         assert!(reloader.check().is_err());
         assert_eq!(served(&reloader), first);
-        let second = write_pair(&dir, "two");
+        let second = write_pair(dir, "two");
         assert!(reloader.check().unwrap());
         assert_eq!(served(&reloader), second);
     }

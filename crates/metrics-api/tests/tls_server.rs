@@ -13,11 +13,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 use metrics_api::MetricsApiServer;
 use metrics_api::api::ExternalMetricValueList;
 use metrics_api::config::{ClientAuthConfig, ExternalMetricsConfig, TlsConfig};
-use milvus_signals::{InstanceSnapshot, Reading, Signal, SignalKey, SnapshotStore};
+use milvus_signals::unknown::TargetFailure;
+use milvus_signals::{InstanceSnapshot, Reading, Signal, SignalKey, SnapshotStore, Unknown};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio::sync::watch;
 
 struct Pki {
+    /// Removed (with the files in it) when the test's Pki is dropped.
+    _tmp: tempfile::TempDir,
     dir: PathBuf,
     server_ca_pem: String,
     client_identity_pem: String,
@@ -53,8 +56,11 @@ fn leaf(
 }
 
 fn pki(name: &str) -> Pki {
-    let dir = std::env::temp_dir().join(format!("metrics-api-test-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("metrics-api-test-{name}-"))
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path().to_path_buf();
     let (sp, sk, server_ca_pem) = ca("test serving CA");
     let server_issuer = Issuer::new(sp, sk);
     let (cert, key) = leaf(
@@ -73,6 +79,7 @@ fn pki(name: &str) -> Pki {
     let (wp, wk, _) = ca("another CA");
     let (wc, wkey) = leaf("front-proxy-client", vec![], &Issuer::new(wp, wk), true);
     Pki {
+        _tmp: tmp,
         dir,
         server_ca_pem,
         client_identity_pem: format!("{c}{k}"),
@@ -105,7 +112,10 @@ fn store() -> Arc<SnapshotStore> {
     );
     demo.values.insert(
         SignalKey::instance(Signal::SearchRate),
-        Err("target http://127.0.0.1:1/metrics: connection refused".into()),
+        Err(Unknown::SourceUnreachable(vec![TargetFailure {
+            target: "http://127.0.0.1:1/metrics".into(),
+            error: "connection refused".into(),
+        }])),
     );
     store.publish(demo);
     let mut stale =
@@ -270,7 +280,12 @@ async fn every_route_and_error_shape_over_mutual_tls() {
     assert_eq!(code, 503);
     let s = status(&body);
     assert_eq!(s.reason.as_deref(), Some("ServiceUnavailable"));
-    assert!(s.message.unwrap().contains("connection refused"), "{body}");
+    assert!(
+        s.message
+            .unwrap()
+            .contains("source unreachable: http://127.0.0.1:1/metrics: connection refused"),
+        "{body}"
+    );
     let (code, _, body) = get(
         &c,
         &format!("{url}{BASE}/namespaces/stale-ns/milvus_search_queue_depth"),

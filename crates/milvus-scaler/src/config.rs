@@ -1,17 +1,39 @@
 //! The configuration file: one YAML document, validated at start with the offending key named.
+//!
+//! The file is read into [`ConfigFile`] (the types serde can check: unknown keys, durations,
+//! addresses, one source per instance), then [`ConfigFile::resolve`] checks what spans keys and
+//! resolves the node groups, once. Only a valid configuration becomes a [`Config`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use milvus_signals::source::scrape::TargetSpec;
 use serde::Deserialize;
+use yaml_config::Invalid;
 
-/// The whole configuration of `milvus-scaler`.
+/// The whole configuration of `milvus-scaler`, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The Milvus instances to read signals from (at least one, unique names).
+    pub milvus: Vec<MilvusInstance>,
+    /// Signal maths settings.
+    pub signals: SignalsConfig,
+    /// Where `serve` exposes its own metrics and health endpoints.
+    pub telemetry: TelemetryConfig,
+    /// EC2 Auto Scaling node-group sizing (docs/node-groups.md), resolved; off when absent.
+    pub node_groups: Option<node_groups::NodeGroups>,
+    /// Serve the Kubernetes external metrics API (`external.metrics.k8s.io`); absent: not served.
+    pub external_metrics: Option<metrics_api::ExternalMetricsConfig>,
+    /// KEDA external scaler (gRPC); not served when absent.
+    pub keda: Option<keda_scaler::KedaConfig>,
+}
+
+/// The configuration file as written (docs/configuration.md): what serde checks by type.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub struct ConfigFile {
     /// The Milvus instances to read signals from.
     pub milvus: Vec<MilvusInstance>,
     /// Signal maths settings.
@@ -33,19 +55,85 @@ pub struct Config {
 
 /// One Milvus instance and where its metrics come from.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "MilvusInstanceFile")]
 pub struct MilvusInstance {
     /// Instance name, served as label `milvus=<name>`; unique, a DNS label.
     pub name: String,
     /// Kubernetes namespace the instance's metrics are served under.
-    #[serde(default = "default_namespace")]
     pub namespace: String,
-    /// Scrape Milvus pods directly (exactly one of `scrape` and `prometheus`).
+    /// Where the metrics come from: written as a `scrape:` or a `prometheus:` key.
+    pub source: Source,
+}
+
+/// Where an instance's metrics come from: exactly one of the two.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Scrape Milvus pods directly (`scrape:`).
+    Scrape(ScrapeConfig),
+    /// Query an existing Prometheus (`prometheus:`).
+    Prometheus(PrometheusConfig),
+}
+
+impl Source {
+    /// Time between rounds.
+    pub fn interval(&self) -> Duration {
+        match self {
+            Source::Scrape(s) => s.interval,
+            Source::Prometheus(p) => p.interval,
+        }
+    }
+
+    /// Per-request timeout: the configured one, else the interval.
+    pub fn timeout(&self) -> Duration {
+        match self {
+            Source::Scrape(s) => s.timeout.unwrap_or(s.interval),
+            Source::Prometheus(p) => p.timeout.unwrap_or(p.interval),
+        }
+    }
+
+    /// The key the source is written under, `scrape` or `prometheus`.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Source::Scrape(_) => "scrape",
+            Source::Prometheus(_) => "prometheus",
+        }
+    }
+}
+
+/// An instance as written: two optional keys, of which [`MilvusInstance`] accepts exactly one.
+/// (serde's `flatten` would take the enum directly but loses `deny_unknown_fields` and the
+/// line/column of errors inside the source.)
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MilvusInstanceFile {
+    name: String,
+    #[serde(default = "default_namespace")]
+    namespace: String,
     #[serde(default)]
-    pub scrape: Option<ScrapeConfig>,
-    /// Query an existing Prometheus (exactly one of `scrape` and `prometheus`).
+    scrape: Option<ScrapeConfig>,
     #[serde(default)]
-    pub prometheus: Option<PrometheusConfig>,
+    prometheus: Option<PrometheusConfig>,
+}
+
+impl TryFrom<MilvusInstanceFile> for MilvusInstance {
+    type Error = &'static str;
+    fn try_from(m: MilvusInstanceFile) -> Result<Self, Self::Error> {
+        let source = match (m.scrape, m.prometheus) {
+            (Some(s), None) => Source::Scrape(s),
+            (None, Some(p)) => Source::Prometheus(p),
+            (Some(_), Some(_)) => {
+                return Err("expected exactly one of `scrape` and `prometheus`, found both");
+            }
+            (None, None) => {
+                return Err("expected exactly one of `scrape` and `prometheus`, found neither");
+            }
+        };
+        Ok(MilvusInstance {
+            name: m.name,
+            namespace: m.namespace,
+            source,
+        })
+    }
 }
 
 fn default_namespace() -> String {
@@ -165,8 +253,8 @@ impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let config: Config = yaml_config::read(path)?;
-        config.checked(&file)
+        let config: ConfigFile = yaml_config::read(path)?;
+        config.resolve().map_err(|e| e.in_file(&file))
     }
 
     /// Reads the files at `paths` (one or more), merges them by top-level section and validates
@@ -204,76 +292,66 @@ impl Config {
     /// Merges YAML documents `(file, text)` by top-level section and validates the result, as
     /// [`Config::load_all`] does for files. Errors name the file that holds the offending section.
     pub fn parse_merged(files: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let mut merged = serde_yaml::Mapping::new();
-        // Top-level section -> the file it came from.
-        let mut owner: BTreeMap<String, String> = BTreeMap::new();
-        for (file, text) in files {
-            let doc: Option<serde_yaml::Mapping> = yaml_config::parse(text, file)?;
-            for (key, value) in doc.unwrap_or_default() {
-                let Some(name) = key.as_str().map(str::to_string) else {
-                    return Err(ConfigError::invalid(
-                        file,
-                        "(top level)",
-                        "expected section names (strings) as top-level keys",
-                    ));
-                };
-                if let Some(first) = owner.get(&name) {
-                    return Err(ConfigError::invalid(
-                        file,
-                        name.clone(),
-                        format!(
-                            "section `{name}` is already defined in {first}; each section may appear in one file only"
-                        ),
-                    ));
-                }
-                owner.insert(name, file.to_string());
-                merged.insert(key, value);
-            }
-        }
-        let all = files
-            .iter()
-            .map(|(f, _)| *f)
-            .collect::<Vec<_>>()
-            .join(" + ");
-        let config: Config = serde_path_to_error::deserialize(serde_yaml::Value::Mapping(merged))
-            .map_err(|e| {
-            let path = e.path().to_string();
-            let section = path.split(['.', '[']).next().unwrap_or_default();
-            let file = owner.get(section).cloned().unwrap_or_else(|| all.clone());
-            let path = if path == "." {
-                "(top level)".to_string()
-            } else {
-                path
-            };
-            ConfigError::invalid(&file, path, e.into_inner().to_string())
-        })?;
-        config.checked(&all)
+        let (config, sections): (ConfigFile, _) = yaml_config::parse_merged(files)?;
+        config.resolve().map_err(|e| {
+            let file = sections.file_of(&e.path).to_string();
+            e.in_file(&file)
+        })
     }
 
     /// Parses and validates YAML `text`; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let config: Config = yaml_config::parse(text, file)?;
-        config.checked(file)
+        let config: ConfigFile = yaml_config::parse(text, file)?;
+        config.resolve().map_err(|e| e.in_file(file))
     }
 
-    fn checked(self, file: &str) -> Result<Config, ConfigError> {
-        self.validate()
-            .map_err(|(path, message)| ConfigError::invalid(file, path, message))?;
-        Ok(self)
+    /// The longest time between two rounds of any instance.
+    pub fn longest_interval(&self) -> Duration {
+        self.milvus
+            .iter()
+            .map(|m| m.source.interval())
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+impl ConfigFile {
+    /// Checks what the types cannot (names, bounds, keys that depend on each other) and
+    /// resolves the node groups: the one validation of a configuration.
+    pub fn resolve(self) -> Result<Config, Invalid> {
+        self.validate()?;
+        let node_groups = match self.node_groups {
+            Some(ng) => {
+                let names: Vec<&str> = self.milvus.iter().map(|m| m.name.as_str()).collect();
+                Some(
+                    node_groups::NodeGroups::resolve(ng, &names)
+                        .map_err(|e| e.under("node_groups"))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Config {
+            milvus: self.milvus,
+            signals: self.signals,
+            telemetry: self.telemetry,
+            node_groups,
+            external_metrics: self.external_metrics,
+            keda: self.keda,
+        })
     }
 
-    fn validate(&self) -> Result<(), (String, String)> {
+    fn validate(&self) -> Result<(), Invalid> {
         if self.milvus.is_empty() {
-            return Err((
-                "milvus".into(),
-                "expected at least one Milvus instance".into(),
+            return Err(Invalid::new(
+                "milvus",
+                "expected at least one Milvus instance",
             ));
         }
         let mut names = BTreeSet::new();
         for (i, m) in self.milvus.iter().enumerate() {
             let at = |key: &str| format!("milvus[{i}].{key}");
             if !is_dns_label(&m.name) {
-                return Err((
+                return Err(Invalid::new(
                     at("name"),
                     format!(
                         "expected a DNS label (lowercase letters, digits, '-', at most 63), found {:?}",
@@ -282,13 +360,13 @@ impl Config {
                 ));
             }
             if !names.insert(m.name.as_str()) {
-                return Err((
+                return Err(Invalid::new(
                     at("name"),
                     format!("instance name {:?} is used twice", m.name),
                 ));
             }
             if !is_dns_label(&m.namespace) {
-                return Err((
+                return Err(Invalid::new(
                     at("namespace"),
                     format!(
                         "expected a Kubernetes namespace name, found {:?}",
@@ -296,78 +374,48 @@ impl Config {
                     ),
                 ));
             }
-            match (&m.scrape, &m.prometheus) {
-                (Some(_), Some(_)) | (None, None) => {
-                    return Err((
-                        format!("milvus[{i}]"),
-                        "expected exactly one of `scrape` and `prometheus`".into(),
-                    ));
-                }
-                (Some(s), None) => {
+            let key = m.source.key();
+            match &m.source {
+                Source::Scrape(s) => {
                     if s.targets.is_empty() {
-                        return Err((at("scrape.targets"), "expected at least one target".into()));
-                    }
-                    check_interval(
-                        &at("scrape.interval"),
-                        s.interval,
-                        s.timeout,
-                        &at("scrape.timeout"),
-                    )?;
-                    if self.signals.stale_after <= s.interval {
-                        return Err((
-                            "signals.stale_after".into(),
-                            format!(
-                                "must be longer than milvus[{i}].scrape.interval ({:?})",
-                                s.interval
-                            ),
+                        return Err(Invalid::new(
+                            at("scrape.targets"),
+                            "expected at least one target",
                         ));
                     }
+                    check_interval(&at("scrape"), s.interval, s.timeout)?;
                 }
-                (None, Some(p)) => {
+                Source::Prometheus(p) => {
                     if !(p.url.starts_with("http://") || p.url.starts_with("https://")) {
-                        return Err((
+                        return Err(Invalid::new(
                             at("prometheus.url"),
                             format!("expected an http:// or https:// URL, found {:?}", p.url),
                         ));
                     }
-                    check_interval(
-                        &at("prometheus.interval"),
-                        p.interval,
-                        p.timeout,
-                        &at("prometheus.timeout"),
-                    )?;
-                    if self.signals.stale_after <= p.interval {
-                        return Err((
-                            "signals.stale_after".into(),
-                            format!(
-                                "must be longer than milvus[{i}].prometheus.interval ({:?})",
-                                p.interval
-                            ),
-                        ));
-                    }
+                    check_interval(&at("prometheus"), p.interval, p.timeout)?;
                 }
             }
-        }
-        if let Some(ng) = &self.node_groups {
-            let names: Vec<&str> = self.milvus.iter().map(|m| m.name.as_str()).collect();
-            ng.validate(&names)
-                .map_err(|(path, message)| (format!("node_groups.{path}"), message))?;
+            if self.signals.stale_after <= m.source.interval() {
+                return Err(Invalid::new(
+                    "signals.stale_after",
+                    format!(
+                        "must be longer than milvus[{i}].{key}.interval ({:?}), found {:?}",
+                        m.source.interval(),
+                        self.signals.stale_after
+                    ),
+                ));
+            }
         }
         let longest_interval = self
             .milvus
             .iter()
-            .filter_map(|m| {
-                m.scrape
-                    .as_ref()
-                    .map(|s| s.interval)
-                    .or(m.prometheus.as_ref().map(|p| p.interval))
-            })
+            .map(|m| m.source.interval())
             .max()
             .unwrap_or_default();
         let forget = self.telemetry.forget_idle_series_after;
         if !forget.is_zero() && forget <= 3 * longest_interval {
-            return Err((
-                "telemetry.forget_idle_series_after".into(),
+            return Err(Invalid::new(
+                "telemetry.forget_idle_series_after",
                 format!(
                     "expected 0s (never) or longer than 3 × the longest source interval ({:?}), found {forget:?}",
                     longest_interval
@@ -375,14 +423,17 @@ impl Config {
             ));
         }
         if self.signals.window < Duration::from_secs(2) {
-            return Err((
-                "signals.window".into(),
-                "must be at least 2s (a rate needs two scrapes)".into(),
+            return Err(Invalid::new(
+                "signals.window",
+                format!(
+                    "must be at least 2s (a rate needs two scrapes), found {:?}",
+                    self.signals.window
+                ),
             ));
         }
         if self.signals.demand_drain < Duration::from_secs(1) {
-            return Err((
-                "signals.demand_drain".into(),
+            return Err(Invalid::new(
+                "signals.demand_drain",
                 format!(
                     "must be at least 1s (search_demand adds nq in flight / demand_drain), found {:?}",
                     self.signals.demand_drain
@@ -393,23 +444,19 @@ impl Config {
     }
 }
 
-fn check_interval(
-    at: &str,
-    interval: Duration,
-    timeout: Option<Duration>,
-    timeout_at: &str,
-) -> Result<(), (String, String)> {
+/// `interval` and `timeout` of the source at key `at` (`milvus[0].scrape`).
+fn check_interval(at: &str, interval: Duration, timeout: Option<Duration>) -> Result<(), Invalid> {
     if interval < Duration::from_millis(100) {
-        return Err((
-            at.to_string(),
+        return Err(Invalid::new(
+            format!("{at}.interval"),
             format!("must be at least 100ms, found {interval:?}"),
         ));
     }
     if let Some(t) = timeout
         && (t.is_zero() || t > interval)
     {
-        return Err((
-            timeout_at.to_string(),
+        return Err(Invalid::new(
+            format!("{at}.timeout"),
             format!("must be more than 0 and at most the interval ({interval:?}), found {t:?}"),
         ));
     }
@@ -488,7 +535,11 @@ keda:
         .unwrap();
         assert_eq!(cfg.milvus[0].name, "demo");
         assert!(cfg.keda.is_some(), "keda section kept");
-        assert_eq!(cfg.node_groups.unwrap().groups.len(), 2, "node_groups kept");
+        assert_eq!(
+            cfg.node_groups.unwrap().groups().len(),
+            2,
+            "node_groups kept"
+        );
         assert_eq!(cfg.telemetry.listen.port(), 9100);
         // Order does not matter, and a file with nothing in it adds nothing.
         let cfg =
@@ -527,13 +578,16 @@ keda:
         let e = Config::parse_merged(&[("base.yaml", BASE), ("ng.yaml", &ng)])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("node_groups.groups[0].milvus"), "{e}");
+        assert!(
+            e.starts_with("ng.yaml: node_groups.groups[0].milvus: "),
+            "{e}"
+        );
     }
 
     #[test]
     fn load_all_reads_every_file() {
-        let dir = std::env::temp_dir().join(format!("milvus-scaler-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let (a, b) = (dir.join("base.yaml"), dir.join("keda.yaml"));
         std::fs::write(&a, BASE).unwrap();
         std::fs::write(&b, KEDA).unwrap();
@@ -550,27 +604,31 @@ keda:
             Err(ConfigError::Read { .. })
         ));
         assert!(Config::load_all(&[]).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn the_node_groups_example_parses() {
         let c = Config::parse(&format!("{GOOD}{NODE_GROUPS}"), "c.yaml").unwrap();
         let ng = c.node_groups.unwrap();
-        assert_eq!(ng.mode, node_groups::Mode::DryRun);
-        assert_eq!(ng.interval, Duration::from_secs(15));
-        assert_eq!(ng.groups.len(), 2);
-        assert_eq!(ng.groups[0].headroom_pods, 1);
+        assert_eq!(ng.config().mode, node_groups::Mode::DryRun);
+        assert_eq!(ng.config().interval, Duration::from_secs(15));
+        assert_eq!(ng.groups().len(), 2);
+        assert_eq!(ng.groups()[0].config.headroom_pods, 1);
+        // Resolved once, at load: the signal parsed, the node's capacity found.
+        assert_eq!(
+            ng.groups()[1].config.replicas.signal,
+            milvus_signals::Signal::IndexPendingBuilds
+        );
+        assert_eq!(ng.groups()[1].node_source, node_groups::NodeSource::BuiltIn);
         assert!(Config::parse(GOOD, "c.yaml").unwrap().node_groups.is_none());
     }
 
     #[test]
     fn the_documented_example_parses() {
         let c = Config::parse(GOOD, "c.yaml").unwrap();
-        assert_eq!(
-            c.milvus[0].scrape.as_ref().unwrap().interval,
-            Duration::from_secs(1)
-        );
+        assert!(matches!(c.milvus[0].source, Source::Scrape(_)));
+        assert_eq!(c.milvus[0].source.interval(), Duration::from_secs(1));
+        assert_eq!(c.milvus[0].source.timeout(), Duration::from_secs(1));
         assert_eq!(c.signals.window, Duration::from_secs(30));
         assert_eq!(c.signals.demand_drain, Duration::from_secs(120));
         let em = c.external_metrics.unwrap();
@@ -579,6 +637,46 @@ keda:
             em.client_auth.unwrap().allowed_names,
             ["front-proxy-client"]
         );
+    }
+
+    #[test]
+    fn an_instance_has_exactly_one_source() {
+        let prom = GOOD.replace(
+            "scrape: { targets: [\"http://127.0.0.1:9091/metrics\"], interval: 1s }",
+            "prometheus: { url: \"http://p:9090\", selector: 'namespace=\"m\"', timeout: 2s }",
+        );
+        let c = Config::parse(&prom, "c.yaml").unwrap();
+        match &c.milvus[0].source {
+            Source::Prometheus(p) => assert_eq!(p.url, "http://p:9090"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.milvus[0].source.interval(), Duration::from_secs(5));
+        assert_eq!(c.milvus[0].source.timeout(), Duration::from_secs(2));
+        assert_eq!(c.longest_interval(), Duration::from_secs(5));
+        let both = GOOD.replace("scrape:", "prometheus: { url: http://p:9090 }\n    scrape:");
+        let neither = GOOD.replace(
+            "    scrape: { targets: [\"http://127.0.0.1:9091/metrics\"], interval: 1s }\n",
+            "",
+        );
+        for (text, found) in [(both, "found both"), (neither, "found neither")] {
+            let e = Config::parse(&text, "c.yaml").unwrap_err().to_string();
+            assert!(
+                e.starts_with(
+                    "c.yaml: milvus[0]: expected exactly one of `scrape` and `prometheus`"
+                ),
+                "{e}"
+            );
+            assert!(e.contains(found), "{e}");
+        }
+        // Keys inside the source keep their path and position.
+        let e = Config::parse(&prom.replace("timeout: 2s", "timeout: soon"), "c.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("c.yaml: milvus[0].prometheus.timeout: "),
+            "{e}"
+        );
+        assert!(e.contains("line "), "{e}");
     }
 
     #[test]
@@ -720,6 +818,25 @@ keda:
                 "node_groups.groups[0].headroom",
             ),
             ("milvus: 3".to_string(), "milvus"),
+            (
+                GOOD.replace("interval: 1s", "interval: 1s, timeout: 2s"),
+                "milvus[0].scrape.timeout",
+            ),
+            (
+                GOOD.replace("interval: 1s", "interval: 50ms"),
+                "milvus[0].scrape.interval",
+            ),
+            (
+                GOOD.replace("\"http://127.0.0.1:9091/metrics\"", ""),
+                "milvus[0].scrape.targets",
+            ),
+            (
+                format!("{GOOD}{NODE_GROUPS}").replace(
+                    "scale_in: false",
+                    "warm_pool: { min_size: 1, pool_state: Off }",
+                ),
+                "node_groups.groups[0].warm_pool.pool_state",
+            ),
         ];
         for (text, path) in cases {
             match Config::parse(&text, "c.yaml") {

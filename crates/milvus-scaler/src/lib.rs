@@ -1,7 +1,5 @@
 //! `milvus-scaler`: configuration, the signals table and the telemetry endpoint. The binary
 //! (`main.rs`) parses the command line and wires these parts to the signal pollers.
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod config;
 pub mod table;

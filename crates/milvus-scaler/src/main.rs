@@ -1,8 +1,6 @@
 //! `milvus-scaler` command line: parses configuration and wires the signal pollers, the
-//! telemetry endpoint and (as later features land) the serving APIs together.
-#![forbid(unsafe_code)]
+//! telemetry endpoint, the serving APIs (external metrics, KEDA) and node-group sizing together.
 
-use shutdown_signal::shutdown_signal;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use milvus_scaler::config::{Config, ConfigError, MilvusInstance, SignalsConfig};
+use milvus_scaler::config::{Config, ConfigError, MilvusInstance, SignalsConfig, Source};
 use milvus_scaler::{table, telemetry};
 use milvus_signals::SnapshotStore;
 use milvus_signals::source::prometheus::PrometheusSource;
@@ -224,14 +222,22 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<ConfigError>().is_some()
-                || e.downcast_ref::<loop_sim::cli::SimulateError>().is_some()
-            {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
+            exit_code(&e)
         }
+    }
+}
+
+/// 2 when what the user wrote is wrong (a configuration file, or the HPA, model or trace file a
+/// command reads), wherever in the chain of contexts that error is; 1 for everything else (a
+/// port taken, a source down, an API call failing).
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    let bad_input = e
+        .chain()
+        .any(|cause| cause.is::<ConfigError>() || cause.is::<loop_sim::cli::SimulateError>());
+    if bad_input {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -263,7 +269,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 "{}: valid, {} Milvus instance(s), {} node group(s)",
                 config.names(),
                 cfg.milvus.len(),
-                cfg.node_groups.as_ref().map_or(0, |n| n.groups.len())
+                cfg.node_groups.as_ref().map_or(0, |n| n.groups().len())
             );
             Ok(())
         }
@@ -281,7 +287,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             simulate,
         } => {
             let cfg = config.load()?;
-            plan_nodes(cfg, apply, simulate).await
+            plan_nodes(cfg, config.names(), apply, simulate).await
         }
         Command::Serve {
             config,
@@ -323,9 +329,14 @@ fn simulate(args: SimulateCli) -> anyhow::Result<()> {
 }
 
 async fn local_hpa(args: LocalHpaArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.hpa)
-        .with_context(|| format!("reading {}", args.hpa.display()))?;
-    let hpa = hpa::HpaSpec::from_yaml(&text).with_context(|| format!("{}", args.hpa.display()))?;
+    // The HPA file is local-hpa's configuration: its errors are configuration errors (exit 2).
+    let file = args.hpa.display().to_string();
+    let text = std::fs::read_to_string(&args.hpa).map_err(|source| ConfigError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    let hpa = hpa::HpaSpec::from_yaml(&text)
+        .map_err(|e| ConfigError::invalid(&file, e.path, e.message))?;
     let mut controller = hpa_controller::LocalHpa::new(hpa_controller::ControllerConfig {
         hpa,
         metrics_api: args.metrics_api,
@@ -346,7 +357,9 @@ async fn local_hpa(args: LocalHpaArgs) -> anyhow::Result<()> {
         controller.sync_once().await?;
         return Ok(());
     }
-    controller.run(shutdown_signal()).await;
+    controller
+        .run(shutdown_signal::install().cancelled_owned())
+        .await;
     tracing::info!("local-hpa stopped");
     Ok(())
 }
@@ -385,28 +398,26 @@ fn spawn_poller(
     shutdown: watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
-    if let Some(s) = &instance.scrape {
-        let source = ScrapeSource::new(
-            s.targets.clone(),
-            s.timeout.unwrap_or(s.interval),
-            signals.window,
-        )?
-        .with_demand_drain(signals.demand_drain);
-        tasks.spawn(run_poller(source, meta, s.interval, store, shutdown));
-    } else if let Some(p) = &instance.prometheus {
-        let source = PrometheusSource::new(
-            &p.url,
-            &p.selector,
-            p.timeout.unwrap_or(p.interval),
-            signals.window,
-        )?
-        .with_demand_drain(signals.demand_drain);
-        tasks.spawn(run_poller(source, meta, p.interval, store, shutdown));
+    let (interval, timeout) = (instance.source.interval(), instance.source.timeout());
+    match &instance.source {
+        Source::Scrape(s) => {
+            let source = ScrapeSource::new(s.targets.clone(), timeout, signals.window)?
+                .with_demand_drain(signals.demand_drain);
+            tasks.spawn(run_poller(source, meta, interval, store, shutdown));
+        }
+        Source::Prometheus(p) => {
+            let source = PrometheusSource::new(&p.url, &p.selector, timeout, signals.window)?
+                .with_demand_drain(signals.demand_drain);
+            tasks.spawn(run_poller(source, meta, interval, store, shutdown));
+        }
     }
     Ok(())
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
+    // First: from here on SIGTERM cancels the token instead of killing the process, and a
+    // SIGTERM during start-up is kept until the wait below.
+    let shutdown = shutdown_signal::install();
     let forget = cfg.telemetry.forget_idle_series_after;
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         // Real histograms (not summaries), so Prometheus can aggregate and take quantiles.
@@ -437,12 +448,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     });
 
     if let Some(ng) = &cfg.node_groups {
-        let runner = node_groups_runner(&cfg, ng).await?;
-        tracing::info!(groups = ng.groups.len(), mode = ?ng.mode, interval = ?ng.interval, "node-group sizing on");
+        let runner = node_groups_runner(ng).await;
+        let interval = ng.config().interval;
+        tracing::info!(groups = ng.groups().len(), mode = ?ng.config().mode, ?interval, "node-group sizing on");
         tasks.spawn(node_groups::applier::run_loop(
             runner,
             store.clone(),
-            ng.interval,
+            interval,
             stop_rx.clone(),
         ));
     }
@@ -472,16 +484,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = server_stop.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let server = tokio::spawn(shutdown_signal::serve_http1(
+        "telemetry",
+        listener,
+        shutdown_signal::TowerToHyperService::new(app),
+        shutdown.clone().cancelled_owned(),
+        Duration::from_secs(5),
+    ));
 
-    shutdown_signal().await;
+    shutdown.cancelled().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
@@ -495,15 +506,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             Ok(Ok(Ok(()))) | Err(_) => {}
         }
     }
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(e).context("telemetry server failed"),
+    match tokio::time::timeout(Duration::from_secs(6), server).await {
         Ok(Err(e)) => Err(e).context("telemetry server task failed"),
-        Err(_) => Ok(()),
+        Ok(Ok(())) | Err(_) => Ok(()),
     }
 }
 
 async fn signals(cfg: Config, watch_mode: bool, refresh: Duration) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal::install();
     let store = Arc::new(SnapshotStore::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -521,7 +531,7 @@ async fn signals(cfg: Config, watch_mode: bool, refresh: Duration) -> anyhow::Re
         }
         tokio::select! {
             _ = tokio::time::sleep(refresh) => {}
-            _ = shutdown_signal() => break,
+            () = shutdown.cancelled() => break,
         }
     }
     let _ = stop_tx.send(true);
@@ -532,18 +542,7 @@ async fn signals(cfg: Config, watch_mode: bool, refresh: Duration) -> anyhow::Re
 /// Waits until every instance has had a few rounds (so rates have something to work with),
 /// giving up after a while.
 async fn wait_for_rounds(cfg: &Config, store: &SnapshotStore) {
-    let longest_interval = cfg
-        .milvus
-        .iter()
-        .map(|m| {
-            m.scrape
-                .as_ref()
-                .map(|s| s.interval)
-                .or(m.prometheus.as_ref().map(|p| p.interval))
-                .unwrap_or_default()
-        })
-        .max()
-        .unwrap_or_default();
+    let longest_interval = cfg.longest_interval();
     let mut rounds = store.subscribe();
     let wanted = (cfg.milvus.len() as u64) * 3;
     let _ = tokio::time::timeout(
@@ -553,36 +552,47 @@ async fn wait_for_rounds(cfg: &Config, store: &SnapshotStore) {
     .await;
 }
 
+/// The planning loop of the node groups, validated at load, on the real Auto Scaling API.
 async fn node_groups_runner(
-    cfg: &Config,
-    ng: &node_groups::NodeGroupsConfig,
-) -> anyhow::Result<node_groups::applier::Runner<node_groups::applier::SdkAutoScaling>> {
-    let names: Vec<&str> = cfg.milvus.iter().map(|m| m.name.as_str()).collect();
-    let groups = ng
-        .validate(&names)
-        .map_err(|(path, message)| anyhow::anyhow!("node_groups.{path}: {message}"))?;
-    let client = node_groups::applier::SdkAutoScaling::new(ng).await;
-    Ok(node_groups::applier::Runner::new(ng, groups, client))
+    ng: &node_groups::NodeGroups,
+) -> node_groups::applier::Runner<node_groups::applier::SdkAutoScaling> {
+    let client = node_groups::applier::SdkAutoScaling::new(ng.config()).await;
+    node_groups::applier::Runner::new(ng, client)
 }
 
-async fn plan_nodes(cfg: Config, apply: bool, simulate: Option<PathBuf>) -> anyhow::Result<()> {
+async fn plan_nodes(
+    cfg: Config,
+    config_names: String,
+    apply: bool,
+    simulate: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let Some(ng) = cfg.node_groups.clone() else {
-        anyhow::bail!("the configuration has no node_groups section");
+        return Err(ConfigError::invalid(
+            &config_names,
+            "node_groups",
+            "plan-nodes needs a node_groups section (docs/node-groups.md)",
+        )
+        .into());
     };
     if let Some(path) = simulate {
-        let names: Vec<&str> = cfg.milvus.iter().map(|m| m.name.as_str()).collect();
-        let groups = ng
-            .validate(&names)
-            .map_err(|(path, message)| anyhow::anyhow!("node_groups.{path}: {message}"))?;
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading the trace {}", path.display()))?;
-        let trace: node_groups::simulate::Trace = serde_json::from_str(&text)
-            .with_context(|| format!("parsing the trace {}", path.display()))?;
-        let out = node_groups::simulate::run(&groups, &trace).map_err(anyhow::Error::msg)?;
+        // The trace is this command's input file: a bad one is a configuration error (exit 2).
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let trace: node_groups::simulate::Trace =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text))
+                .map_err(|e| {
+                    let path = e.path().to_string();
+                    ConfigError::invalid(&file, path, e.into_inner().to_string())
+                })?;
+        let out = node_groups::simulate::run(ng.groups(), &trace)
+            .map_err(|e| ConfigError::invalid(&file, "(trace)", e))?;
         println!("{out}");
         return Ok(());
     }
-    let mut runner = node_groups_runner(&cfg, &ng).await?;
+    let mut runner = node_groups_runner(&ng).await;
     let store = Arc::new(SnapshotStore::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();

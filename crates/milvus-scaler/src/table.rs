@@ -100,7 +100,7 @@ mod tests {
         );
         i.values.insert(
             SignalKey::instance(Signal::SearchRate),
-            Err("warming up".into()),
+            Err(milvus_signals::Unknown::WarmingUp),
         );
         let mut s = Snapshot::default();
         s.instances.insert("demo".into(), i.into());

@@ -1,6 +1,5 @@
 //! The binary's command line: bad configuration files give one clear line and exit code 2.
 
-use std::io::Write;
 use std::process::Command;
 
 fn run(args: &[&str]) -> std::process::Output {
@@ -11,31 +10,15 @@ fn run(args: &[&str]) -> std::process::Output {
         .expect("run milvus-scaler")
 }
 
-fn config_file(text: &str) -> tempfile_path::TempPath {
-    tempfile_path::write(text)
-}
-
-/// A minimal temp-file helper (no extra dependency): removed on drop.
-mod tempfile_path {
-    use std::path::PathBuf;
-    pub struct TempPath(pub PathBuf);
-    impl Drop for TempPath {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    pub fn write(text: &str) -> TempPath {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "milvus-scaler-cli-{}-{}.yaml",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let mut f = std::fs::File::create(&path).expect("create temp config");
-        super::Write::write_all(&mut f, text.as_bytes()).expect("write temp config");
-        TempPath(path)
-    }
+/// A temporary file holding `text`, removed when dropped.
+fn config_file(text: &str) -> tempfile::TempPath {
+    let file = tempfile::Builder::new()
+        .prefix("milvus-scaler-cli-")
+        .suffix(".yaml")
+        .tempfile()
+        .expect("create temp config");
+    std::fs::write(file.path(), text).expect("write temp config");
+    file.into_temp_path()
 }
 
 const GOOD: &str = "milvus:\n  - name: demo\n    scrape: { targets: [\"http://127.0.0.1:9/metrics\"], interval: 1s }\n";
@@ -43,7 +26,7 @@ const GOOD: &str = "milvus:\n  - name: demo\n    scrape: { targets: [\"http://12
 #[test]
 fn valid_config_checks_ok() {
     let f = config_file(GOOD);
-    let out = run(&["check-config", "--config", f.0.to_str().unwrap()]);
+    let out = run(&["check-config", "--config", f.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
@@ -77,7 +60,7 @@ fn bad_configs_exit_2_with_one_line_naming_the_key() {
     for (text, key) in cases {
         let f = config_file(&text);
         for command in ["check-config", "serve", "signals"] {
-            let out = run(&[command, "--config", f.0.to_str().unwrap()]);
+            let out = run(&[command, "--config", f.to_str().unwrap()]);
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{command} with {key}: {stderr}");
             assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
@@ -89,6 +72,114 @@ fn bad_configs_exit_2_with_one_line_naming_the_key() {
             assert!(!stderr.contains("panicked"), "{stderr}");
         }
     }
+}
+
+/// A node_groups section for GOOD's instance.
+const NODE_GROUPS: &str = "node_groups:\n  groups:\n    - name: q\n      asg: a\n      milvus: demo\n      instance_type: r6i.2xlarge\n      pod: { cpu: \"2\", memory: 8Gi }\n      replicas: { signal: search_queue_depth, target_per_pod: 8, max: 10 }\n";
+
+/// Runs `args` and checks exit status 2 with one `error:` line that contains `key`.
+fn assert_config_error(args: &[&str], key: &str) {
+    let out = run(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains(key), "{args:?}: expected {key} in {stderr}");
+}
+
+#[test]
+fn node_group_errors_exit_2_in_every_command() {
+    // Node groups are validated once, at load: every command stops there with 2.
+    let cases = [
+        (
+            format!("{GOOD}{NODE_GROUPS}").replace("search_queue_depth", "cpu"),
+            "node_groups.groups[0].replicas.signal",
+        ),
+        (
+            format!("{GOOD}{NODE_GROUPS}").replace(
+                "max: 10",
+                "max: 10 }\n      warm_pool: { min_size: 1, pool_state: Off",
+            ),
+            "node_groups.groups[0].warm_pool.pool_state",
+        ),
+        (
+            format!("{GOOD}{NODE_GROUPS}").replace("milvus: demo", "milvus: other"),
+            "node_groups.groups[0].milvus",
+        ),
+    ];
+    for (text, key) in cases {
+        let f = config_file(&text);
+        for command in ["check-config", "serve", "plan-nodes"] {
+            assert_config_error(&[command, "--config", f.to_str().unwrap()], key);
+        }
+    }
+}
+
+#[test]
+fn plan_nodes_inputs_are_configuration() {
+    // No node_groups section: nothing to plan, a configuration error naming the section.
+    let f = config_file(GOOD);
+    assert_config_error(
+        &["plan-nodes", "--config", f.to_str().unwrap()],
+        "node_groups",
+    );
+    // A bad trace for --simulate names the trace file and the key.
+    let f = config_file(&format!("{GOOD}{NODE_GROUPS}"));
+    let trace = config_file("{\"step_seconds\": 15, \"groups\": {\"q\": {\"desired\": -1}}}");
+    let trace_path = trace.to_str().unwrap();
+    assert_config_error(
+        &[
+            "plan-nodes",
+            "--config",
+            f.to_str().unwrap(),
+            "--simulate",
+            trace_path,
+        ],
+        &format!("{trace_path}: groups.q.desired"),
+    );
+    // A trace naming a group that is not configured.
+    let trace = config_file(
+        "{\"step_seconds\": 15, \"groups\": {\"x\": {\"desired\": 1, \"min_size\": 0, \"max_size\": 3}}, \"values\": {\"x\": [1]}}",
+    );
+    assert_config_error(
+        &[
+            "plan-nodes",
+            "--config",
+            f.to_str().unwrap(),
+            "--simulate",
+            trace.to_str().unwrap(),
+        ],
+        "trace group \"x\" is not in node_groups.groups",
+    );
+}
+
+#[test]
+fn local_hpa_with_a_bad_hpa_file_exits_2_naming_the_field() {
+    let hpa = config_file(
+        "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: { name: q }\nspec:\n  scaleTargetRef: { apiVersion: apps/v1, kind: Deployment, name: q }\n  maxReplicas: lots\n",
+    );
+    assert_config_error(
+        &[
+            "local-hpa",
+            "--hpa",
+            hpa.to_str().unwrap(),
+            "--scale-url",
+            "http://127.0.0.1:9/scale",
+            "--once",
+        ],
+        "spec.maxReplicas",
+    );
+    assert_config_error(
+        &[
+            "local-hpa",
+            "--hpa",
+            "/nonexistent/hpa.yaml",
+            "--scale-url",
+            "http://127.0.0.1:9/scale",
+            "--once",
+        ],
+        "/nonexistent/hpa.yaml: cannot read",
+    );
 }
 
 #[test]

@@ -14,9 +14,10 @@ use std::time::{Duration, SystemTime};
 use crate::catalogue::{Signal, SignalKey};
 use crate::milvus::{Counter, Gauge, TargetSample};
 use crate::quantile::{Bucket, histogram_quantile};
+use crate::unknown::{Component, Unknown};
 
 /// What one computation produced: a value or the reason there is none, per signal key.
-pub type SignalValues = BTreeMap<SignalKey, Result<f64, String>>;
+pub type SignalValues = BTreeMap<SignalKey, Result<f64, Unknown>>;
 
 type CounterKey = (Counter, Option<String>);
 
@@ -62,9 +63,6 @@ struct DemandHistory {
     executing: VecDeque<(SystemTime, f64)>,
 }
 
-/// Why `index_pending_builds` has no per-collection values on Milvus 2.5.5 and later.
-pub const INDEX_BUILDS_INSTANCE_ONLY: &str = "Milvus 2.5.5 and later count index builds in milvus_datacoord_task_count{task_type=\"JobTypeIndexJob\"}, which has no collection_id; ask for the instance-wide value (no collection)";
-
 /// Default of `signals.demand_drain`: the time within which `search_demand` asks for the capacity
 /// to drain the nq in flight.
 pub const DEFAULT_DEMAND_DRAIN: Duration = Duration::from_secs(120);
@@ -84,6 +82,46 @@ struct TargetHistory {
     demand: DemandHistory,
     /// Query-coordinator (and stopping-balance) tasks moving data, at each round inside the window.
     balance: VecDeque<(SystemTime, f64)>,
+}
+
+impl TargetHistory {
+    /// Drops every point outside the window ending at `at` (see [`trim`]), and the series left
+    /// with none.
+    fn trim(&mut self, at: SystemTime, window: Duration) {
+        for series in self.counters.values_mut() {
+            trim(&mut series.points, at, window, |(t, _)| *t);
+        }
+        self.counters.retain(|_, series| !series.points.is_empty());
+        for points in self.in_flight.values_mut() {
+            trim(points, at, window, |(t, _)| *t);
+        }
+        self.in_flight.retain(|_, points| !points.is_empty());
+        trim(&mut self.answered, at, window, |t| *t);
+        trim(&mut self.balance, at, window, |(t, _)| *t);
+        trim(&mut self.demand.received.points, at, window, |(t, _)| *t);
+        trim(&mut self.demand.executing, at, window, |(t, _)| *t);
+    }
+}
+
+/// Keeps the points of a time-ordered series inside the window ending at `at`: drops from the
+/// back those later than `at` (the wall clock stepped back; they would otherwise count as
+/// "inside" until the clock caught up, and block the trim of the front meanwhile), then from the
+/// front those older than `window`.
+fn trim<P>(
+    points: &mut VecDeque<P>,
+    at: SystemTime,
+    window: Duration,
+    time: impl Fn(&P) -> SystemTime,
+) {
+    while points.back().is_some_and(|p| time(p) > at) {
+        points.pop_back();
+    }
+    while points
+        .front()
+        .is_some_and(|p| at.duration_since(time(p)).is_ok_and(|age| age > window))
+    {
+        points.pop_front();
+    }
 }
 
 /// Keeps what the window needs and derives signal values from it.
@@ -126,8 +164,15 @@ impl SignalEngine {
     }
 
     /// Records a round: the samples of the targets that answered, taken at `at`.
-    /// Points older than the window (relative to this round) are dropped.
+    /// Points older than the window (relative to this round) are dropped, and so are points
+    /// later than `at` (the wall clock stepped back), so every history stays ordered and holds
+    /// at most one point per round of the last window.
     pub fn observe(&mut self, at: SystemTime, targets: BTreeMap<String, TargetSample>) {
+        // Trim before pushing: a point later than `at` sits before the new one, where only a
+        // trim from the back (before the push) reaches it.
+        for history in self.targets.values_mut() {
+            history.trim(at, self.window);
+        }
         let answered: BTreeSet<String> = targets.keys().cloned().collect();
         for (name, sample) in targets {
             let history = self.targets.entry(name).or_default();
@@ -163,43 +208,8 @@ impl SignalEngine {
             history.latest = sample;
             history.answered.push_back(at);
         }
-        let window = self.window;
-        let inside = |t: SystemTime| at.duration_since(t).unwrap_or_default() <= window;
-        for history in self.targets.values_mut() {
-            for series in history.counters.values_mut() {
-                while series.points.front().is_some_and(|(t, _)| !inside(*t)) {
-                    series.points.pop_front();
-                }
-            }
-            history
-                .counters
-                .retain(|_, series| !series.points.is_empty());
-            for points in history.in_flight.values_mut() {
-                while points.front().is_some_and(|(t, _)| !inside(*t)) {
-                    points.pop_front();
-                }
-            }
-            history.in_flight.retain(|_, points| !points.is_empty());
-            while history.answered.front().is_some_and(|t| !inside(*t)) {
-                history.answered.pop_front();
-            }
-            while history.balance.front().is_some_and(|(t, _)| !inside(*t)) {
-                history.balance.pop_front();
-            }
-            let demand = &mut history.demand;
-            while demand
-                .received
-                .points
-                .front()
-                .is_some_and(|(t, _)| !inside(*t))
-            {
-                demand.received.points.pop_front();
-            }
-            while demand.executing.front().is_some_and(|(t, _)| !inside(*t)) {
-                demand.executing.pop_front();
-            }
-        }
-        // A target gone for a whole window (a pod that left DNS) is forgotten.
+        // A target gone for a whole window (a pod that left DNS) is forgotten: all its answers
+        // were trimmed above.
         self.targets
             .retain(|name, history| answered.contains(name) || !history.answered.is_empty());
         self.latest_round = Some((at, answered));
@@ -214,10 +224,7 @@ impl SignalEngine {
         };
         if answered.is_empty() {
             for signal in Signal::ALL {
-                out.insert(
-                    SignalKey::instance(signal),
-                    Err("no target answered this round".into()),
-                );
+                out.insert(SignalKey::instance(signal), Err(Unknown::NoTargetAnswered));
             }
             return out;
         }
@@ -248,11 +255,11 @@ impl SignalEngine {
     /// `milvus_proxy_executing_total_nq` over its rounds inside the window divided by the drain
     /// time. A proxy that left no longer counts; a proxy with a single round inside the window
     /// does not count yet (its rate needs two); with none that has two: unknown (warming up).
-    fn demand_signal(&self, current: &[(&str, &TargetHistory)]) -> Result<f64, String> {
+    fn demand_signal(&self, current: &[(&str, &TargetHistory)]) -> Result<f64, Unknown> {
         let proxies: Vec<&(&str, &TargetHistory)> =
             current.iter().filter(|(_, h)| h.latest.has_proxy).collect();
         if proxies.is_empty() {
-            return Err("no scraped target exports proxy metrics (milvus_proxy_*)".into());
+            return Err(Unknown::ComponentMissing(Component::Proxy));
         }
         for (name, history) in &proxies {
             let received = history.latest.received_search_nq.is_some();
@@ -269,9 +276,11 @@ impl SignalEngine {
                 // Both, or neither (an idle proxy that has served no search or query yet).
                 _ => continue,
             };
-            return Err(format!(
-                "proxy target {name} exports {has} but not {missing}: search_demand needs both"
-            ));
+            return Err(Unknown::DemandHalfExported {
+                target: name.to_string(),
+                has,
+                missing,
+            });
         }
         let drain = self.demand_drain.as_secs_f64();
         let mut demand = 0.0;
@@ -286,7 +295,7 @@ impl SignalEngine {
             proxies_with_rates += 1;
         }
         if proxies_with_rates == 0 {
-            return Err("warming up: a rate needs two scrapes of a proxy inside the window".into());
+            return Err(Unknown::WarmingUp);
         }
         Ok(demand)
     }
@@ -301,10 +310,10 @@ impl SignalEngine {
             for node in history.latest.read_tasks_in_flight.keys() {
                 let points = history.in_flight.get(node).filter(|p| !p.is_empty());
                 let Some(points) = points else {
-                    let reason = format!(
-                        "warming up: query node {node:?} has no sample inside the last {:?}",
-                        self.window
-                    );
+                    let reason = Unknown::NodeWarmingUp {
+                        node: node.clone(),
+                        window: self.window,
+                    };
                     for signal in [Signal::SearchInflight, Signal::SearchInflightNodeMax] {
                         out.insert(SignalKey::instance(signal), Err(reason.clone()));
                     }
@@ -316,12 +325,12 @@ impl SignalEngine {
         }
         if averages.is_empty() {
             let reason = if current.iter().any(|h| h.latest.has_querynode) {
-                "no scraped query node exports milvus_querynode_read_task_ready_len, _unsolved_len or _concurrency"
+                Unknown::InFlightGaugesMissing
             } else {
-                "no scraped target exports query-node metrics (milvus_querynode_*)"
+                Unknown::ComponentMissing(Component::QueryNode)
             };
             for signal in [Signal::SearchInflight, Signal::SearchInflightNodeMax] {
-                out.insert(SignalKey::instance(signal), Err(reason.to_string()));
+                out.insert(SignalKey::instance(signal), Err(reason.clone()));
             }
             return;
         }
@@ -334,7 +343,7 @@ impl SignalEngine {
     fn gauge_signals(&self, targets: &[&TargetSample], out: &mut SignalValues) {
         let querynode = targets.iter().any(|t| t.has_querynode);
         let datacoord = targets.iter().any(|t| t.has_datacoord);
-        let no_querynode = "no scraped target exports query-node metrics (milvus_querynode_*)";
+        let no_querynode = Component::QueryNode;
         let specs = [
             (
                 Signal::SearchQueueDepth,
@@ -358,12 +367,15 @@ impl SignalEngine {
                 Signal::IndexPendingBuilds,
                 Gauge::IndexPending,
                 datacoord,
-                "no scraped target exports data-coordinator metrics (milvus_datacoord_*)",
+                Component::DataCoord,
             ),
         ];
         for (signal, gauge, component_present, missing) in specs {
             if !component_present {
-                out.insert(SignalKey::instance(signal), Err(missing.to_string()));
+                out.insert(
+                    SignalKey::instance(signal),
+                    Err(Unknown::ComponentMissing(missing)),
+                );
                 continue;
             }
             if signal == Signal::SearchQueueDepth
@@ -371,10 +383,7 @@ impl SignalEngine {
                     .iter()
                     .any(|t| t.has_querynode && !t.has_queue_gauge)
             {
-                out.insert(
-                    SignalKey::instance(signal),
-                    Err("a query node exports neither milvus_querynode_read_task_ready_len nor _unsolved_len".into()),
-                );
+                out.insert(SignalKey::instance(signal), Err(Unknown::QueueGaugeMissing));
                 continue;
             }
             // Milvus creates these gauge series lazily: a component that is up but exports no
@@ -395,7 +404,7 @@ impl SignalEngine {
         if datacoord && targets.iter().any(|t| t.index_builds_instance_only) {
             out.insert(
                 SignalKey::no_collection_values(Signal::IndexPendingBuilds),
-                Err(INDEX_BUILDS_INSTANCE_ONLY.into()),
+                Err(Unknown::IndexBuildsInstanceOnly),
             );
         }
     }
@@ -412,16 +421,13 @@ impl SignalEngine {
             Signal::SearchLatencyP90Seconds,
             Signal::SearchLatencyP99Seconds,
         ];
-        let fail_all = |out: &mut SignalValues, reason: &str| {
+        let fail_all = |out: &mut SignalValues, reason: Unknown| {
             for signal in windowed {
-                out.insert(SignalKey::instance(signal), Err(reason.to_string()));
+                out.insert(SignalKey::instance(signal), Err(reason.clone()));
             }
         };
         if !targets.iter().any(|t| t.has_proxy) {
-            fail_all(
-                out,
-                "no scraped target exports proxy metrics (milvus_proxy_*)",
-            );
+            fail_all(out, Unknown::ComponentMissing(Component::Proxy));
             return;
         }
         // Per-second rate of every counter series, summed over targets. Each target's increase is
@@ -446,10 +452,7 @@ impl SignalEngine {
             }
         }
         if targets_with_rates == 0 {
-            fail_all(
-                out,
-                "warming up: a rate needs two scrapes of a proxy inside the window",
-            );
+            fail_all(out, Unknown::WarmingUp);
             return;
         }
         let in_flight: f64 = targets
@@ -491,12 +494,10 @@ impl SignalEngine {
                 let value = match histogram_quantile(q, &buckets) {
                     // Milvus's search latency histograms are in milliseconds.
                     Some(ms) => Ok(ms / 1000.0),
-                    // No search finished in the window. With nothing waiting that is a true
-                    // "no latency"; with work queued it means searches are stuck, which is unknown.
-                    None if collection.is_none() && in_flight > 0.0 => Err(format!(
-                        "no search completed in the last {:?} while {in_flight} are queued or executing",
-                        self.window
-                    )),
+                    None if collection.is_none() => {
+                        latency_without_completions(in_flight, self.window)
+                    }
+                    // Per collection there is no in-flight count to tell stuck from idle.
                     None => Ok(0.0),
                 };
                 out.insert(
@@ -511,14 +512,24 @@ impl SignalEngine {
     }
 }
 
+/// A latency quantile when no search completed inside the window, for both sources (the scrape
+/// engine and PromQL, whose `histogram_quantile` is NaN then): with `in_flight` searches queued
+/// or executing they are stuck, which is unknown (a hold, never a reassuring 0); with none
+/// there is nothing to be slow, a true 0.
+pub fn latency_without_completions(in_flight: f64, window: Duration) -> Result<f64, Unknown> {
+    if in_flight > 0.0 {
+        Err(Unknown::Stuck { in_flight, window })
+    } else {
+        Ok(0.0)
+    }
+}
+
 /// `query_balancing`: 1 when any target of the newest round saw data moving between query nodes
 /// in any of its rounds inside the window, else 0; unknown without a query coordinator in the
 /// newest round (a hold that cannot see Milvus must not say "settled").
-fn balancing_signal(current: &[&TargetHistory]) -> Result<f64, String> {
+fn balancing_signal(current: &[&TargetHistory]) -> Result<f64, Unknown> {
     if !current.iter().any(|h| h.latest.has_querycoord) {
-        return Err(
-            "no scraped target exports query-coordinator metrics (milvus_querycoord_*)".into(),
-        );
+        return Err(Unknown::ComponentMissing(Component::QueryCoord));
     }
     let moving = current
         .iter()
@@ -572,7 +583,7 @@ mod tests {
         BTreeMap::from([(name.to_string(), s)])
     }
 
-    fn value(values: &SignalValues, signal: Signal) -> Result<f64, String> {
+    fn value(values: &SignalValues, signal: Signal) -> Result<f64, Unknown> {
         values[&SignalKey::instance(signal)].clone()
     }
 
@@ -598,14 +609,14 @@ mod tests {
         parse_target(&body, &Limits::default()).unwrap()
     }
 
-    fn in_flight(v: &SignalValues) -> (Result<f64, String>, Result<f64, String>) {
+    fn in_flight(v: &SignalValues) -> (Result<f64, Unknown>, Result<f64, Unknown>) {
         (
             value(v, Signal::SearchInflight),
             value(v, Signal::SearchInflightNodeMax),
         )
     }
 
-    fn close(actual: Result<f64, String>, expected: f64) {
+    fn close(actual: Result<f64, Unknown>, expected: f64) {
         let actual = actual.unwrap();
         assert!((actual - expected).abs() < 1e-9, "{actual} != {expected}");
     }
@@ -693,8 +704,8 @@ mod tests {
         .unwrap();
         e.observe(t(0), one("proxy", proxy.clone()));
         let (sum, max) = in_flight(&e.compute());
-        assert!(sum.unwrap_err().contains("query-node metrics"));
-        assert!(max.unwrap_err().contains("query-node metrics"));
+        let no_querynode = Unknown::ComponentMissing(Component::QueryNode);
+        assert_eq!((sum, max), (Err(no_querynode.clone()), Err(no_querynode)));
         // A query node that exports none of the read-task gauges does not count as one.
         let bare = parse_target(
             "milvus_querynode_entity_num{collection_id=\"1\",node_id=\"4\"} 10\n",
@@ -704,8 +715,10 @@ mod tests {
         let mut round = one("proxy", proxy);
         round.insert("qn".into(), bare);
         e.observe(t(1), round);
-        let err = value(&e.compute(), Signal::SearchInflight).unwrap_err();
-        assert!(err.contains("read_task"), "{err}");
+        assert_eq!(
+            value(&e.compute(), Signal::SearchInflight),
+            Err(Unknown::InFlightGaugesMissing)
+        );
         // Nobody answered: unknown.
         e.observe(t(2), BTreeMap::new());
         let (sum, max) = in_flight(&e.compute());
@@ -725,8 +738,13 @@ mod tests {
         let mut e = SignalEngine::new(Duration::from_secs(30));
         e.observe(t(0), one("qn", qn_2_5("1", 0.0, 1.0)));
         e.targets.get_mut("qn").unwrap().in_flight.clear();
-        let err = value(&e.compute(), Signal::SearchInflight).unwrap_err();
-        assert!(err.contains("warming up"), "{err}");
+        assert_eq!(
+            value(&e.compute(), Signal::SearchInflight),
+            Err(Unknown::NodeWarmingUp {
+                node: "1".into(),
+                window: Duration::from_secs(30)
+            })
+        );
     }
 
     /// A proxy body: `milvus_proxy_received_nq` per (collection, query type), with `node`, and
@@ -892,24 +910,25 @@ mod tests {
             round.insert("odd".into(), proxy("2", &[("docs", "search", 5.0)], None));
             e.observe(t(i), round);
         }
-        let err = value(&e.compute(), Signal::SearchDemand).unwrap_err();
-        assert!(
-            err.contains("odd")
-                && err.contains(
-                    "exports milvus_proxy_received_nq but not milvus_proxy_executing_total_nq"
-                ),
-            "{err}"
+        assert_eq!(
+            value(&e.compute(), Signal::SearchDemand),
+            Err(Unknown::DemandHalfExported {
+                target: "odd".into(),
+                has: "milvus_proxy_received_nq",
+                missing: "milvus_proxy_executing_total_nq"
+            })
         );
         let mut e = SignalEngine::new(Duration::from_secs(30));
         for i in 0..3 {
             e.observe(t(i), one("odd", proxy("2", &[], Some(3.0))));
         }
-        let err = value(&e.compute(), Signal::SearchDemand).unwrap_err();
-        assert!(
-            err.contains(
-                "exports milvus_proxy_executing_total_nq but not milvus_proxy_received_nq"
-            ),
-            "{err}"
+        assert_eq!(
+            value(&e.compute(), Signal::SearchDemand),
+            Err(Unknown::DemandHalfExported {
+                target: "odd".into(),
+                has: "milvus_proxy_executing_total_nq",
+                missing: "milvus_proxy_received_nq"
+            })
         );
     }
 
@@ -918,19 +937,26 @@ mod tests {
         let mut e = SignalEngine::new(Duration::from_secs(30));
         // Only a query node: no proxy scraped.
         e.observe(t(0), one("qn", qn_2_5("1", 3.0, 1.0)));
-        let err = value(&e.compute(), Signal::SearchDemand).unwrap_err();
-        assert!(err.contains("proxy metrics"), "{err}");
+        assert_eq!(
+            value(&e.compute(), Signal::SearchDemand),
+            Err(Unknown::ComponentMissing(Component::Proxy))
+        );
         // A proxy's first round: a rate needs two.
         let mut e = SignalEngine::new(Duration::from_secs(30));
         e.observe(
             t(0),
             one("p", proxy("1", &[("docs", "search", 10.0)], Some(2.0))),
         );
-        let err = value(&e.compute(), Signal::SearchDemand).unwrap_err();
-        assert!(err.contains("warming up"), "{err}");
+        assert_eq!(
+            value(&e.compute(), Signal::SearchDemand),
+            Err(Unknown::WarmingUp)
+        );
         // Nobody answered this round.
         e.observe(t(1), BTreeMap::new());
-        assert!(value(&e.compute(), Signal::SearchDemand).is_err());
+        assert_eq!(
+            value(&e.compute(), Signal::SearchDemand),
+            Err(Unknown::NoTargetAnswered)
+        );
     }
 
     #[test]
@@ -979,11 +1005,7 @@ mod tests {
         let mut e = SignalEngine::new(Duration::from_secs(30));
         e.observe(t(0), one("a", target(100.0, 100.0, 0.0)));
         let v = e.compute();
-        assert!(
-            value(&v, Signal::SearchRate)
-                .unwrap_err()
-                .contains("warming up")
-        );
+        assert_eq!(value(&v, Signal::SearchRate), Err(Unknown::WarmingUp));
         assert_eq!(value(&v, Signal::SearchQueueDepth), Ok(0.0));
     }
 
@@ -1042,8 +1064,13 @@ mod tests {
         e.observe(t(0), one("a", target(10.0, 100.0, 8.0)));
         e.observe(t(5), one("a", target(10.0, 100.0, 8.0)));
         let v = e.compute();
-        let err = value(&v, Signal::SearchLatencyP99Seconds).unwrap_err();
-        assert!(err.contains("no search completed"), "{err}");
+        assert_eq!(
+            value(&v, Signal::SearchLatencyP99Seconds),
+            Err(Unknown::Stuck {
+                in_flight: 8.0,
+                window: Duration::from_secs(30)
+            })
+        );
     }
 
     #[test]
@@ -1066,15 +1093,13 @@ mod tests {
         };
         e.observe(t(0), one("p", only_proxy));
         let v = e.compute();
-        assert!(
-            value(&v, Signal::SearchQueueDepth)
-                .unwrap_err()
-                .contains("query-node")
+        assert_eq!(
+            value(&v, Signal::SearchQueueDepth),
+            Err(Unknown::ComponentMissing(Component::QueryNode))
         );
-        assert!(
-            value(&v, Signal::IndexPendingBuilds)
-                .unwrap_err()
-                .contains("data-coordinator")
+        assert_eq!(
+            value(&v, Signal::IndexPendingBuilds),
+            Err(Unknown::ComponentMissing(Component::DataCoord))
         );
     }
 
@@ -1133,10 +1158,9 @@ mod tests {
         let mut e = SignalEngine::new(Duration::from_secs(30));
         // No query coordinator scraped: unknown, never "settled".
         e.observe(t(0), one("qn", qn_2_5("1", 0.0, 0.0)));
-        assert!(
-            value(&e.compute(), Signal::QueryBalancing)
-                .unwrap_err()
-                .contains("query-coordinator")
+        assert_eq!(
+            value(&e.compute(), Signal::QueryBalancing),
+            Err(Unknown::ComponentMissing(Component::QueryCoord))
         );
         // Idle 2.3.5 querycoord exports no task gauge yet: settled; grows and leader updates
         // move nothing between nodes.
@@ -1173,5 +1197,82 @@ mod tests {
         // but the node is gone from the newest round, so it no longer counts.
         e.observe(t(5), one("qc", querycoord(0.0)));
         assert_eq!(value(&e.compute(), Signal::QueryBalancing), Ok(0.0));
+    }
+
+    /// The most points any history of `e` holds for one series.
+    fn longest_history(e: &SignalEngine) -> usize {
+        e.targets
+            .values()
+            .flat_map(|h| {
+                h.counters
+                    .values()
+                    .map(|c| c.points.len())
+                    .chain(h.in_flight.values().map(VecDeque::len))
+                    .chain([
+                        h.answered.len(),
+                        h.balance.len(),
+                        h.demand.received.points.len(),
+                        h.demand.executing.len(),
+                    ])
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// A target of every role at once, so every history of the engine gets a point each round.
+    fn every_role(searches: f64) -> TargetSample {
+        let mut s = target(searches, 100.0, 1.0);
+        s.has_querycoord = true;
+        s.has_proxy = true;
+        s.received_search_nq = Some(searches);
+        s.read_tasks_in_flight.insert("1".into(), 1.0);
+        s
+    }
+
+    #[test]
+    fn history_is_bounded_by_the_window_and_an_absent_target_is_forgotten() {
+        // 1 s rounds, 30 s window: at most 31 points (t-30 ..= t) per series.
+        let window = Duration::from_secs(30);
+        let bound = 31;
+        let mut e = SignalEngine::new(window);
+        for i in 0..200u64 {
+            let mut round = one("stays", every_role(i as f64));
+            if i < 100 {
+                round.insert("leaves".into(), every_role(i as f64));
+            }
+            e.observe(t(i), round);
+            assert!(
+                longest_history(&e) <= bound,
+                "round {i}: {}",
+                longest_history(&e)
+            );
+        }
+        assert_eq!(longest_history(&e), bound);
+        // "leaves" answered last at t=99, more than a window ago: forgotten.
+        assert_eq!(e.targets.keys().collect::<Vec<_>>(), vec!["stays"]);
+        assert_eq!(value(&e.compute(), Signal::SearchRate), Ok(1.0));
+    }
+
+    #[test]
+    fn a_clock_stepping_back_keeps_the_history_bounded_and_still_forgets() {
+        let window = Duration::from_secs(30);
+        let mut e = SignalEngine::new(window);
+        for i in 1000..1040u64 {
+            let mut round = one("stays", every_role(i as f64));
+            round.insert("leaves".into(), every_role(i as f64));
+            e.observe(t(i), round);
+        }
+        // The wall clock steps back by an hour and goes on from there; "leaves" is gone.
+        for (n, i) in (0..200u64).enumerate() {
+            e.observe(t(i), one("stays", every_role(2000.0 + i as f64)));
+            assert!(
+                longest_history(&e) <= 31,
+                "{n} rounds after the step: {}",
+                longest_history(&e)
+            );
+        }
+        assert_eq!(e.targets.keys().collect::<Vec<_>>(), vec!["stays"]);
+        // Rates come from the rounds after the step only.
+        assert_eq!(value(&e.compute(), Signal::SearchRate), Ok(1.0));
     }
 }

@@ -1,8 +1,6 @@
 //! Milvus scaling signals: parse Milvus's Prometheus metrics, derive the signal catalogue
 //! (queue depth, latency quantiles, search rate, pending index builds, loaded data) over a sliding
 //! window, and publish them in a lock-free snapshot that the serving APIs read.
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod catalogue;
 pub mod engine;
@@ -11,13 +9,15 @@ pub mod milvus;
 pub mod quantile;
 pub mod snapshot;
 pub mod source;
+pub mod unknown;
 
 pub use catalogue::{Signal, SignalKey};
 pub use snapshot::{InstanceSnapshot, Reading, SignalError, Snapshot, SnapshotStore};
+pub use unknown::Unknown;
 
 #[cfg(test)]
 pub(crate) mod test_fixtures {
-    /// Reads a real capture (copied from `shared/fixtures`) in `tests/fixtures`, or from
+    /// Reads a real Milvus 2.3.5 capture from the repository's `tests/fixtures`, or from
     /// `MILVUS_FIXTURES_DIR` when set.
     pub fn fixture(name: &str) -> String {
         let dir = std::env::var("MILVUS_FIXTURES_DIR")

@@ -10,6 +10,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use crate::catalogue::{NotPerCollection, Signal, SignalKey};
+use crate::unknown::Unknown;
 
 /// A known value: what it was, when it was sampled, and the window it was computed over.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,7 +55,7 @@ pub struct InstanceSnapshot {
     /// When the latest round ran; `None` before the first.
     pub round_at: Option<SystemTime>,
     /// Per signal key: the reading, or why there is none.
-    pub values: BTreeMap<SignalKey, Result<Reading, String>>,
+    pub values: BTreeMap<SignalKey, Result<Reading, Unknown>>,
     /// Per target: did it answer.
     pub targets: Vec<TargetHealth>,
 }
@@ -79,13 +80,13 @@ impl InstanceSnapshot {
         if key.collection.is_some() && !key.signal.is_per_collection() {
             return Err(NotPerCollection { signal: key.signal }.into());
         }
-        let unavailable = |reason: String| SignalError::Unavailable {
+        let unavailable = |reason: Unknown| SignalError::Unavailable {
             instance: self.name.clone(),
             key: describe_key(key),
             reason,
         };
         if self.round_at.is_none() {
-            return Err(unavailable("no scrape round has completed yet".into()));
+            return Err(unavailable(Unknown::NoRound));
         }
         match self.values.get(key) {
             None if key.collection.is_some() => {
@@ -104,7 +105,7 @@ impl InstanceSnapshot {
                     }),
                 }
             }
-            None => Err(unavailable("the source reported nothing for it".into())),
+            None => Err(unavailable(Unknown::NotReported)),
             Some(Err(reason)) => Err(unavailable(reason.clone())),
             Some(Ok(reading)) => {
                 let age = reading.age(now);
@@ -166,7 +167,7 @@ pub enum SignalError {
         /// The signal and collection asked for.
         key: String,
         /// Which Milvus metric lacks the collection label, and since which version.
-        reason: String,
+        reason: Unknown,
     },
     /// A collection was asked for, but the signal exists for the whole instance only.
     #[error(transparent)]
@@ -178,8 +179,9 @@ pub enum SignalError {
         instance: String,
         /// The signal (and collection) asked for.
         key: String,
-        /// Why.
-        reason: String,
+        /// Why. Part of the message (the APIs serve `to_string()`), so not also a `#[source]`,
+        /// which would print it twice in an error chain.
+        reason: Unknown,
     },
     /// The newest value is older than the staleness bound.
     #[error(
@@ -285,7 +287,7 @@ impl SnapshotStore {
 mod tests {
     use super::*;
 
-    fn instance(at: SystemTime, value: Result<f64, String>) -> InstanceSnapshot {
+    fn instance(at: SystemTime, value: Result<f64, Unknown>) -> InstanceSnapshot {
         let mut i =
             InstanceSnapshot::pending("demo", "default", "test".into(), Duration::from_secs(10));
         i.round_at = Some(at);
@@ -350,9 +352,24 @@ mod tests {
             );
         }
 
-        store.publish(instance(t0, Err("connection refused".into())));
+        let down = Unknown::SourceUnreachable(vec![crate::unknown::TargetFailure {
+            target: "http://qn:9091/metrics".into(),
+            error: "connection refused".into(),
+        }]);
+        store.publish(instance(t0, Err(down.clone())));
         let err = store.load().reading("demo", &key, t0).unwrap_err();
-        assert!(err.to_string().contains("connection refused"), "{err}");
+        assert_eq!(
+            err,
+            SignalError::Unavailable {
+                instance: "demo".into(),
+                key: "search_queue_depth".into(),
+                reason: down
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "search_queue_depth of Milvus instance \"demo\" is unknown: source unreachable: http://qn:9091/metrics: connection refused"
+        );
     }
 
     #[test]
@@ -372,7 +389,16 @@ mod tests {
                 SystemTime::now(),
             )
             .unwrap_err();
-        assert!(err.to_string().contains("no scrape round"), "{err}");
+        assert!(
+            matches!(
+                &err,
+                SignalError::Unavailable {
+                    reason: Unknown::NoRound,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert!(!store.all_polled());
     }
 }

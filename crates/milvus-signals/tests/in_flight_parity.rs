@@ -16,7 +16,8 @@ use milvus_signals::engine::{DEFAULT_DEMAND_DRAIN, SignalEngine};
 use milvus_signals::exposition::Limits;
 use milvus_signals::milvus::parse_target;
 use milvus_signals::source::prometheus::queries;
-use milvus_signals::{Signal, SignalKey};
+use milvus_signals::unknown::Component;
+use milvus_signals::{Signal, SignalKey, Unknown};
 
 const WINDOW: Duration = Duration::from_secs(30);
 const SELECTOR: &str = "namespace=\"milvus\"";
@@ -40,7 +41,7 @@ fn engine_values(
     check_at: &[u64],
     signals: &[Signal],
     engine: SignalEngine,
-) -> BTreeMap<u64, Vec<Result<f64, String>>> {
+) -> BTreeMap<u64, Vec<Result<f64, Unknown>>> {
     let mut engine = engine;
     let mut out = BTreeMap::new();
     for t in 0..=seconds {
@@ -120,7 +121,7 @@ fn input_series(series: &[Series], seconds: u64) -> String {
 
 /// promtool expression tests: at each time, each expression gives the engine's value (rounded
 /// to 1e-6 on both sides) or, where the engine has none, no sample.
-fn expr_tests(exprs: &[String], expected: &BTreeMap<u64, Vec<Result<f64, String>>>) -> String {
+fn expr_tests(exprs: &[String], expected: &BTreeMap<u64, Vec<Result<f64, Unknown>>>) -> String {
     let mut yaml = String::new();
     for (t, values) in expected {
         for (expr, value) in exprs.iter().zip(values) {
@@ -168,9 +169,8 @@ fn promtool_agrees(name: &str, groups: &[String]) {
         "rule_files: []\nevaluation_interval: 1s\ntests:\n{}",
         groups.concat()
     );
-    let dir = std::env::temp_dir().join(format!("{name}-parity-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{name}.test.yaml"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{name}.test.yaml"));
     std::fs::write(&path, &test_file).unwrap();
     let out = Command::new(&promtool)
         .args(["test", "rules"])
@@ -182,7 +182,6 @@ fn promtool_agrees(name: &str, groups: &[String]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         out.status.success(),
         "PromQL disagrees with the scrape engine:\n{report}\n--- test file ---\n{test_file}"
@@ -458,7 +457,7 @@ fn scrape_engine_and_promql_agree_on_search_demand() {
         assert!((got - want).abs() < 1e-9, "at {t} s: {got} != {want}");
     };
     let mean_a = |t: u64| (t - 30..=t).map(backlog_a).sum::<f64>() / 31.0;
-    assert!(at(0).unwrap_err().contains("warming up"));
+    assert_eq!(at(0), Err(Unknown::WarmingUp));
     // Steady: 40 + 10 + 5 nq/s received, plus (1 + 2 + 1.5) nq in flight / 10 s.
     close(30, 55.0 + 4.5 / 10.0);
     // The backlog built up and drained: its window average over the drain time on top.
@@ -483,17 +482,23 @@ fn scrape_engine_and_promql_agree_on_search_demand() {
         at: |_| Some(3.0),
     }];
     let none = engine_values(&no_proxy, 30, &[30], &signals, engine());
-    assert!(none[&30][0].as_ref().unwrap_err().contains("proxy metrics"));
+    assert_eq!(
+        none[&30][0],
+        Err(Unknown::ComponentMissing(Component::Proxy))
+    );
     // A proxy that exports received_nq but not executing_total_nq: unknown, not a rate alone.
     let half = vec![
         proxy_series("proxy", "1", |_| Some(5.0)),
         received("proxy", "1", "docs", "search", |t| Some(7.0 * t as f64)),
     ];
     let unknown = engine_values(&half, 30, &[30], &signals, engine());
-    let reason = unknown[&30][0].as_ref().unwrap_err();
-    assert!(
-        reason.contains("but not milvus_proxy_executing_total_nq"),
-        "{reason}"
+    assert_eq!(
+        unknown[&30][0],
+        Err(Unknown::DemandHalfExported {
+            target: "proxy".into(),
+            has: "milvus_proxy_received_nq",
+            missing: "milvus_proxy_executing_total_nq"
+        })
     );
     // An idle proxy that has served nothing yet (Milvus creates both metrics on the first
     // search): a true 0 on both sides.
@@ -613,11 +618,9 @@ fn scrape_engine_and_promql_agree_on_query_balancing() {
         at: |_| Some(3.0),
     }];
     let none = engine_values(&no_coord, 30, &[30], &signals, SignalEngine::new(WINDOW));
-    assert!(
-        none[&30][0]
-            .as_ref()
-            .unwrap_err()
-            .contains("query-coordinator")
+    assert_eq!(
+        none[&30][0],
+        Err(Unknown::ComponentMissing(Component::QueryCoord))
     );
 
     let exprs = exprs(&signals, DEFAULT_DEMAND_DRAIN);

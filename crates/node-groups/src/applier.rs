@@ -6,15 +6,18 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_autoscaling::config::http::HttpResponse;
 use aws_sdk_autoscaling::error::{ProvideErrorMetadata, SdkError};
-use milvus_signals::{SignalKey, Snapshot, SnapshotStore};
+use milvus_signals::{Signal, SignalKey, Snapshot, SnapshotStore};
 use thiserror::Error;
 use tokio::sync::watch;
+// tokio's clock, not std's: a test pauses and advances it to cross `min_change_interval`.
+use tokio::time::Instant;
 
-use crate::config::{Mode, NodeGroupsConfig, ResolvedGroup, RetryConfig, WarmPoolConfig};
+use crate::config::{Mode, NodeGroupsConfig, PoolState, RetryConfig, WarmPoolConfig};
+use crate::group::{NodeGroups, ResolvedGroup};
 use crate::planner::{AsgState, GroupPlan, Stabilizer, WarmPoolState, plan_group};
 
 /// A failed Auto Scaling API call.
@@ -221,10 +224,10 @@ impl AutoScaling for SdkAutoScaling {
             .map_err(|e| api_error("DescribeWarmPool", e))?;
         Ok(resp.warm_pool_configuration().map(|w| WarmPoolState {
             min_size: to_u32(w.min_size()),
-            pool_state: w
-                .pool_state()
-                .map(|s| s.as_str().to_string())
-                .unwrap_or_else(|| "Stopped".into()),
+            // No state in the answer is the API's default, Stopped.
+            pool_state: w.pool_state().map_or(Some(PoolState::Stopped), |s| {
+                PoolState::from_api(s.as_str())
+            }),
         }))
     }
 
@@ -333,7 +336,7 @@ pub struct GroupOutcome {
     /// Auto Scaling group name.
     pub asg: String,
     /// The signal planned from.
-    pub signal: String,
+    pub signal: Signal,
     /// The plan; `None` when the group's state could not be read.
     pub plan: Option<GroupPlan>,
     /// What happened to the desired capacity.
@@ -355,10 +358,11 @@ pub struct Runner<C> {
 }
 
 impl<C: AutoScaling> Runner<C> {
-    /// A runner for validated `groups` of `cfg`, calling `client`.
-    pub fn new(cfg: &NodeGroupsConfig, groups: Vec<ResolvedGroup>, client: C) -> Self {
+    /// A runner for the validated node groups `ng`, calling `client`.
+    pub fn new(ng: &NodeGroups, client: C) -> Self {
+        let cfg = ng.config();
         Self {
-            groups,
+            groups: ng.groups().to_vec(),
             mode: cfg.mode,
             min_change_interval: cfg.min_change_interval,
             retry: cfg.retry.clone(),
@@ -397,7 +401,7 @@ impl<C: AutoScaling> Runner<C> {
                 GroupOutcome {
                     group: c.name.clone(),
                     asg: c.asg.clone(),
-                    signal: c.replicas.signal.clone(),
+                    signal: c.replicas.signal,
                     plan: None,
                     action: Action::Failed(why),
                     warm_pool_action: Action::Unchanged,
@@ -431,16 +435,10 @@ impl<C: AutoScaling> Runner<C> {
                     }
                 }
             }
-            let reading = match group.signal {
-                Some(s) => snapshot
-                    .reading(&c.milvus, &SignalKey::instance(s), now)
-                    .map(|r| r.value)
-                    .map_err(|e| e.to_string()),
-                None => Err(format!(
-                    "signal {:?} is not in the catalogue",
-                    c.replicas.signal
-                )),
-            };
+            let reading = snapshot
+                .reading(&c.milvus, &SignalKey::instance(c.replicas.signal), now)
+                .map(|r| r.value)
+                .map_err(|e| e.to_string());
             let stabilizer = self.stabilizers.entry(c.name.clone()).or_default();
             let plan = plan_group(&group, reading, &state, stabilizer, now);
             export_plan(&plan);
@@ -455,7 +453,7 @@ impl<C: AutoScaling> Runner<C> {
             out.push(GroupOutcome {
                 group: c.name.clone(),
                 asg: c.asg.clone(),
-                signal: c.replicas.signal.clone(),
+                signal: c.replicas.signal,
                 plan: Some(plan),
                 action,
                 warm_pool_action,
@@ -519,7 +517,9 @@ impl<C: AutoScaling> Runner<C> {
         apply: bool,
     ) -> Action {
         let from = have.map(|w| w.min_size).unwrap_or(0);
-        if have.is_some_and(|w| w.min_size == want.min_size && w.pool_state == want.pool_state) {
+        if have
+            .is_some_and(|w| w.min_size == want.min_size && w.pool_state == Some(want.pool_state))
+        {
             return Action::Unchanged;
         }
         if !apply {
@@ -620,7 +620,7 @@ pub fn render(outcomes: &[GroupOutcome]) -> String {
         rows.push(vec![
             o.group.clone(),
             o.asg.clone(),
-            o.signal.clone(),
+            o.signal.to_string(),
             p.and_then(|p| p.signal_value)
                 .map(|v| format!("{v}"))
                 .unwrap_or_else(|| "unknown".into()),
@@ -730,7 +730,7 @@ mod tests {
             self.take_failure("PutWarmPool")?;
             self.groups.lock().unwrap().get_mut(asg).unwrap().warm_pool = Some(WarmPoolState {
                 min_size: pool.min_size,
-                pool_state: pool.pool_state.clone(),
+                pool_state: Some(pool.pool_state),
             });
             Ok(())
         }
@@ -752,8 +752,8 @@ groups:
 "#;
 
     fn setup(desired: u32, max: u32) -> (Runner<Arc<Scripted>>, Arc<Scripted>) {
-        let cfg: NodeGroupsConfig = serde_yaml::from_str(CFG).unwrap();
-        let groups = cfg.validate(&["prod"]).unwrap();
+        let cfg: NodeGroupsConfig = yaml_config::parse(CFG, "ng.yaml").unwrap();
+        let ng = NodeGroups::resolve(cfg, &["prod"]).unwrap();
         let api = Arc::new(Scripted::default());
         api.groups.lock().unwrap().insert(
             "asg-q".into(),
@@ -765,7 +765,7 @@ groups:
                 warm_pool: None,
             },
         );
-        (Runner::new(&cfg, groups, api.clone()), api)
+        (Runner::new(&ng, api.clone()), api)
     }
 
     fn snapshot(value: f64, at: SystemTime) -> Snapshot {
@@ -814,6 +814,30 @@ groups:
         );
         assert_eq!(api.desired("asg-q"), 3);
         assert_eq!(out[0].warm_pool_action, Action::Unchanged);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_is_held_for_min_change_interval_then_allowed() {
+        let (mut r, api) = setup(1, 10);
+        let now = SystemTime::now();
+        let out = r.round(&snapshot(72.0, now), now, true).await;
+        assert_eq!(out[0].action, Action::Changed { from: 1, to: 3 });
+        // More demand (160 / 8 = 20 pods -> 7 nodes) one second before the hour is up: held.
+        tokio::time::advance(Duration::from_secs(3600 - 1)).await;
+        let out = r.round(&snapshot(160.0, now), now, true).await;
+        match &out[0].action {
+            Action::Deferred(why) => assert!(why.contains("min_change_interval is 3600s"), "{why}"),
+            a => panic!("expected deferred, got {a:?}"),
+        }
+        assert_eq!(api.desired("asg-q"), 3);
+        // Once the hour is up: allowed, and the hold starts again from this change.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let out = r.round(&snapshot(160.0, now), now, true).await;
+        assert_eq!(out[0].action, Action::Changed { from: 3, to: 7 }, "{out:?}");
+        assert_eq!(api.desired("asg-q"), 7);
+        assert_eq!(api.count("SetDesiredCapacity"), 2);
+        let out = r.round(&snapshot(400.0, now), now, true).await;
+        assert!(matches!(out[0].action, Action::Deferred(_)), "{out:?}");
     }
 
     #[tokio::test]

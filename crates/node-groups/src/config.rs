@@ -1,12 +1,13 @@
-//! The `node_groups:` section of the milvus-scaler configuration file.
+//! The `node_groups:` section of the milvus-scaler configuration file, as written: the types serde
+//! reads it into. Checks that span keys, and what the section resolves to, are in [`crate::group`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
 use milvus_signals::Signal;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
-use crate::instances::{self, InstanceCapacity};
 use crate::quantity::{Cpu, Memory};
 
 /// Node-group sizing settings: where the Auto Scaling API is and which groups to size.
@@ -139,8 +140,10 @@ pub struct GroupConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicasConfig {
-    /// Signal name from the catalogue (e.g. `search_queue_depth`), with or without `milvus_`.
-    pub signal: String,
+    /// Signal from the catalogue, written by name (e.g. `search_queue_depth`), with or without
+    /// `milvus_`; an unknown name is an error at load, naming the key and the known names.
+    #[serde(deserialize_with = "signal_by_name")]
+    pub signal: Signal,
     /// The HPA's `AverageValue` target: signal units per pod.
     pub target_per_pod: f64,
     /// The workload's minimum replicas.
@@ -156,13 +159,56 @@ pub struct ReplicasConfig {
 pub struct WarmPoolConfig {
     /// Instances kept pre-initialised in the warm pool.
     pub min_size: u32,
-    /// `Stopped` (default), `Running` or `Hibernated`.
-    #[serde(default = "default_pool_state")]
-    pub pool_state: String,
+    /// The state of the pool's instances.
+    #[serde(default)]
+    pub pool_state: PoolState,
 }
 
-fn default_pool_state() -> String {
-    "Stopped".to_string()
+/// The state warm-pool instances wait in, spelt as the Auto Scaling API spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum PoolState {
+    /// Stopped instances (the API's default): EBS only, no compute charge.
+    #[default]
+    Stopped,
+    /// Running instances: ready soonest, charged as running.
+    Running,
+    /// Hibernated instances: memory kept on EBS.
+    Hibernated,
+}
+
+impl PoolState {
+    /// Every state, in the order the API documents them.
+    pub const ALL: [PoolState; 3] = [
+        PoolState::Stopped,
+        PoolState::Running,
+        PoolState::Hibernated,
+    ];
+
+    /// The API's name of the state (`Stopped`, `Running`, `Hibernated`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolState::Stopped => "Stopped",
+            PoolState::Running => "Running",
+            PoolState::Hibernated => "Hibernated",
+        }
+    }
+
+    /// The state the API names `name`, or `None` for one this code does not know.
+    pub fn from_api(name: &str) -> Option<PoolState> {
+        PoolState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl fmt::Display for PoolState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Reads a signal name (`search_queue_depth` or `milvus_search_queue_depth`) into a [`Signal`].
+fn signal_by_name<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Signal, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    name.parse().map_err(serde::de::Error::custom)
 }
 fn default_interval() -> Duration {
     Duration::from_secs(15)
@@ -183,170 +229,65 @@ fn default_stabilization() -> Duration {
     Duration::from_secs(300)
 }
 
-/// A group with everything resolved: the signal parsed and the node's usable capacity known.
-#[derive(Debug, Clone)]
-pub struct ResolvedGroup {
-    /// The configuration as written.
-    pub config: GroupConfig,
-    /// `replicas.signal`, parsed; `None` if it is not in the catalogue (the plan then holds).
-    pub signal: Option<Signal>,
-    /// The node's capacity before the reservation, and where it came from.
-    pub node: InstanceCapacity,
-    /// `"built-in table"`, `"node_groups.instance_types"` or `"allocatable"`.
-    pub node_source: &'static str,
-    /// The per-node reservation.
-    pub reserved: Resources,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl NodeGroupsConfig {
-    /// Validates the section; errors are `(key path below node_groups, message)`.
-    /// `milvus_names` are the configured Milvus instances.
-    pub fn validate(&self, milvus_names: &[&str]) -> Result<Vec<ResolvedGroup>, (String, String)> {
-        if self.interval < Duration::from_secs(1) {
-            return Err(("interval".into(), "must be at least 1s".into()));
-        }
-        if self.retry.max_attempts == 0 {
-            return Err(("retry.max_attempts".into(), "must be at least 1".into()));
-        }
-        if let Some(u) = &self.endpoint_url
-            && !(u.starts_with("http://") || u.starts_with("https://"))
-        {
-            return Err((
-                "endpoint_url".into(),
-                format!("expected an http:// or https:// URL, found {u:?}"),
-            ));
-        }
-        if self.groups.is_empty() {
-            return Err(("groups".into(), "expected at least one group".into()));
-        }
-        let mut names = BTreeSet::new();
-        let mut asgs = BTreeSet::new();
-        let mut out = Vec::new();
-        for (i, g) in self.groups.iter().enumerate() {
-            let at = |k: &str| format!("groups[{i}].{k}");
-            if g.name.is_empty() || !names.insert(g.name.as_str()) {
-                return Err((
-                    at("name"),
-                    format!("expected a unique non-empty name, found {:?}", g.name),
-                ));
-            }
-            if g.asg.is_empty() || !asgs.insert(g.asg.as_str()) {
-                return Err((
-                    at("asg"),
-                    format!(
-                        "expected a unique non-empty Auto Scaling group name, found {:?}",
-                        g.asg
-                    ),
-                ));
-            }
-            if !milvus_names.contains(&g.milvus.as_str()) {
-                return Err((
-                    at("milvus"),
-                    format!(
-                        "no Milvus instance named {:?} is configured (have: {})",
-                        g.milvus,
-                        milvus_names.join(", ")
-                    ),
-                ));
-            }
-            // An unknown signal is rejected at start; the planner still copes (holds) if handed one.
-            let signal = match Signal::from_name(&g.replicas.signal) {
-                Some(s) => Some(s),
-                None => {
-                    return Err((
-                        at("replicas.signal"),
-                        milvus_signals::catalogue::UnknownSignal(g.replicas.signal.clone())
-                            .to_string(),
-                    ));
-                }
-            };
-            if !(g.replicas.target_per_pod.is_finite() && g.replicas.target_per_pod > 0.0) {
-                return Err((
-                    at("replicas.target_per_pod"),
-                    format!(
-                        "must be a positive number, found {}",
-                        g.replicas.target_per_pod
-                    ),
-                ));
-            }
-            if g.replicas.max == 0 || g.replicas.min > g.replicas.max {
-                return Err((
-                    at("replicas.max"),
-                    format!(
-                        "must be at least 1 and at least replicas.min ({})",
-                        g.replicas.min
-                    ),
-                ));
-            }
-            if g.pod.cpu.0 == 0 && g.pod.memory.0 == 0 {
-                return Err((
-                    at("pod"),
-                    "expected a non-zero cpu or memory request".into(),
-                ));
-            }
-            let (node, node_source) = if let Some(a) = g.allocatable {
-                (
-                    InstanceCapacity {
-                        cpu: a.cpu,
-                        memory: a.memory,
-                    },
-                    "allocatable",
-                )
-            } else if let Some(r) = self.instance_types.get(&g.instance_type) {
-                (
-                    InstanceCapacity {
-                        cpu: r.cpu,
-                        memory: r.memory,
-                    },
-                    "node_groups.instance_types",
-                )
-            } else if let Some(c) = instances::builtin(&g.instance_type) {
-                (c, "built-in table")
-            } else {
-                return Err((
-                    at("instance_type"),
-                    format!(
-                        "{:?} is not in the built-in table (r6i, r6id, r7i, m6i, m6id, m7i, c6i, c6id, c7i); give its capacity in node_groups.instance_types or the group's allocatable",
-                        g.instance_type
-                    ),
-                ));
-            };
-            let reserved = g.reserved.unwrap_or(self.reserved);
-            let group = ResolvedGroup {
-                config: g.clone(),
-                signal,
-                node,
-                node_source,
-                reserved,
-            };
-            if crate::planner::pods_per_node(&group).0 == 0 {
-                return Err((
-                    at("pod"),
-                    format!(
-                        "a pod ({} CPU, {}) does not fit on a {} node ({} CPU, {}) after the reservation ({} CPU, {})",
-                        g.pod.cpu,
-                        g.pod.memory,
-                        g.instance_type,
-                        node.cpu,
-                        node.memory,
-                        reserved.cpu,
-                        reserved.memory
-                    ),
-                ));
-            }
-            if let Some(w) = &g.warm_pool
-                && !["Stopped", "Running", "Hibernated"].contains(&w.pool_state.as_str())
-            {
-                return Err((
-                    at("warm_pool.pool_state"),
-                    format!(
-                        "expected Stopped, Running or Hibernated, found {:?}",
-                        w.pool_state
-                    ),
-                ));
-            }
-            out.push(group);
-        }
-        Ok(out)
+    const GROUP: &str = r#"
+groups:
+  - name: q
+    asg: a
+    milvus: prod
+    instance_type: r6i.2xlarge
+    pod: { cpu: "2", memory: 8Gi }
+    replicas: { signal: search_queue_depth, target_per_pod: 8, max: 40 }
+"#;
+
+    fn parse(text: &str) -> Result<NodeGroupsConfig, yaml_config::ConfigError> {
+        yaml_config::parse(text, "ng.yaml")
+    }
+
+    #[test]
+    fn signal_and_pool_state_are_parsed_at_load() {
+        let cfg = parse(&format!("{GROUP}    warm_pool: {{ min_size: 1 }}\n")).unwrap();
+        let g = &cfg.groups[0];
+        assert_eq!(g.replicas.signal, Signal::SearchQueueDepth);
+        assert_eq!(g.warm_pool.as_ref().unwrap().pool_state, PoolState::Stopped);
+        // The `milvus_` prefix is accepted, as in external metric names.
+        let cfg = parse(&GROUP.replace("search_queue_depth", "milvus_search_rate")).unwrap();
+        assert_eq!(cfg.groups[0].replicas.signal, Signal::SearchRate);
+        let cfg = parse(&format!(
+            "{GROUP}    warm_pool: {{ min_size: 1, pool_state: Hibernated }}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            cfg.groups[0].warm_pool.as_ref().unwrap().pool_state,
+            PoolState::Hibernated
+        );
+    }
+
+    #[test]
+    fn unknown_names_are_errors_naming_the_key_and_the_choices() {
+        let e = parse(&GROUP.replace("search_queue_depth", "cpu"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("ng.yaml: groups[0].replicas.signal: unknown signal \"cpu\""),
+            "{e}"
+        );
+        assert!(
+            e.contains("search_queue_depth, "),
+            "lists the known names: {e}"
+        );
+        let e = parse(&format!(
+            "{GROUP}    warm_pool: {{ min_size: 1, pool_state: Paused }}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("ng.yaml: groups[0].warm_pool.pool_state: "),
+            "{e}"
+        );
+        assert!(e.contains("`Stopped`, `Running`, `Hibernated`"), "{e}");
     }
 }

@@ -51,6 +51,11 @@ fn vcpus(size: &str) -> Option<u64> {
     }
 }
 
+/// The instance families in the built-in table (`r6i`, `m7i`...), for messages.
+pub fn families() -> impl Iterator<Item = &'static str> {
+    FAMILIES.iter().map(|(family, _, _)| *family)
+}
+
 /// Capacity of `instance_type` from the built-in table, or `None` if it is not listed.
 pub fn builtin(instance_type: &str) -> Option<InstanceCapacity> {
     let (family, size) = instance_type.split_once('.')?;
@@ -76,6 +81,19 @@ pub fn builtin_types() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_family_list_is_the_table() {
+        // What the config error lists: every family once, each one the table answers for.
+        let families: Vec<&str> = families().collect();
+        assert_eq!(families.len(), FAMILIES.len());
+        let unique: std::collections::BTreeSet<_> = families.iter().collect();
+        assert_eq!(unique.len(), families.len());
+        for family in families {
+            assert!(builtin(&format!("{family}.xlarge")).is_some(), "{family}");
+        }
+        assert!(builtin("x9z.xlarge").is_none());
+    }
 
     #[test]
     fn published_figures() {

@@ -5,7 +5,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
-use crate::config::{ResolvedGroup, WarmPoolConfig};
+use crate::config::{PoolState, WarmPoolConfig};
+use crate::group::{ResolvedGroup, pods_per_node};
 
 /// What the Auto Scaling API says about one group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +28,9 @@ pub struct AsgState {
 pub struct WarmPoolState {
     /// Instances kept in the pool at least.
     pub min_size: u32,
-    /// `Stopped`, `Running` or `Hibernated`.
-    pub pool_state: String,
+    /// The state of the pool's instances; `None` for a state this code does not know (it then
+    /// differs from every plan).
+    pub pool_state: Option<PoolState>,
 }
 
 /// The plan for one group, each number with the reason it has that value.
@@ -99,29 +101,6 @@ impl Stabilizer {
     }
 }
 
-/// Workload pods that fit on one node of `group` after the reservation, and why.
-pub fn pods_per_node(group: &ResolvedGroup) -> (u32, String) {
-    let pod = group.config.pod;
-    let cpu = group.node.cpu.0.saturating_sub(group.reserved.cpu.0);
-    let mem = group.node.memory.0.saturating_sub(group.reserved.memory.0);
-    let by_cpu = cpu.checked_div(pod.cpu.0).unwrap_or(u64::MAX);
-    let by_mem = mem.checked_div(pod.memory.0).unwrap_or(u64::MAX);
-    let n = by_cpu.min(by_mem).min(u64::from(u32::MAX)) as u32;
-    let limit = if by_cpu <= by_mem { "CPU" } else { "memory" };
-    let reason = format!(
-        "{n} pod(s) of {} CPU/{} per {} ({}: {} CPU/{} minus reserved {} CPU/{}), limited by {limit}",
-        pod.cpu,
-        pod.memory,
-        group.config.instance_type,
-        group.node_source,
-        group.node.cpu,
-        group.node.memory,
-        group.reserved.cpu,
-        group.reserved.memory,
-    );
-    (n, reason)
-}
-
 /// Plans one group from its signal reading (`Err` = unknown, with why) and current state.
 /// `stabilizer` is the group's own history (used only with `scale_in: true`).
 pub fn plan_group(
@@ -160,16 +139,11 @@ pub fn plan_group(
             None => String::new(),
         },
     };
-    let value = match (group.signal, reading) {
-        (None, _) => Err(format!(
-            "signal {:?} is not in the catalogue",
-            c.replicas.signal
-        )),
-        (Some(_), Err(why)) => Err(why),
-        (Some(_), Ok(v)) if !v.is_finite() || v < 0.0 => {
+    let value = match reading {
+        Ok(v) if !v.is_finite() || v < 0.0 => {
             Err(format!("signal value {v} is not a non-negative number"))
         }
-        (Some(_), Ok(v)) => Ok(v),
+        known_or_unknown => known_or_unknown,
     };
     let value = match value {
         Ok(v) => v,
@@ -283,6 +257,7 @@ pub fn plan_group(
 mod tests {
     use super::*;
     use crate::config::{GroupConfig, ReplicasConfig, Resources};
+    use crate::group::NodeSource;
     use crate::instances::builtin;
     use crate::quantity::{Cpu, Memory};
     use milvus_signals::Signal;
@@ -302,7 +277,7 @@ mod tests {
                     memory: Memory::gib(pod_gib),
                 },
                 replicas: ReplicasConfig {
-                    signal: "search_queue_depth".into(),
+                    signal: Signal::SearchQueueDepth,
                     target_per_pod: target,
                     min,
                     max,
@@ -312,9 +287,8 @@ mod tests {
                 scale_in_stabilization: Duration::from_secs(300),
                 warm_pool: None,
             },
-            signal: Some(Signal::SearchQueueDepth),
             node: builtin("r6i.2xlarge").unwrap(),
-            node_source: "built-in table",
+            node_source: NodeSource::BuiltIn,
             reserved: Resources::default(),
         }
     }
@@ -503,13 +477,6 @@ mod tests {
             "{}",
             p.desired_reason
         );
-        // Not in the catalogue.
-        let mut g2 = g.clone();
-        g2.signal = None;
-        g2.config.replicas.signal = "cpu".into();
-        let p = plan(&g2, Ok(100.0), &asg(4, 0, 10));
-        assert_eq!(p.desired, 4);
-        assert!(p.replicas_reason.contains("not in the catalogue"));
         // NaN or negative values are not demand.
         for v in [f64::NAN, -1.0, f64::INFINITY] {
             assert_eq!(plan(&g, Ok(v), &asg(4, 0, 10)).desired, 4);

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::config::ResolvedGroup;
+use crate::group::ResolvedGroup;
 use crate::planner::{AsgState, Stabilizer, plan_group};
 
 /// A trace: per group, the starting Auto Scaling state and one signal value per step
@@ -82,10 +82,11 @@ pub fn run(groups: &[ResolvedGroup], trace: &Trace) -> Result<Value, String> {
 mod tests {
     use super::*;
     use crate::config::NodeGroupsConfig;
+    use crate::group::NodeGroups;
 
     #[test]
     fn replays_a_spike_and_rejects_bad_traces() {
-        let cfg: NodeGroupsConfig = serde_yaml::from_str(
+        let cfg: NodeGroupsConfig = yaml_config::parse(
             r#"
 groups:
   - name: q
@@ -97,15 +98,17 @@ groups:
     scale_in: true
     scale_in_stabilization: 30s
 "#,
+            "ng.yaml",
         )
         .unwrap();
-        let groups = cfg.validate(&["prod"]).unwrap();
+        let ng = NodeGroups::resolve(cfg, &["prod"]).unwrap();
+        let groups = ng.groups();
         let trace: Trace = serde_json::from_str(
             r#"{"step_seconds": 15, "groups": {"q": {"desired": 1, "min_size": 1, "max_size": 5}},
                 "values": {"q": [16, 160, null, 16, 16, 16, 16]}}"#,
         )
         .unwrap();
-        let out = run(&groups, &trace).unwrap();
+        let out = run(groups, &trace).unwrap();
         let desired: Vec<u64> = out["groups"]["q"]
             .as_array()
             .unwrap()
@@ -118,6 +121,6 @@ groups:
         assert_eq!(out["groups"]["q"][1]["capped"], true);
         let mut bad = trace.clone();
         bad.groups.insert("nope".into(), bad.groups["q"].clone());
-        assert!(run(&groups, &bad).unwrap_err().contains("nope"));
+        assert!(run(groups, &bad).unwrap_err().contains("nope"));
     }
 }

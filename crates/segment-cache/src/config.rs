@@ -33,24 +33,47 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9000))
 }
 
+/// A secret from the configuration: its `Debug` prints `<redacted>`, so no derived `Debug` of a
+/// config type (nor a log line of one) can show it; [`Secret::expose`] is the one way to read it.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that signs or checks with it.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// True when no secret was given.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// SigV4 credentials that clients of the cache must sign with.
-#[derive(Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// Access key id.
     pub access_key: String,
     /// Secret access key; may instead come from `SEGMENT_CACHE_SECRET_KEY` (or `--secret-key`).
     #[serde(default)]
-    pub secret_key: String,
-}
-
-impl fmt::Debug for AuthConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthConfig")
-            .field("access_key", &self.access_key)
-            .field("secret_key", &"<redacted>")
-            .finish()
-    }
+    pub secret_key: Secret,
 }
 
 /// The upstream S3 service and bucket.
@@ -73,11 +96,11 @@ pub struct UpstreamConfig {
     pub access_key: Option<String>,
     /// Secret for `access_key`.
     #[serde(default)]
-    pub secret_key: Option<String>,
+    pub secret_key: Option<Secret>,
     /// Timeout of one upstream attempt (connect + first byte).
     #[serde(default = "default_upstream_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// Attempts per upstream request (the SDK's standard retry with backoff).
+    /// Attempts per upstream call site: the budget of [`crate::retry::RetryPolicy`].
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
 }
@@ -89,7 +112,7 @@ fn default_upstream_timeout() -> Duration {
     Duration::from_secs(30)
 }
 fn default_max_attempts() -> u32 {
-    3
+    crate::retry::DEFAULT_ATTEMPTS
 }
 
 /// The cache directory.
@@ -466,9 +489,29 @@ telemetry: { listen: 0.0.0.0:9101 }
         assert!(e.to_string().contains("warm.concurrency"), "{e}");
     }
 
+    /// Every config type, Debug-printed with every secret set, shows none of them (the derived
+    /// `Debug` of `UpstreamConfig` once printed `upstream.secret_key`).
     #[test]
-    fn secret_is_not_debug_printed() {
-        let c = Config::parse(EXAMPLE, "x.yaml").unwrap();
-        assert!(!format!("{c:?}").contains("s3cr3t"));
+    fn no_secret_is_debug_printed() {
+        let text = EXAMPLE.replace(
+            "bucket: milvus-bucket }",
+            "bucket: milvus-bucket, access_key: AKIDUP, secret_key: up-s3cr3t }",
+        );
+        let c = Config::parse(&text, "x.yaml").unwrap();
+        assert_eq!(c.upstream.access_key.as_deref(), Some("AKIDUP"));
+        let printed = [
+            format!("{c:?}"),
+            format!("{c:#?}"),
+            format!("{:?}", c.auth),
+            format!("{:?}", c.upstream),
+            format!("{:?}", c.cache),
+            format!("{:?}", c.warm),
+            format!("{:?}", c.telemetry),
+        ];
+        for p in &printed {
+            assert!(!p.contains("s3cr3t"), "a secret in {p}");
+        }
+        // The rest is still there to debug with.
+        assert!(printed[0].contains("AKIDUP") && printed[0].contains("milvus-bucket"));
     }
 }

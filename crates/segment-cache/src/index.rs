@@ -26,7 +26,8 @@ pub struct Entry {
     pub metadata: BTreeMap<String, String>,
     /// When the ETag was last confirmed upstream, seconds since the epoch.
     pub checked_at: i64,
-    /// How the bytes were verified: `md5`, `multipart-md5` or `size`.
+    /// How the bytes were verified: a CRC's name (`crc64nvme`, `crc32c`, `crc32`: see
+    /// [`crate::verify::CrcKind::name`]), `md5` or `multipart-md5`.
     pub verified_by: String,
 }
 

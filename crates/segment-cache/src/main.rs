@@ -1,6 +1,5 @@
 //! `segment-cache`: parses configuration and flags, and wires the parts of the library together.
 
-use shutdown_signal::shutdown_signal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use segment_cache::config::{ByteSize, Config};
+use segment_cache::config::{ByteSize, Config, ConfigError};
+use segment_cache::retry::RetryPolicy;
 use segment_cache::s3::{BucketAccess, CacheS3, MissParts, SingleKeyAuth};
 use segment_cache::store::{Store, StoreOptions};
 use segment_cache::telemetry::{self, Readiness};
@@ -88,7 +88,7 @@ impl Common {
     fn load(&self) -> Result<Config, segment_cache::config::ConfigError> {
         let mut c = Config::load_unvalidated(&self.config)?;
         if let Some(v) = &self.secret_key {
-            c.auth.secret_key.clone_from(v);
+            c.auth.secret_key = v.clone().into();
         }
         if let Some(v) = self.listen {
             c.listen = v;
@@ -157,7 +157,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // 2 for a configuration error found after load (a file it names), as at load.
+            if e.chain().any(|cause| cause.is::<ConfigError>()) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -176,8 +181,13 @@ fn open_store(config: &Config) -> anyhow::Result<Arc<Store>> {
 
 fn sources(config: &Config, store: &Store) -> anyhow::Result<Sources> {
     let keys = match &config.warm.key_list {
-        Some(p) => warm::read_key_list(p)
-            .with_context(|| format!("reading warm.key_list {}", p.display()))?,
+        Some(p) => warm::read_key_list(p).map_err(|e| {
+            ConfigError::invalid(
+                &p.display().to_string(),
+                "warm.key_list",
+                format!("cannot read the key list: {e}"),
+            )
+        })?,
         None => Vec::new(),
     };
     let recent = if config.warm.from_access_log {
@@ -208,7 +218,8 @@ async fn warm_once(mut config: Config, args: &WarmArgs) -> anyhow::Result<()> {
     }
     let store = open_store(&config)?;
     let client = build_client(&config.upstream).await;
-    let up = Upstream::new(client, config.upstream.bucket.clone(), false);
+    let up = Upstream::new(client, config.upstream.bucket.clone())
+        .with_retry(RetryPolicy::new(config.upstream.max_attempts));
     let src = sources(&config, &store)?;
     let report = warm::warm(&up, &store, &src, &warm_options(&config, args.progress_bar))
         .await
@@ -229,6 +240,9 @@ async fn warm_once(mut config: Config, args: &WarmArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // First: from here on SIGTERM cancels the token (kept until the serve loop below sees it)
+    // instead of killing the process before the index is saved.
+    let shutdown = shutdown_signal::install();
     let handle = telemetry::install_recorder().context("installing the metrics recorder")?;
     let store = tokio::task::spawn_blocking({
         let c = config.clone();
@@ -236,7 +250,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     })
     .await??;
     let client = build_client(&config.upstream).await;
-    let up = Upstream::new(client, config.upstream.bucket.clone(), false);
+    let up = Upstream::new(client, config.upstream.bucket.clone())
+        .with_retry(RetryPolicy::new(config.upstream.max_attempts));
     let s3 = CacheS3::new(
         store.clone(),
         up.clone(),
@@ -248,7 +263,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let mut b = s3s::service::S3ServiceBuilder::new(s3);
         b.set_auth(SingleKeyAuth::new(
             &config.auth.access_key,
-            &config.auth.secret_key,
+            config.auth.secret_key.expose(),
         ));
         b.set_access(BucketAccess::new(config.upstream.bucket.clone()));
         b.build()
@@ -257,20 +272,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     ready
         .wait_for_warm
         .store(config.warm.ready_after_warm, Ordering::Release);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
     let tel = tokio::net::TcpListener::bind(config.telemetry.listen)
         .await
         .with_context(|| format!("binding telemetry.listen {}", config.telemetry.listen))?;
     let router = telemetry::router(handle, ready.clone());
-    let mut tel_stop = stop_rx.clone();
-    let tel_task = tokio::spawn(async move {
-        let _ = axum::serve(tel, router)
-            .with_graceful_shutdown(async move {
-                let _ = tel_stop.wait_for(|s| *s).await;
-            })
-            .await;
-    });
+    let tel_task = tokio::spawn(shutdown_signal::serve_http1(
+        "telemetry",
+        tel,
+        shutdown_signal::TowerToHyperService::new(router),
+        shutdown.clone().cancelled_owned(),
+        Duration::from_secs(10),
+    ));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -309,43 +322,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         })
     };
 
-    let mut accept_stop = stop_rx.clone();
-    let conns = tokio_util_task_tracker();
-    loop {
-        tokio::select! {
-            r = listener.accept() => {
-                let (sock, _) = match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let svc = service.clone();
-                let mut conn_stop = stop_rx.clone();
-                conns.spawn(async move {
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc);
-                    let mut conn = std::pin::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        () = async { let _ = conn_stop.wait_for(|s| *s).await; } => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
-                        }
-                    }
-                });
-            }
-            () = shutdown_signal() => break,
-            _ = accept_stop.wait_for(|s| *s) => break,
-        }
-    }
+    // Stops accepting on SIGTERM and lets requests in flight finish, for up to 10 s.
+    shutdown_signal::serve_http1(
+        "s3",
+        listener,
+        service,
+        shutdown.cancelled_owned(),
+        Duration::from_secs(10),
+    )
+    .await;
     tracing::info!("stopping");
-    let _ = stop_tx.send(true);
-    drop(listener);
-    conns.close();
-    let _ = tokio::time::timeout(Duration::from_secs(10), conns.wait()).await;
     if let Some(w) = warm_task {
         w.abort();
     }
@@ -356,8 +342,4 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("saving the index")?;
     let _ = tel_task.await;
     Ok(())
-}
-
-fn tokio_util_task_tracker() -> tokio_util::task::TaskTracker {
-    tokio_util::task::TaskTracker::new()
 }

@@ -23,7 +23,8 @@ use crate::upstream::{FetchError, Ranges, Upstream};
 
 /// The S3 service of the cache.
 pub struct CacheS3 {
-    proxy: Proxy,
+    /// Where other operations go; `None` over a fake upstream (they are refused).
+    proxy: Option<Proxy>,
     store: Arc<Store>,
     upstream: Upstream,
     max_object_size: u64,
@@ -64,6 +65,10 @@ fn count(op: &'static str, result: &'static str) {
 
 fn to_s3_error(e: &FetchError) -> S3Error {
     match e {
+        // The part's own error says what upstream answered.
+        FetchError::Part { source, .. } if matches!(**source, FetchError::Upstream { .. }) => {
+            to_s3_error(source)
+        }
         FetchError::Upstream {
             status,
             code,
@@ -155,6 +160,37 @@ fn check_conditions(
     Ok(())
 }
 
+/// The bytes a GET serves: from `start`, `len` of them, and the Content-Range when partial.
+#[derive(Debug, PartialEq, Eq)]
+struct ServedRange {
+    start: u64,
+    len: u64,
+    content_range: Option<String>,
+}
+
+/// The part of an object of `size` bytes that `range` asks for, or `None` when it is not
+/// satisfiable (416). A suffix range of an empty object is satisfiable (RFC 9110 14.1.2) but
+/// names no bytes: it is served as the whole, empty object, without a Content-Range.
+fn served_range(range: Option<&Range>, size: u64) -> Option<ServedRange> {
+    let whole = ServedRange {
+        start: 0,
+        len: size,
+        content_range: None,
+    };
+    let Some(range) = range else {
+        return Some(whole);
+    };
+    let r = range.check(size).ok()?;
+    if r.is_empty() {
+        return Some(whole);
+    }
+    Some(ServedRange {
+        start: r.start,
+        len: r.end - r.start,
+        content_range: Some(format!("bytes {}-{}/{size}", r.start, r.end - 1)),
+    })
+}
+
 include!("forwarded.rs");
 
 enum Lookup {
@@ -178,7 +214,7 @@ macro_rules! forward_ops {
             {
                 Box::pin(async move {
                     let t = Instant::now();
-                    let r = self.proxy.$name(req).await.map_err(fix_status);
+                    let r = self.proxy()?.$name(req).await.map_err(fix_status);
                     self.forwarded(stringify!($name), t, r.is_ok());
                     r
                 })
@@ -198,13 +234,22 @@ impl CacheS3 {
         miss_parts: Option<MissParts>,
     ) -> Self {
         Self {
-            proxy: Proxy::from(upstream.client().clone()),
+            proxy: upstream.forward_client().cloned().map(Proxy::from),
             store,
             upstream,
             max_object_size,
             revalidate_after,
             miss_parts,
         }
+    }
+
+    fn proxy(&self) -> S3Result<&Proxy> {
+        self.proxy.as_ref().ok_or_else(|| {
+            s3_error!(
+                NotImplemented,
+                "segment-cache has no upstream to forward this request to"
+            )
+        })
     }
 
     #[allow(clippy::unused_self)]
@@ -270,39 +315,31 @@ impl CacheS3 {
             // Another request fetched it while we waited.
             return Ok(Lookup::Hit(e, f));
         }
-        let mut last = None;
-        for attempt in 0..3 {
-            let no_progress = |_| {};
-            let ranges = self.miss_parts.as_ref().map(|m| Ranges {
-                part_size: m.part_size,
-                permits: &m.permits,
-                progress: &no_progress,
-            });
-            match self
-                .upstream
-                .fetch(&self.store, key, self.max_object_size, ranges.as_ref())
-                .await
-            {
-                Ok(_) => {
-                    if let Some((e, f)) = self.open_cached(key) {
-                        return Ok(Lookup::Miss(e, f));
-                    }
-                    return Ok(Lookup::Bypass);
-                }
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(key, attempt, error = %e, "upstream fetch failed");
-                    last = Some(e);
-                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-                }
-                Err(e @ FetchError::Upstream { .. }) => return Err(to_s3_error(&e)),
-                Err(e) => {
-                    tracing::warn!(key, error = %e, "not caching; passing the read through");
-                    return Ok(Lookup::Bypass);
-                }
+        let no_progress = |_| {};
+        let ranges = self.miss_parts.as_ref().map(|m| Ranges {
+            part_size: m.part_size,
+            permits: &m.permits,
+            progress: &no_progress,
+        });
+        // The fetch has had its retries (`RetryPolicy`): no loop here.
+        match self
+            .upstream
+            .fetch(&self.store, key, self.max_object_size, ranges.as_ref())
+            .await
+        {
+            Ok(_) => match self.open_cached(key) {
+                Some((e, f)) => Ok(Lookup::Miss(e, f)),
+                None => Ok(Lookup::Bypass),
+            },
+            Err(e) if e.passes_through() => {
+                tracing::warn!(key, error = %e, "not caching; passing the read through");
+                Ok(Lookup::Bypass)
+            }
+            Err(e) => {
+                tracing::warn!(key, error = %e, "upstream fetch failed");
+                Err(to_s3_error(&e))
             }
         }
-        let e = last.unwrap_or(FetchError::Unavailable("retries exhausted".into()));
-        Err(to_s3_error(&e))
     }
 
     fn check_bucket(&self, bucket: &str) -> S3Result<()> {
@@ -369,7 +406,7 @@ impl S3 for CacheS3 {
             || i.response_expires.is_some()
         {
             let t = Instant::now();
-            let r = self.proxy.get_object(req).await;
+            let r = self.proxy()?.get_object(req).await;
             self.forwarded("get_object", t, r.is_ok());
             return r;
         }
@@ -379,7 +416,7 @@ impl S3 for CacheS3 {
             Ok(Lookup::Miss(e, f)) => (e, f, "miss"),
             Ok(Lookup::Bypass) => {
                 let t = Instant::now();
-                let r = self.proxy.get_object(req).await;
+                let r = self.proxy()?.get_object(req).await;
                 count("get", if r.is_ok() { "bypass" } else { "error" });
                 metrics::histogram!("segment_cache_upstream_request_duration_seconds", "op" => "get_object")
                     .record(t.elapsed().as_secs_f64());
@@ -401,21 +438,16 @@ impl S3 for CacheS3 {
             count("get", result);
             return Err(e);
         }
-        let (start, len, content_range) = match &i.range {
-            None => (0, entry.size, None),
-            Some(r) => {
-                let Ok(rg) = r.check(entry.size) else {
-                    count("get", "error");
-                    let mut err = s3_error!(InvalidRange, "The requested range is not satisfiable");
-                    err.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
-                    return Err(err);
-                };
-                (
-                    rg.start,
-                    rg.end - rg.start,
-                    Some(format!("bytes {}-{}/{}", rg.start, rg.end - 1, entry.size)),
-                )
-            }
+        let Some(ServedRange {
+            start,
+            len,
+            content_range,
+        }) = served_range(i.range.as_ref(), entry.size)
+        else {
+            count("get", "error");
+            let mut err = s3_error!(InvalidRange, "The requested range is not satisfiable");
+            err.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+            return Err(err);
         };
         count("get", result);
         metrics::counter!("segment_cache_served_bytes_total", "result" => result).increment(len);
@@ -458,7 +490,7 @@ impl S3 for CacheS3 {
         };
         let Some(entry) = cached else {
             let t = Instant::now();
-            let r = self.proxy.head_object(req).await;
+            let r = self.proxy()?.head_object(req).await;
             count("head", if r.is_ok() { "miss" } else { "error" });
             metrics::histogram!("segment_cache_upstream_request_duration_seconds", "op" => "head_object")
                 .record(t.elapsed().as_secs_f64());
@@ -481,7 +513,7 @@ impl S3 for CacheS3 {
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let key = req.input.key.clone();
         let t = Instant::now();
-        let r = self.proxy.put_object(req).await;
+        let r = self.proxy()?.put_object(req).await;
         self.forwarded("put_object", t, r.is_ok());
         self.invalidate(&key).await;
         r
@@ -493,7 +525,7 @@ impl S3 for CacheS3 {
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let key = req.input.key.clone();
         let t = Instant::now();
-        let r = self.proxy.delete_object(req).await;
+        let r = self.proxy()?.delete_object(req).await;
         self.forwarded("delete_object", t, r.is_ok());
         self.invalidate(&key).await;
         r
@@ -511,7 +543,7 @@ impl S3 for CacheS3 {
             .map(|o| o.key.clone())
             .collect();
         let t = Instant::now();
-        let r = self.proxy.delete_objects(req).await;
+        let r = self.proxy()?.delete_objects(req).await;
         self.forwarded("delete_objects", t, r.is_ok());
         for k in keys {
             self.invalidate(&k).await;
@@ -525,7 +557,7 @@ impl S3 for CacheS3 {
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let key = req.input.key.clone();
         let t = Instant::now();
-        let r = self.proxy.copy_object(req).await;
+        let r = self.proxy()?.copy_object(req).await;
         self.forwarded("copy_object", t, r.is_ok());
         self.invalidate(&key).await;
         r
@@ -538,7 +570,7 @@ impl S3 for CacheS3 {
         let key = req.input.key.clone();
         let bucket = req.input.bucket.clone();
         let t = Instant::now();
-        let r = self.proxy.complete_multipart_upload(req).await;
+        let r = self.proxy()?.complete_multipart_upload(req).await;
         self.invalidate(&key).await;
         // Some S3-compatible servers (moto) answer 200 with a `CompleteMultipartUploadResponse`
         // root element that aws-sdk-s3 refuses to decode. A 200 means the upload completed: read
@@ -615,5 +647,70 @@ impl s3s::auth::S3Auth for SingleKeyAuth {
                 "The AWS Access Key Id you provided does not exist in our records."
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn range() -> impl Strategy<Value = Range> {
+        prop_oneof![
+            (any::<u64>(), proptest::option::of(any::<u64>()))
+                .prop_map(|(first, last)| Range::Int { first, last }),
+            (0u64..64, proptest::option::of(0u64..64))
+                .prop_map(|(first, last)| Range::Int { first, last }),
+            any::<u64>().prop_map(|length| Range::Suffix { length }),
+            (0u64..64).prop_map(|length| Range::Suffix { length }),
+        ]
+    }
+
+    #[test]
+    fn a_suffix_range_of_an_empty_object_is_served_whole() {
+        assert_eq!(
+            served_range(Some(&Range::Suffix { length: 5 }), 0),
+            Some(ServedRange {
+                start: 0,
+                len: 0,
+                content_range: None
+            })
+        );
+        assert_eq!(served_range(Some(&Range::Suffix { length: 0 }), 0), None);
+        assert_eq!(
+            served_range(
+                Some(&Range::Int {
+                    first: 0,
+                    last: None
+                }),
+                0
+            ),
+            None
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+
+        #[test]
+        fn served_bytes_lie_inside_the_object_and_the_header_names_them(
+            r in proptest::option::of(range()),
+            size in prop_oneof![0u64..64, any::<u64>()],
+        ) {
+            if let Some(s) = served_range(r.as_ref(), size) {
+                prop_assert!(s.start.checked_add(s.len).is_some_and(|end| end <= size), "{s:?}");
+                match &s.content_range {
+                    None => prop_assert_eq!((s.start, s.len), (0, size)),
+                    Some(h) => {
+                        prop_assert!(s.len > 0);
+                        let want = format!("bytes {}-{}/{size}", s.start, s.start + s.len - 1);
+                        prop_assert_eq!(h, &want);
+                    }
+                }
+            } else {
+                // Refused only when s3s's own check refuses it.
+                prop_assert!(r.is_some_and(|r| r.check(size).is_err()));
+            }
+        }
     }
 }

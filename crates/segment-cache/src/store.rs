@@ -4,7 +4,8 @@
 //! - `objects/<2 hex>/<64 hex>` data and `<...>.meta` (JSON [`Entry`]); names are SHA-256 of keys;
 //! - `tmp/` downloads in progress (emptied at start);
 //! - `index.json` the LRU order, saved periodically and at shutdown;
-//! - `access.log` keys read (see [`crate::accesslog`]).
+//! - `access.log` keys read (see [`crate::accesslog`]), written by its own thread
+//!   ([`crate::access_writer`]).
 //!
 //! An object becomes visible only after its bytes were verified, fsynced, and both files renamed
 //! into place (meta first, data last): a crash leaves at worst an orphan that the start-up scan deletes.
@@ -20,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use thiserror::Error;
 
+use crate::access_writer::AccessWriter;
 use crate::accesslog;
 use crate::index::{Entry, Index, NoRoom};
 use crate::keys;
@@ -62,10 +64,12 @@ pub struct Store {
     tmp: PathBuf,
     index: Mutex<Index>,
     inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    access_log: Option<Mutex<fs::File>>,
-    access_log_max: u64,
+    access_log: Option<AccessWriter>,
     tmp_seq: AtomicU64,
     evictions: AtomicU64,
+    /// Whether the index lock was free at each unlink of a cached object's file.
+    #[cfg(test)]
+    unlinked_lock_free: Mutex<Vec<bool>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -176,12 +180,7 @@ impl Store {
         }
         let access_log = if opts.access_log {
             let p = dir.join("access.log");
-            let f = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&p)
-                .map_err(io_err(&p))?;
-            Some(Mutex::new(f))
+            Some(AccessWriter::open(&p, opts.access_log_max, &tmp).map_err(io_err(&p))?)
         } else {
             None
         };
@@ -192,9 +191,10 @@ impl Store {
             index: Mutex::new(index),
             inflight: Mutex::new(HashMap::new()),
             access_log,
-            access_log_max: opts.access_log_max,
             tmp_seq: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
+            #[cfg(test)]
+            unlinked_lock_free: Mutex::new(Vec::new()),
         });
         store.publish_gauges();
         Ok(store)
@@ -278,11 +278,12 @@ impl Store {
     pub fn reserve(self: &Arc<Self>, size: u64) -> Result<Reservation, NoRoom> {
         let mut ix = self.lock();
         let evicted = ix.reserve(size)?;
-        // Delete under the index lock: a concurrent commit of the same key cannot interleave.
-        for e in &evicted {
-            remove_files(&self.objects, &e.key);
-        }
+        // Move the files aside under the index lock (a rename: a concurrent commit of the same
+        // key cannot interleave), unlink them after it (freeing a large file's extents takes
+        // time, and every lookup waits on this lock).
+        let trash = self.move_aside(evicted.iter().map(|e| e.key.as_str()));
         drop(ix);
+        self.unlink_all(trash);
         if !evicted.is_empty() {
             let bytes: u64 = evicted.iter().map(|e| e.size).sum();
             self.evictions
@@ -349,10 +350,13 @@ impl Store {
     /// Forgets `key` and deletes its files (a write or delete went upstream).
     pub fn invalidate(&self, key: &str) {
         let mut ix = self.lock();
-        if ix.remove(key).is_some() {
-            remove_files(&self.objects, key);
-        }
+        let trash = if ix.remove(key).is_some() {
+            self.move_aside(std::iter::once(key))
+        } else {
+            Vec::new()
+        };
         drop(ix);
+        self.unlink_all(trash);
         self.publish_gauges();
     }
 
@@ -361,39 +365,30 @@ impl Store {
         self.lock().set_checked(key, now_secs());
     }
 
-    /// Appends a read of `key` to the access log.
+    /// Queues a read of `key` for the access log; never blocks on the disk (see
+    /// [`crate::access_writer`]).
     pub fn log_access(&self, key: &str, size: u64) {
-        let Some(f) = &self.access_log else { return };
-        let line = accesslog::format_line(&accesslog::Record {
-            at: now_secs(),
-            size,
-            key: key.to_string(),
-        });
-        let mut f = f.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if f.write_all(line.as_bytes()).is_err() {
-            return;
-        }
-        if f.metadata().map(|m| m.len()).unwrap_or(0) > self.access_log_max {
-            let p = self.dir.join("access.log");
-            if let Ok(text) = fs::read_to_string(&p) {
-                let mut recent = accesslog::recent_keys(&text);
-                recent.truncate(100_000);
-                recent.reverse();
-                let out: String = recent.iter().map(accesslog::format_line).collect();
-                let tmp = self.temp_path();
-                if fs::write(&tmp, out).is_ok()
-                    && fs::rename(&tmp, &p).is_ok()
-                    && let Ok(nf) = fs::OpenOptions::new().append(true).open(&p)
-                {
-                    *f = nf;
-                }
-            }
+        if let Some(w) = &self.access_log {
+            w.record(&accesslog::Record {
+                at: now_secs(),
+                size,
+                key: key.to_string(),
+            });
         }
     }
 
-    /// The keys of the access log, most recently read first.
+    /// Waits until every read queued for the access log is written. Blocks: call it off the
+    /// runtime. Dropping the store does the same.
+    pub fn flush_access_log(&self) {
+        if let Some(w) = &self.access_log {
+            w.flush();
+        }
+    }
+
+    /// The keys of the access log, most recently read first (after writing what is queued).
     #[must_use]
     pub fn access_log_keys(&self) -> Vec<accesslog::Record> {
+        self.flush_access_log();
         fs::read_to_string(self.dir.join("access.log"))
             .map(|t| accesslog::recent_keys(&t))
             .unwrap_or_default()
@@ -434,6 +429,46 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Renames the files of `keys` into `tmp/` (emptied at start, so a crash leaves no
+    /// orphan), meta first: data without meta is deleted at start too. Returns the new paths.
+    fn move_aside<'k>(&self, keys: impl Iterator<Item = &'k str>) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for key in keys {
+            for from in [
+                keys::meta_path(&self.objects, key),
+                keys::data_path(&self.objects, key),
+            ] {
+                let to = self.tmp.join(format!(
+                    "{}-{}.evicted",
+                    std::process::id(),
+                    self.tmp_seq.fetch_add(1, Ordering::Relaxed)
+                ));
+                match fs::rename(&from, &to) {
+                    Ok(()) => out.push(to),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    // Cannot move it: delete it in place, still under the lock.
+                    Err(_) => {
+                        let _ = fs::remove_file(&from);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn unlink_all(&self, paths: Vec<PathBuf>) {
+        for p in paths {
+            #[cfg(test)]
+            {
+                let free = self.index.try_lock().is_ok();
+                self.unlinked_lock_free.lock().unwrap().push(free);
+            }
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
 fn remove_files(objects: &Path, key: &str) {
     let _ = fs::remove_file(keys::meta_path(objects, key));
     let _ = fs::remove_file(keys::data_path(objects, key));
@@ -461,7 +496,7 @@ mod tests {
             content_type: None,
             metadata: BTreeMap::new(),
             checked_at: 0,
-            verified_by: "size".into(),
+            verified_by: "md5".into(),
         }
     }
 
@@ -500,10 +535,45 @@ mod tests {
         put(&s, "c", &[4; 30]);
         assert!(s.peek("b").is_none(), "b was least recently used");
         assert!(s.peek("a").is_some());
-        // Nothing outside the cache dir, nothing but objects/, tmp/, index.json, access.log.
-        for f in files_under(d.path()) {
-            assert!(f.starts_with(d.path()));
-        }
+        // Nothing but objects/, tmp/ (empty), index.json and access.log, and under objects/
+        // only `<2 hex>/<64 hex>` data with its `.meta`: the `../../escape` key stayed inside.
+        s.save_index().unwrap();
+        let mut top: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        top.sort();
+        assert_eq!(top, ["access.log", "index.json", "objects", "tmp"]);
+        assert!(fs::read_dir(d.path().join("tmp")).unwrap().next().is_none());
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let objects = d.path().join("objects");
+        let mut files: Vec<String> = files_under(&objects)
+            .iter()
+            .map(|f| {
+                let rel = f
+                    .strip_prefix(&objects)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                let (dir, name) = rel.split_once('/').expect("objects/<dir>/<file>");
+                let stem = name.strip_suffix(".meta").unwrap_or(name);
+                assert!(
+                    hex(dir, 2) && hex(stem, 64) && stem.starts_with(dir),
+                    "{rel}"
+                );
+                name.to_string()
+            })
+            .collect();
+        files.sort();
+        let mut want: Vec<String> = ["a", "c", "../../escape"]
+            .iter()
+            .flat_map(|k| {
+                let stem = keys::file_stem(k).clone();
+                [stem.clone(), format!("{stem}.meta")]
+            })
+            .collect();
+        want.sort();
+        assert_eq!(files, want, "the data and meta of a, c and ../../escape");
     }
 
     #[test]
@@ -556,6 +626,90 @@ mod tests {
         s.invalidate("k");
         assert!(!p.exists());
         assert!(s.peek("k").is_none());
+    }
+
+    /// Evicted (and invalidated) files are unlinked after the index lock is released: unlinking
+    /// a large file frees its extents, and every lookup waits on that lock.
+    #[test]
+    fn evicted_files_are_unlinked_outside_the_index_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path(), &opts(100)).unwrap();
+        put(&s, "a", &[1; 60]);
+        let a = s.data_path("a");
+        put(&s, "b", &[2; 60]); // evicts a
+        assert!(s.peek("a").is_none() && !a.exists());
+        s.invalidate("b");
+        assert!(!s.data_path("b").exists());
+        let free = s.unlinked_lock_free.lock().unwrap().clone();
+        assert_eq!(
+            free.len(),
+            4,
+            "meta and data, of the evicted and the invalidated"
+        );
+        assert!(
+            free.iter().all(|f| *f),
+            "unlinked under the index lock: {free:?}"
+        );
+        // Nothing left behind in tmp/ either.
+        assert!(fs::read_dir(d.path().join("tmp")).unwrap().next().is_none());
+    }
+
+    /// A read never waits on the access log's disk work (an append, or a compaction that reads
+    /// and rewrites the whole log). Here that work is blocked for real: a FIFO replaced
+    /// `access.log`, so the compaction's open for reading waits until someone opens it for
+    /// writing, which the test does only after the reads are done (or 5 s have passed).
+    #[test]
+    fn a_blocked_access_log_writer_does_not_hold_up_reads() {
+        let d = tempfile::tempdir().unwrap();
+        let mut o = opts(100);
+        o.access_log_max = 64;
+        let s = Store::open(d.path(), &o).unwrap();
+        let log = d.path().join("access.log");
+        fs::remove_file(&log).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&log)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo");
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let reads = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    s.log_access(&format!("files/k{i}"), 1);
+                }
+                done_tx.send(()).unwrap();
+            })
+        };
+        let finished = done_rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .is_ok();
+        // Unblock the compaction: open the FIFO for writing and close it (its reader sees EOF).
+        drop(fs::OpenOptions::new().write(true).open(&log).unwrap());
+        reads.join().unwrap();
+        assert!(finished, "reads waited on the access log's disk work");
+    }
+
+    /// Every access is in the log once the store is closed (dropped): the writer drains its
+    /// queue before it goes.
+    #[test]
+    fn the_access_log_has_every_access_after_close() {
+        let d = tempfile::tempdir().unwrap();
+        let mut o = opts(100);
+        o.access_log_max = 64 << 20;
+        let s = Store::open(d.path(), &o).unwrap();
+        for i in 0..5000 {
+            s.log_access(&format!("files/k{i}"), i);
+        }
+        drop(s);
+        let text = fs::read_to_string(d.path().join("access.log")).unwrap();
+        let got: Vec<_> = text.lines().filter_map(accesslog::parse_line).collect();
+        assert_eq!(got.len(), 5000);
+        assert!(
+            got.iter()
+                .enumerate()
+                .all(|(i, r)| r.key == format!("files/k{i}") && r.size == i as u64)
+        );
     }
 
     #[test]

@@ -3,28 +3,31 @@
 //! verified before they are committed: against the full-object CRC upstream keeps, else the
 //! ETag (see `verify`).
 //!
+//! Upstream is an [`ObjectClient`] (the aws-sdk-s3 one in production, a fake in tests), each
+//! call one attempt: retries are [`RetryPolicy`]'s.
+//!
 //! Bodies go to disk through [`ChunkFile`]: the SDK hands them over in chunks of a few KiB, and
 //! one blocking-pool hop per chunk would cost more CPU than the download itself.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     retry::RetryConfig, timeout::TimeoutConfig,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::operation::get_object::GetObjectOutput;
-use aws_sdk_s3::primitives::ByteStream;
+use futures::StreamExt as _;
 use thiserror::Error;
 use tokio::sync::Semaphore;
 
 use crate::chunk_file::ChunkFile;
 use crate::config::UpstreamConfig;
 use crate::index::{Entry, NoRoom};
+use crate::object_client::{Body, GetAnswer, GetRequest, ObjectClient, SdkClient};
+use crate::retry::RetryPolicy;
 use crate::store::{Store, StoreError};
 use crate::verify::{FullObjectCrc, Mismatch, Verifier};
 
@@ -53,59 +56,65 @@ pub enum FetchError {
     /// No room even after eviction.
     #[error(transparent)]
     NoRoom(#[from] NoRoom),
-    /// Local disk error (e.g. disk full).
-    #[error("cache disk: {0}")]
-    Disk(String),
+    /// Local disk error (e.g. disk full), with the file it was about.
+    #[error("cache disk: {}: {source}", path.display())]
+    Disk {
+        /// The file.
+        path: PathBuf,
+        /// The error, its kind intact (ENOSPC is `StorageFull`, EACCES `PermissionDenied`).
+        source: std::io::Error,
+    },
     /// The bytes do not match the ETag.
     #[error("verification failed: {0}")]
     Verify(#[from] Mismatch),
+    /// One part of a fetch in parts failed with its retry budget spent (the fetch is not
+    /// retried around it: see [`RetryPolicy`]).
+    #[error("part at byte {at}: {source}")]
+    Part {
+        /// First byte of the part.
+        at: u64,
+        /// The part's last error.
+        source: Box<FetchError>,
+    },
 }
 
 impl From<StoreError> for FetchError {
     fn from(e: StoreError) -> Self {
-        FetchError::Disk(e.to_string())
+        match e {
+            StoreError::Io { path, source } => FetchError::Disk {
+                path: path.into(),
+                source,
+            },
+        }
     }
 }
 
 impl FetchError {
-    fn disk(e: &std::io::Error) -> Self {
-        FetchError::Disk(e.to_string())
-    }
-
-    fn from_sdk<E>(e: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Self
-    where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    {
-        match e {
-            SdkError::ServiceError(se) => {
-                let status = se.raw().status().as_u16();
-                let code = match (se.err().code(), status) {
-                    (Some(c), _) => c.to_string(),
-                    (None, 404) => "NoSuchKey".into(),
-                    (None, 403) => "AccessDenied".into(),
-                    (None, 412) => "PreconditionFailed".into(),
-                    (None, _) => "InternalError".into(),
-                };
-                let code = if code == "NotFound" {
-                    "NoSuchKey".into()
-                } else {
-                    code
-                };
-                if status == 412 {
-                    return FetchError::Changed;
-                }
-                FetchError::Upstream {
-                    status,
-                    code,
-                    message: se.err().message().unwrap_or("").to_string(),
-                }
-            }
-            other => FetchError::Unavailable(DisplayErrorContext(other).to_string()),
+    /// A disk error about `path`.
+    fn disk(path: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |source| FetchError::Disk {
+            path: path.to_path_buf(),
+            source,
         }
     }
 
-    /// True for errors worth another attempt (network, cut body, object changed mid-way, bytes
-    /// that do not match their checksum: corrupted on the way, never to be served).
+    /// True where the read is passed through upstream instead of failing: the object cannot be
+    /// cached here (too big, no room, local disk, no checksum to verify it by), which says
+    /// nothing of whether upstream can serve it.
+    #[must_use]
+    pub fn passes_through(&self) -> bool {
+        matches!(
+            self,
+            FetchError::TooBig(_)
+                | FetchError::NoRoom(_)
+                | FetchError::Disk { .. }
+                | FetchError::Verify(Mismatch::Unverifiable(_))
+        )
+    }
+
+    /// True for errors worth another attempt of the same call site (network, cut body, object
+    /// changed mid-way, bytes that do not match their checksum: corrupted on the way, never to be
+    /// served). A [`FetchError::Part`] has had its attempts.
     #[must_use]
     pub fn is_transient(&self) -> bool {
         matches!(self, FetchError::Unavailable(_) | FetchError::Changed)
@@ -128,9 +137,12 @@ pub struct ObjectInfo {
 /// The upstream bucket.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client,
+    /// The SDK client with its retry, for requests forwarded as they are (none with a fake).
+    forward: Option<Client>,
+    /// The cache's own requests, one attempt each, retried by `retry` alone.
+    client: Arc<dyn ObjectClient>,
     bucket: String,
-    size_only: bool,
+    retry: RetryPolicy,
 }
 
 /// Builds the aws-sdk-s3 client for `cfg`: static keys if configured, else the standard chain.
@@ -140,7 +152,7 @@ pub async fn build_client(cfg: &UpstreamConfig) -> Client {
     if let (Some(a), Some(s)) = (&cfg.access_key, &cfg.secret_key) {
         loader = loader.credentials_provider(Credentials::new(
             a.clone(),
-            s.clone(),
+            s.expose().to_string(),
             None,
             None,
             "segment-cache-config",
@@ -172,52 +184,57 @@ fn record(op: &'static str, started: Instant, ok: bool) {
     .increment(1);
 }
 
-/// Asks upstream for its stored checksums (`x-amz-checksum-mode: ENABLED`). The header is set
-/// on the request rather than through the SDK's `checksum_mode`, which would also make the SDK
-/// verify the body: we verify it ourselves (and would otherwise compute the CRC twice, and see a
-/// mismatch reported as a cut body).
-fn ask_for_checksums(req: &mut aws_sdk_s3::config::http::HttpRequest) {
-    req.headers_mut().insert("x-amz-checksum-mode", "ENABLED");
-}
-
-/// The full-object CRC in a `GetObject` answer, if there is one.
-fn full_object_crc(out: &GetObjectOutput) -> Option<FullObjectCrc> {
-    FullObjectCrc::from_response(
-        out.checksum_crc64_nvme(),
-        out.checksum_crc32_c(),
-        out.checksum_crc32(),
-        matches!(
-            out.checksum_type(),
-            Some(aws_sdk_s3::types::ChecksumType::Composite)
-        ),
-    )
-}
-
-/// Counts an object verified by `how` (`crc64nvme`, `md5`, `size`, ...) and passes `how` on.
+/// Counts an object verified by `how` (`crc64nvme`, `md5`, ...) and passes `how` on.
 fn count_verified(how: &'static str) -> &'static str {
     metrics::counter!("segment_cache_verified_objects_total", "by" => how).increment(1);
     how
 }
 
-fn unix(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<i64> {
-    t.map(aws_sdk_s3::primitives::DateTime::secs)
-}
-
 impl Upstream {
-    /// The upstream bucket through `client`; `size_only` skips ETag digests.
+    /// The upstream bucket through `client`. The cache's own requests go through a copy of
+    /// `client` without the SDK's retry, retried by [`RetryPolicy::default`] (see
+    /// [`Upstream::with_retry`]); `client` itself, with its retry, forwards the rest.
     #[must_use]
-    pub fn new(client: Client, bucket: String, size_only: bool) -> Self {
+    pub fn new(client: Client, bucket: String) -> Self {
+        let once = Client::from_conf(
+            client
+                .config()
+                .to_builder()
+                .retry_config(RetryConfig::disabled())
+                .build(),
+        );
         Self {
-            client,
+            forward: Some(client),
+            client: Arc::new(SdkClient::new(once)),
             bucket,
-            size_only,
+            retry: RetryPolicy::default(),
         }
     }
 
-    /// The SDK client.
+    /// The bucket through `client` (a fake in tests), with nothing to forward other requests
+    /// through.
     #[must_use]
-    pub fn client(&self) -> &Client {
-        &self.client
+    pub fn with_client(client: Arc<dyn ObjectClient>, bucket: String) -> Self {
+        Self {
+            forward: None,
+            client,
+            bucket,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// The same bucket with `retry` as the budget of each of its call sites.
+    #[must_use]
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The SDK client with its own retry, for requests forwarded as they are; `None` over a
+    /// fake.
+    #[must_use]
+    pub fn forward_client(&self) -> Option<&Client> {
+        self.forward.as_ref()
     }
 
     /// The bucket.
@@ -226,23 +243,23 @@ impl Upstream {
         &self.bucket
     }
 
-    /// `HeadObject`.
+    /// `HeadObject` (one call site of the retry budget).
     pub async fn head(&self, key: &str) -> Result<ObjectInfo, FetchError> {
+        self.retry
+            .run(
+                "head",
+                key,
+                || self.head_once(key),
+                FetchError::is_transient,
+            )
+            .await
+    }
+
+    async fn head_once(&self, key: &str) -> Result<ObjectInfo, FetchError> {
         let t = Instant::now();
-        let r = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await;
+        let r = self.client.head(&self.bucket, key).await;
         record("head", t, r.is_ok());
-        let out = r.map_err(|e| FetchError::from_sdk(&e))?;
-        Ok(ObjectInfo {
-            key: key.to_string(),
-            size: u64::try_from(out.content_length.unwrap_or(0)).unwrap_or(0),
-            etag: out.e_tag.unwrap_or_default(),
-        })
+        r
     }
 
     /// Every object under `prefix` (`ListObjectsV2`, all pages).
@@ -250,29 +267,27 @@ impl Upstream {
         let mut out = Vec::new();
         let mut token = None;
         loop {
-            let t = Instant::now();
-            let r = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .set_continuation_token(token.take())
-                .send()
-                .await;
-            record("list", t, r.is_ok());
-            let page = r.map_err(|e| FetchError::from_sdk(&e))?;
-            for o in page.contents() {
-                if let Some(k) = o.key() {
-                    out.push(ObjectInfo {
-                        key: k.to_string(),
-                        size: u64::try_from(o.size().unwrap_or(0)).unwrap_or(0),
-                        etag: o.e_tag().unwrap_or_default().to_string(),
-                    });
-                }
-            }
-            match page.next_continuation_token() {
-                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
-                _ => break,
+            let page = self
+                .retry
+                .run(
+                    "list",
+                    prefix,
+                    || async {
+                        let t = Instant::now();
+                        let r = self
+                            .client
+                            .list_page(&self.bucket, prefix, token.clone())
+                            .await;
+                        record("list", t, r.is_ok());
+                        r
+                    },
+                    FetchError::is_transient,
+                )
+                .await?;
+            out.extend(page.objects);
+            match page.next {
+                Some(t) => token = Some(t),
+                None => break,
             }
         }
         Ok(out)
@@ -284,7 +299,26 @@ impl Upstream {
     /// parts from parallel ranged GETs conditional on the ETag the first answer gave (a change
     /// mid-way is caught). One stream from S3 gives a fraction of what the instance's network can
     /// take; a Milvus load waits for whole index files.
+    ///
+    /// The whole-object GET is one call site of the retry budget, each part another.
     pub async fn fetch(
+        &self,
+        store: &Arc<Store>,
+        key: &str,
+        max_size: u64,
+        ranges: Option<&Ranges<'_>>,
+    ) -> Result<Entry, FetchError> {
+        self.retry
+            .run(
+                "get",
+                key,
+                || self.fetch_once(store, key, max_size, ranges),
+                FetchError::is_transient,
+            )
+            .await
+    }
+
+    async fn fetch_once(
         &self,
         store: &Arc<Store>,
         key: &str,
@@ -305,18 +339,20 @@ impl Upstream {
         let t = Instant::now();
         let r = self
             .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .customize()
-            .mutate_request(ask_for_checksums)
-            .send()
+            .get(
+                &self.bucket,
+                GetRequest {
+                    key,
+                    range: None,
+                    if_match: None,
+                },
+            )
             .await;
         if r.is_err() {
             record("get", t, false);
         }
-        let out = r.map_err(|e| FetchError::from_sdk(&e))?;
-        let size = u64::try_from(out.content_length.unwrap_or(0)).unwrap_or(0);
+        let out = r?;
+        let size = out.content_length;
         if size > max_size {
             record("get", t, true);
             return Err(FetchError::TooBig(size));
@@ -324,9 +360,9 @@ impl Upstream {
         let info = ObjectInfo {
             key: key.to_string(),
             size,
-            etag: out.e_tag.clone().unwrap_or_default(),
+            etag: out.etag.clone(),
         };
-        let crc = full_object_crc(&out).filter(|_| !self.size_only);
+        let crc = out.crc;
         let meta = ObjectMeta::of(&out);
         let reservation = store.reserve(size)?;
         let tmp = store.temp_path();
@@ -357,24 +393,24 @@ impl Upstream {
         tmp: &Path,
         info: &ObjectInfo,
         crc: Option<FullObjectCrc>,
-        mut body: ByteStream,
+        mut body: Body,
     ) -> Result<&'static str, FetchError> {
         let mut f = ChunkFile::create(tmp)
             .await
-            .map_err(|e| FetchError::disk(&e))?;
-        let mut v = Verifier::new(info.size, &info.etag, crc, self.size_only);
+            .map_err(FetchError::disk(tmp))?;
+        let mut v = Verifier::new(info.size, &info.etag, crc);
         loop {
-            let chunk = match body.try_next().await {
-                Ok(Some(c)) => c,
-                Ok(None) => break,
-                Err(e) => return Err(body_cut(&e)),
+            let chunk = match body.next().await {
+                Some(Ok(c)) => c,
+                None => break,
+                Some(Err(e)) => return Err(e),
             };
             v.update(&chunk);
-            f.write(chunk).await.map_err(|e| FetchError::disk(&e))?;
+            f.write(chunk).await.map_err(FetchError::disk(tmp))?;
         }
         // Verified before it is made durable: bad bytes are never fsynced, only deleted.
         let how = v.finish()?;
-        f.finish(true).await.map_err(|e| FetchError::disk(&e))?;
+        f.finish(true).await.map_err(FetchError::disk(tmp))?;
         Ok(how)
     }
 
@@ -388,14 +424,14 @@ impl Upstream {
         info: &ObjectInfo,
         crc: Option<FullObjectCrc>,
         ranges: &Ranges<'_>,
-        first: Option<(ByteStream, Option<tokio::sync::OwnedSemaphorePermit>)>,
+        first: Option<(Body, Option<tokio::sync::OwnedSemaphorePermit>)>,
     ) -> Result<&'static str, FetchError> {
         let size = info.size;
         let part_size = ranges.part_size;
         let f = tokio::fs::File::create(tmp)
             .await
-            .map_err(|e| FetchError::disk(&e))?;
-        f.set_len(size).await.map_err(|e| FetchError::disk(&e))?;
+            .map_err(FetchError::disk(tmp))?;
+        f.set_len(size).await.map_err(FetchError::disk(tmp))?;
         drop(f);
         let mut first = first;
         let parts = range_starts(size, part_size).map(|a| {
@@ -422,22 +458,30 @@ impl Upstream {
                     .acquire()
                     .await
                     .map_err(|e| FetchError::Unavailable(e.to_string()))?;
-                let mut last = None;
-                for attempt in 0..3 {
-                    match self.range_once(tmp, &info.key, &info.etag, crc, a, b).await {
-                        Ok(d) => {
-                            (ranges.progress)(b + 1 - a);
-                            return Ok(d);
-                        }
-                        Err(e) if e.is_transient() && !matches!(e, FetchError::Changed) => {
-                            tracing::debug!(key = %info.key, attempt, error = %e, "range retry");
-                            last = Some(e);
-                            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-                        }
-                        Err(e) => return Err(e),
+                // A change of the object is for the whole fetch to retry; anything else
+                // transient is this part's, and once its budget is spent the fetch fails.
+                let part_retry =
+                    |e: &FetchError| e.is_transient() && !matches!(e, FetchError::Changed);
+                match self
+                    .retry
+                    .run(
+                        "get_range",
+                        &info.key,
+                        || self.range_once(tmp, &info.key, &info.etag, crc, a, b),
+                        part_retry,
+                    )
+                    .await
+                {
+                    Ok(d) => {
+                        (ranges.progress)(b + 1 - a);
+                        Ok(d)
                     }
+                    Err(e) if part_retry(&e) => Err(FetchError::Part {
+                        at: a,
+                        source: Box::new(e),
+                    }),
+                    Err(e) => Err(e),
                 }
-                Err(last.unwrap_or(FetchError::Unavailable("retries exhausted".into())))
             }
         });
         let digests: Vec<_> = futures::future::try_join_all(parts)
@@ -447,20 +491,19 @@ impl Upstream {
             .collect();
         let path = tmp.to_path_buf();
         let etag = info.etag.clone();
-        let size_only = self.size_only;
         tokio::task::spawn_blocking(move || -> Result<&'static str, FetchError> {
             // One handle for the read-back (when there is one) and the fsync.
-            let mut f = std::fs::File::open(&path).map_err(|e| FetchError::disk(&e))?;
+            let mut f = std::fs::File::open(&path).map_err(FetchError::disk(&path))?;
             let how = match crc {
                 Some(c) => c.check_ranges(size, digests)?,
                 // The MD5 of the ETag is one serial pass: read the file back (its pages are
                 // still in the page cache).
                 None => {
                     use std::io::Read;
-                    let mut v = Verifier::new(size, &etag, None, size_only);
+                    let mut v = Verifier::new(size, &etag, None);
                     let mut buf = vec![0_u8; 1 << 20];
                     loop {
-                        let n = f.read(&mut buf).map_err(|e| FetchError::disk(&e))?;
+                        let n = f.read(&mut buf).map_err(FetchError::disk(&path))?;
                         if n == 0 {
                             break;
                         }
@@ -469,11 +512,11 @@ impl Upstream {
                     v.finish()?
                 }
             };
-            f.sync_data().map_err(|e| FetchError::disk(&e))?;
+            f.sync_data().map_err(FetchError::disk(&path))?;
             Ok(how)
         })
         .await
-        .map_err(|e| FetchError::Disk(e.to_string()))?
+        .map_err(|e| FetchError::disk(tmp)(std::io::Error::other(e)))?
     }
 
     /// One ranged GET of `a..=b` written at its offset in `tmp`; with `crc`, also the CRC of
@@ -488,21 +531,22 @@ impl Upstream {
         b: u64,
     ) -> Result<Option<crc_fast::Digest>, FetchError> {
         let t = Instant::now();
-        let mut req = self
+        let r = self
             .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .range(format!("bytes={a}-{b}"));
-        if !etag.is_empty() {
-            req = req.if_match(etag);
-        }
-        let r = req.send().await;
+            .get(
+                &self.bucket,
+                GetRequest {
+                    key,
+                    range: Some((a, b)),
+                    if_match: (!etag.is_empty()).then_some(etag),
+                },
+            )
+            .await;
         if r.is_err() {
             record("get_range", t, false);
         }
-        let out = r.map_err(|e| FetchError::from_sdk(&e))?;
-        if !etag.is_empty() && out.e_tag.as_deref().is_some_and(|e| e != etag) {
+        let out = r?;
+        if !etag.is_empty() && !out.etag.is_empty() && out.etag != etag {
             record("get_range", t, false);
             return Err(FetchError::Changed);
         }
@@ -523,15 +567,11 @@ pub struct Ranges<'a> {
     pub progress: &'a (dyn Fn(u64) + Sync),
 }
 
-fn body_cut(e: &dyn std::error::Error) -> FetchError {
-    FetchError::Unavailable(format!("body cut: {}", DisplayErrorContext(e)))
-}
-
 /// Streams `want` bytes of `body` into `tmp` at offset `at` (with `crc`: and returns their
 /// CRC). With `more_follows` the body may go on (a whole-object GET read for its first part
 /// only); otherwise a body longer or shorter than `want` is an error.
 async fn body_into(
-    body: &mut ByteStream,
+    body: &mut Body,
     tmp: &Path,
     at: u64,
     want: u64,
@@ -540,14 +580,14 @@ async fn body_into(
 ) -> Result<Option<crc_fast::Digest>, FetchError> {
     let mut f = ChunkFile::at_offset(tmp, at)
         .await
-        .map_err(|e| FetchError::disk(&e))?;
+        .map_err(FetchError::disk(tmp))?;
     let mut digest = crc.map(FullObjectCrc::digest);
     let mut got = 0_u64;
     while !(more_follows && got == want) {
-        let mut chunk = match body.try_next().await {
-            Ok(Some(c)) => c,
-            Ok(None) => break,
-            Err(e) => return Err(body_cut(&e)),
+        let mut chunk = match body.next().await {
+            Some(Ok(c)) => c,
+            None => break,
+            Some(Err(e)) => return Err(e),
         };
         let room = want - got;
         if chunk.len() as u64 > room {
@@ -562,7 +602,7 @@ async fn body_into(
         if let Some(d) = &mut digest {
             d.update(&chunk);
         }
-        f.write(chunk).await.map_err(|e| FetchError::disk(&e))?;
+        f.write(chunk).await.map_err(FetchError::disk(tmp))?;
     }
     if got != want {
         return Err(FetchError::Unavailable(format!(
@@ -570,7 +610,7 @@ async fn body_into(
         )));
     }
     // Durability comes once for the whole file, after it is verified.
-    f.finish(false).await.map_err(|e| FetchError::disk(&e))?;
+    f.finish(false).await.map_err(FetchError::disk(tmp))?;
     Ok(digest)
 }
 
@@ -583,15 +623,11 @@ struct ObjectMeta {
 }
 
 impl ObjectMeta {
-    fn of(out: &GetObjectOutput) -> Self {
+    fn of(out: &GetAnswer) -> Self {
         Self {
-            last_modified: unix(out.last_modified.as_ref()),
+            last_modified: out.last_modified,
             content_type: out.content_type.clone(),
-            metadata: out
-                .metadata
-                .clone()
-                .map(|m| m.into_iter().collect())
-                .unwrap_or_default(),
+            metadata: out.metadata.clone(),
         }
     }
 }
@@ -624,7 +660,7 @@ async fn commit(
     let path = tmp.clone();
     tokio::task::spawn_blocking(move || st.commit(reservation, &path, committed))
         .await
-        .map_err(|e| FetchError::Disk(e.to_string()))?
+        .map_err(|e| FetchError::disk(&tmp)(std::io::Error::other(e)))?
         .inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);
         })?;
@@ -638,7 +674,35 @@ fn range_starts(size: u64, part_size: u64) -> impl Iterator<Item = u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::range_starts;
+    use super::*;
+
+    /// A disk error keeps its path and its `io::Error` (kind and all), not a string of it.
+    #[tokio::test]
+    async fn disk_errors_keep_path_and_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join("gone/x.part");
+        let mut body: Body =
+            futures::stream::iter([Ok(bytes::Bytes::from_static(b"some bytes"))]).boxed();
+        let e = body_into(&mut body, &tmp, 0, 10, None, false)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, FetchError::Disk { path, source }
+                if path == &tmp && source.kind() == std::io::ErrorKind::NotFound),
+            "{e:?}"
+        );
+        assert!(e.passes_through() && !e.is_transient());
+        assert!(std::error::Error::source(&e).is_some());
+
+        let store = crate::store::StoreError::Io {
+            path: "/cache/objects/ab".into(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        };
+        assert!(
+            matches!(FetchError::from(store), FetchError::Disk { path, source }
+            if path == Path::new("/cache/objects/ab") && source.kind() == std::io::ErrorKind::StorageFull)
+        );
+    }
 
     #[test]
     fn ranges_cover_the_object_once() {

@@ -7,7 +7,8 @@
 //!   `md5(md5(part1)..md5(partN))-N`. The part size of a multipart object is not in its ETag, so
 //!   every plausible part size (the common client defaults and the even split) is hashed in one
 //!   pass and any exact match is accepted;
-//! - else the size alone.
+//! - else nothing sound is left (the size alone is no check of the bytes): the object is
+//!   [`Mismatch::Unverifiable`], passed through and not cached.
 
 use base64::Engine as _;
 use md5::{Digest, Md5};
@@ -142,8 +143,6 @@ pub enum Expect {
     Multipart([u8; 16], u32),
     /// A full-object CRC reported by upstream.
     Crc(FullObjectCrc),
-    /// Nothing to check but the size (configured).
-    SizeOnly,
     /// No CRC and an ETag that is neither form (e.g. SSE-KMS objects written before S3 kept
     /// CRCs): the content cannot be checked, so it is not cached.
     Unverifiable,
@@ -242,11 +241,10 @@ pub enum Mismatch {
 
 impl Verifier {
     /// A verifier for an object of `size` bytes with `etag` and, when upstream reported one,
-    /// its full-object CRC (checked instead of the ETag); `size_only` skips digests.
+    /// its full-object CRC (checked instead of the ETag).
     #[must_use]
-    pub fn new(size: u64, etag: &str, crc: Option<FullObjectCrc>, size_only: bool) -> Self {
+    pub fn new(size: u64, etag: &str, crc: Option<FullObjectCrc>) -> Self {
         let expect = match crc {
-            _ if size_only => Expect::SizeOnly,
             Some(c) => Expect::Crc(c),
             None => parse_etag(etag),
         };
@@ -264,7 +262,7 @@ impl Verifier {
                     })
                     .collect(),
             ),
-            Expect::Crc(_) | Expect::SizeOnly | Expect::Unverifiable => (None, Vec::new()),
+            Expect::Crc(_) | Expect::Unverifiable => (None, Vec::new()),
         };
         let crc = match &expect {
             Expect::Crc(c) => Some(c.digest()),
@@ -320,7 +318,6 @@ impl Verifier {
             });
         }
         match self.expect {
-            Expect::SizeOnly => Ok("size"),
             Expect::Unverifiable => Err(Mismatch::Unverifiable(self.etag)),
             Expect::Crc(want) => want.compare(self.crc.map_or(0, |c| c.finalize())),
             Expect::Md5(want) => {
@@ -369,7 +366,7 @@ mod tests {
     }
 
     fn check(data: &[u8], etag: &str, chunk: usize) -> Result<&'static str, Mismatch> {
-        let mut v = Verifier::new(data.len() as u64, etag, None, false);
+        let mut v = Verifier::new(data.len() as u64, etag, None);
         for c in data.chunks(chunk) {
             v.update(c);
         }
@@ -404,7 +401,7 @@ mod tests {
 
     #[test]
     fn size_is_always_checked() {
-        let mut v = Verifier::new(10, "\"not-an-md5\"", None, false);
+        let mut v = Verifier::new(10, "\"not-an-md5\"", None);
         v.update(b"12345");
         assert_eq!(
             v.finish(),
@@ -413,11 +410,8 @@ mod tests {
                 got: 5
             })
         );
-        let mut v = Verifier::new(5, "whatever", None, true);
-        v.update(b"12345");
-        assert_eq!(v.finish(), Ok("size"));
-        // Not configured to trust sizes alone: an ETag that is no digest is refused.
-        let mut v = Verifier::new(5, "\"whatever\"", None, false);
+        // An ETag that is no digest, and no CRC: the size alone is no check, so it is refused.
+        let mut v = Verifier::new(5, "\"whatever\"", None);
         v.update(b"12345");
         assert!(matches!(v.finish(), Err(Mismatch::Unverifiable(_))));
     }
@@ -470,11 +464,11 @@ mod tests {
         )
         .unwrap();
         for (crc, name) in [(c64, "crc64nvme"), (c32c, "crc32c"), (c32, "crc32")] {
-            let mut v = Verifier::new(9, "\"not-an-md5\"", Some(crc), false);
+            let mut v = Verifier::new(9, "\"not-an-md5\"", Some(crc));
             v.update(&data[..4]);
             v.update(&data[4..]);
             assert_eq!(v.finish(), Ok(name));
-            let mut v = Verifier::new(9, "", Some(crc), false);
+            let mut v = Verifier::new(9, "", Some(crc));
             v.update(b"123456780");
             assert!(matches!(v.finish(), Err(Mismatch::Digest(_))), "{name}");
         }

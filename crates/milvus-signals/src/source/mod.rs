@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::catalogue::SignalKey;
 use crate::engine::SignalValues;
 use crate::snapshot::{InstanceSnapshot, Reading, SnapshotStore, TargetHealth};
+use crate::unknown::Unknown;
 
 /// What one round of a source produced.
 #[derive(Debug, Clone)]
@@ -54,7 +55,7 @@ pub fn to_snapshot(meta: &InstanceMeta, source: String, outcome: PollOutcome) ->
     snapshot.values = outcome
         .values
         .into_iter()
-        .map(|(key, value): (SignalKey, Result<f64, String>)| {
+        .map(|(key, value): (SignalKey, Result<f64, Unknown>)| {
             let window = key.signal.is_windowed().then_some(outcome.window);
             let reading = value.map(|value| Reading {
                 value,

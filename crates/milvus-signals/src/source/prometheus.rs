@@ -10,8 +10,9 @@ use tokio::task::JoinSet;
 
 use super::{MetricsSource, PollOutcome};
 use crate::catalogue::{Signal, SignalKey};
-use crate::engine::{DEFAULT_DEMAND_DRAIN, SignalValues};
+use crate::engine::{DEFAULT_DEMAND_DRAIN, SignalValues, latency_without_completions};
 use crate::snapshot::TargetHealth;
+use crate::unknown::Unknown;
 
 /// Runs one PromQL query per signal (and per-collection variants) each round.
 pub struct PrometheusSource {
@@ -130,6 +131,16 @@ pub fn queries(selector: &str, window: Duration, demand_drain: Duration) -> Vec<
         });
     }
     out
+}
+
+/// Searches queued or executing now, as the scrape engine counts them for its stuck-search rule
+/// ([`latency_without_completions`]): the query nodes' waiting read tasks plus the proxies' nq
+/// in flight, each 0 when not exported, NaN samples dropped.
+pub fn in_flight_searches_query(selector: &str) -> String {
+    let extra = extra_matchers(selector);
+    format!(
+        "(sum({{__name__=~\"milvus_querynode_read_task_(unsolved|ready)_len\"{extra}}} >= 0) or vector(0)) + (sum({{__name__=\"milvus_proxy_executing_total_nq\"{extra}}} >= 0) or vector(0))"
+    )
 }
 
 /// `selector` as extra matchers to append inside a selector's braces: `,` + selector, or nothing.
@@ -337,26 +348,84 @@ async fn run_query(
     url: String,
     query: SignalQuery,
 ) -> (SignalQuery, QueryResult) {
-    let response = client
-        .get(&url)
-        .query(&[("query", query.expr.as_str())])
-        .send()
-        .await;
-    let result = match response {
+    let result = fetch(&client, &url, &query.expr, query.collection_label).await;
+    (query, result)
+}
+
+/// Runs one instant query.
+async fn fetch(
+    client: &reqwest::Client,
+    url: &str,
+    expr: &str,
+    collection_label: Option<&str>,
+) -> QueryResult {
+    let response = client.get(url).query(&[("query", expr)]).send().await;
+    match response {
         Err(e) => Err(format!("Prometheus at {url} unreachable: {e}")),
         Ok(r) => {
             let status = r.status();
             match r.bytes().await {
                 Err(e) => Err(format!("reading Prometheus response: {e}")),
-                Ok(body) if status.is_success() => parse_response(&body, query.collection_label),
+                Ok(body) if status.is_success() => parse_response(&body, collection_label),
                 Ok(body) => Err(match parse_response(&body, None) {
                     Err(e) => format!("HTTP {status}: {e}"),
                     Ok(_) => format!("HTTP {status}"),
                 }),
             }
         }
-    };
-    (query, result)
+    }
+}
+
+/// The signal values of one round from its query results. A NaN quantile (no search completed
+/// in the window) goes through the scrape engine's rule, [`latency_without_completions`], with
+/// `in_flight`, the result of [`in_flight_searches_query`]; per collection it is 0, as there.
+pub fn values_from_results(
+    results: Vec<(SignalQuery, QueryResult)>,
+    in_flight: &QueryResult,
+    window: Duration,
+) -> SignalValues {
+    let mut values = SignalValues::new();
+    for (query, result) in results {
+        match (result, query.collection_label) {
+            (Err(e), None) => {
+                values.insert(SignalKey::instance(query.signal), Err(Unknown::PromQl(e)));
+            }
+            (Err(_), Some(_)) => {}
+            (Ok(rows), None) => {
+                let value = match rows.first() {
+                    None => Err(Unknown::NoSeriesMatched(query.expr.clone())),
+                    Some((_, v)) if v.is_nan() && query.signal.quantile().is_some() => {
+                        match in_flight {
+                            Ok(rows) => latency_without_completions(
+                                rows.first().map_or(0.0, |(_, v)| *v),
+                                window,
+                            ),
+                            Err(e) => Err(Unknown::StuckUnknown {
+                                window,
+                                reason: e.clone(),
+                            }),
+                        }
+                    }
+                    Some((_, v)) if v.is_nan() => Ok(0.0),
+                    Some((_, v)) => Ok(*v),
+                };
+                values.insert(SignalKey::instance(query.signal), value);
+            }
+            (Ok(rows), Some(_)) => {
+                for (collection, v) in rows {
+                    let v = if v.is_nan() { 0.0 } else { v };
+                    values.insert(
+                        SignalKey {
+                            signal: query.signal,
+                            collection,
+                        },
+                        Ok(v),
+                    );
+                }
+            }
+        }
+    }
+    values
 }
 
 impl MetricsSource for PrometheusSource {
@@ -373,7 +442,12 @@ impl MetricsSource for PrometheusSource {
                 (query, result, started.elapsed())
             });
         }
-        let mut values = SignalValues::new();
+        let in_flight = {
+            let (client, url) = (self.client.clone(), url.clone());
+            let expr = in_flight_searches_query(&self.selector);
+            tokio::spawn(async move { fetch(&client, &url, &expr, None).await })
+        };
+        let mut results = Vec::new();
         let mut health = Vec::new();
         while let Some(joined) = tasks.join_next().await {
             let Ok((query, result, duration)) = joined else {
@@ -384,34 +458,12 @@ impl MetricsSource for PrometheusSource {
                 error: result.as_ref().err().cloned(),
                 duration,
             });
-            match (result, query.collection_label) {
-                (Err(e), None) => {
-                    values.insert(SignalKey::instance(query.signal), Err(e));
-                }
-                (Err(_), Some(_)) => {}
-                (Ok(rows), None) => {
-                    let value = match rows.first() {
-                        None => Err(format!("no series matched: {}", query.expr)),
-                        // histogram_quantile gives NaN when no search finished in the window.
-                        Some((_, v)) if v.is_nan() => Ok(0.0),
-                        Some((_, v)) => Ok(*v),
-                    };
-                    values.insert(SignalKey::instance(query.signal), value);
-                }
-                (Ok(rows), Some(_)) => {
-                    for (collection, v) in rows {
-                        let v = if v.is_nan() { 0.0 } else { v };
-                        values.insert(
-                            SignalKey {
-                                signal: query.signal,
-                                collection,
-                            },
-                            Ok(v),
-                        );
-                    }
-                }
-            }
+            results.push((query, result));
         }
+        let in_flight = in_flight
+            .await
+            .unwrap_or_else(|e| Err(format!("in-flight query task failed: {e}")));
+        let values = values_from_results(results, &in_flight, self.window);
         if health.iter().all(|h| h.error.is_some()) {
             health.truncate(1);
         }

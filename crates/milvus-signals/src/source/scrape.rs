@@ -18,16 +18,24 @@ use crate::exposition::Limits;
 use crate::exposition::StreamParser;
 use crate::milvus::{METRICS_READ, TargetSample, extract};
 use crate::snapshot::TargetHealth;
+use crate::unknown::{TargetFailure, Unknown};
 
 /// Largest `/metrics` body accepted from one target; a Milvus pod serves ~200 KiB.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// The path scraped when a target names none: where every Milvus component serves its metrics.
+pub const DEFAULT_METRICS_PATH: &str = "/metrics";
+
+/// What a target string must look like, for error messages.
+const EXPECTED: &str = "expected http(s)://HOST[:PORT][/PATH], dns+http(s)://NAME:PORT[/PATH] or file:PATH (PATH defaults to /metrics)";
 
 /// A scrape target as written in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub enum TargetSpec {
-    /// One URL, scraped as is: `http://10.0.0.5:9091/metrics`.
-    Static(String),
+    /// One URL, scraped as is: `http://10.0.0.5:9091/metrics` (`http://10.0.0.5:9091` scrapes
+    /// `/metrics` too).
+    Static(url::Url),
     /// `dns+http://NAME:PORT/PATH`: every address NAME resolves to, re-resolved each round.
     Dns {
         /// `http` or `https`.
@@ -36,7 +44,7 @@ pub enum TargetSpec {
         host: String,
         /// Port to scrape on each address.
         port: u16,
-        /// Path, e.g. `/metrics`.
+        /// Path (with the query, if any), e.g. `/metrics`.
         path: String,
     },
     /// `file:PATH`: the `http(s)://` URLs listed in PATH, one per line (`#` starts a comment),
@@ -59,54 +67,58 @@ impl FromStr for TargetSpec {
             target: s.to_string(),
             reason: reason.to_string(),
         };
+        // Before the URL parser: it would read `file:targets.txt` as `/targets.txt`.
         if let Some(path) = s.strip_prefix("file:") {
             if path.is_empty() {
                 return Err(bad("file: needs the path of a file listing target URLs"));
             }
             return Ok(TargetSpec::File(path.into()));
         }
-        let (scheme, rest) = s.split_once("://").ok_or_else(|| {
-            bad("expected http://HOST:PORT/PATH, dns+http://NAME:PORT/PATH or file:PATH")
-        })?;
-        let (dns, scheme) = match scheme {
-            "http" | "https" => (false, scheme),
+        let mut url = url::Url::parse(s).map_err(|e| bad(&format!("{e}; {EXPECTED}")))?;
+        let (dns, scheme) = match url.scheme() {
+            "http" => (false, "http"),
+            "https" => (false, "https"),
             "dns+http" => (true, "http"),
             "dns+https" => (true, "https"),
-            _ => return Err(bad("scheme must be http, https, dns+http or dns+https")),
+            other => {
+                return Err(bad(&format!(
+                    "scheme {other:?} is not http, https, dns+http or dns+https; {EXPECTED}"
+                )));
+            }
         };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/metrics"),
+        let host = match url.host_str() {
+            Some(h) if !h.is_empty() => h.to_string(),
+            _ => return Err(bad(&format!("missing host; {EXPECTED}"))),
         };
-        if authority.is_empty() {
-            return Err(bad("missing host"));
-        }
-        if authority.contains('@') {
+        if !url.username().is_empty() || url.password().is_some() {
             return Err(bad("credentials in the URL are not supported"));
         }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-                let port = p
-                    .parse::<u16>()
-                    .map_err(|_| bad("port must be a number from 1 to 65535"))?;
-                if port == 0 {
-                    return Err(bad("port must be a number from 1 to 65535"));
-                }
-                (h.to_string(), Some(port))
-            }
-            _ => (authority.to_string(), None),
-        };
-        if dns {
-            let port = port.ok_or_else(|| bad("a dns+ target needs an explicit port"))?;
-            Ok(TargetSpec::Dns {
-                scheme: scheme.to_string(),
-                host,
-                port,
-                path: path.to_string(),
-            })
-        } else {
-            Ok(TargetSpec::Static(s.to_string()))
+        if url.fragment().is_some() {
+            return Err(bad(&format!("a #fragment is never sent; {EXPECTED}")));
         }
+        if url.port() == Some(0) {
+            return Err(bad("port must be a number from 1 to 65535"));
+        }
+        // One rule for both forms: no path (`http` always has at least `/`) means /metrics.
+        if matches!(url.path(), "" | "/") {
+            url.set_path(DEFAULT_METRICS_PATH);
+        }
+        if !dns {
+            return Ok(TargetSpec::Static(url));
+        }
+        let port = url
+            .port()
+            .ok_or_else(|| bad("a dns+ target needs an explicit port"))?;
+        let path = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_string(),
+        };
+        Ok(TargetSpec::Dns {
+            scheme: scheme.to_string(),
+            host,
+            port,
+            path,
+        })
     }
 }
 
@@ -120,7 +132,7 @@ impl TryFrom<String> for TargetSpec {
 impl fmt::Display for TargetSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TargetSpec::Static(url) => f.write_str(url),
+            TargetSpec::Static(url) => f.write_str(url.as_str()),
             TargetSpec::Dns {
                 scheme,
                 host,
@@ -178,7 +190,7 @@ impl ScrapeSource {
         for spec in &self.targets {
             match spec {
                 TargetSpec::Static(url) => {
-                    urls.insert(url.clone());
+                    urls.insert(url.to_string());
                 }
                 TargetSpec::File(path) => match read_target_file(path).await {
                     Ok(listed) => urls.extend(listed),
@@ -250,7 +262,7 @@ fn parse_target_list(text: &str) -> Result<Vec<String>, (usize, String)> {
             continue;
         }
         match line.parse::<TargetSpec>() {
-            Ok(TargetSpec::Static(url)) => urls.push(url),
+            Ok(TargetSpec::Static(url)) => urls.push(url.to_string()),
             Ok(_) => return Err((i + 1, format!("expected an http(s):// URL, got {line:?}"))),
             Err(e) => return Err((i + 1, e.to_string())),
         }
@@ -346,11 +358,18 @@ impl MetricsSource for ScrapeSource {
         }
         health.sort_by(|a, b| a.target.cmp(&b.target));
         let all_failed_reason = (samples.is_empty() && !health.is_empty()).then(|| {
-            let reasons: Vec<String> = health
-                .iter()
-                .filter_map(|h| h.error.as_ref().map(|e| format!("{}: {e}", h.target)))
-                .collect();
-            format!("source unreachable: {}", reasons.join("; "))
+            Unknown::SourceUnreachable(
+                health
+                    .iter()
+                    .filter_map(|h| {
+                        let error = h.error.clone()?;
+                        Some(TargetFailure {
+                            target: h.target.clone(),
+                            error,
+                        })
+                    })
+                    .collect(),
+            )
         });
         self.engine.observe(at, samples);
         let mut values = self.engine.compute();
@@ -377,36 +396,53 @@ impl MetricsSource for ScrapeSource {
 mod tests {
     use super::*;
 
+    fn static_url(s: &str) -> String {
+        match s.parse::<TargetSpec>() {
+            Ok(TargetSpec::Static(url)) => url.to_string(),
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    fn dns(s: &str) -> (String, String, u16, String) {
+        match s.parse::<TargetSpec>() {
+            Ok(TargetSpec::Dns {
+                scheme,
+                host,
+                port,
+                path,
+            }) => (scheme, host, port, path),
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
     #[test]
     fn target_specs() {
         assert_eq!(
-            "http://127.0.0.1:9091/metrics".parse::<TargetSpec>(),
-            Ok(TargetSpec::Static("http://127.0.0.1:9091/metrics".into()))
+            static_url("http://127.0.0.1:9091/metrics"),
+            "http://127.0.0.1:9091/metrics"
         );
         assert_eq!(
-            "dns+http://milvus-querynode.milvus.svc:9091/metrics".parse::<TargetSpec>(),
-            Ok(TargetSpec::Dns {
-                scheme: "http".into(),
-                host: "milvus-querynode.milvus.svc".into(),
-                port: 9091,
-                path: "/metrics".into()
-            })
+            dns("dns+http://milvus-querynode.milvus.svc:9091/metrics"),
+            (
+                "http".into(),
+                "milvus-querynode.milvus.svc".into(),
+                9091,
+                "/metrics".into()
+            )
         );
-        for bad in [
-            "127.0.0.1:9091",
-            "ftp://x/metrics",
-            "dns+http://name/metrics",
-            "http://:/x",
-            "http://h:99999/x",
-            "http://u:p@h:1/x",
-        ] {
-            assert!(bad.parse::<TargetSpec>().is_err(), "{bad}");
-        }
-        let err = "dns+http://name/metrics"
-            .parse::<TargetSpec>()
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("explicit port"), "{err}");
+        assert_eq!(
+            dns("dns+https://qn.milvus.svc:9091/custom?x=1"),
+            (
+                "https".into(),
+                "qn.milvus.svc".into(),
+                9091,
+                "/custom?x=1".into()
+            )
+        );
+        assert_eq!(
+            static_url("https://[::1]:9091/m/x?y=1"),
+            "https://[::1]:9091/m/x?y=1"
+        );
         assert!("file:".parse::<TargetSpec>().is_err());
         assert_eq!(
             "file:/run/targets.txt"
@@ -415,6 +451,60 @@ mod tests {
                 .to_string(),
             "file:/run/targets.txt"
         );
+        assert_eq!(
+            "file:targets.txt".parse::<TargetSpec>(),
+            Ok(TargetSpec::File("targets.txt".into())),
+            "a relative path stays relative"
+        );
+    }
+
+    #[test]
+    fn both_forms_scrape_metrics_when_no_path_is_given() {
+        for spec in ["http://10.0.0.5:9091", "http://10.0.0.5:9091/"] {
+            assert_eq!(static_url(spec), "http://10.0.0.5:9091/metrics", "{spec}");
+        }
+        for spec in [
+            "dns+http://qn.milvus.svc:9091",
+            "dns+http://qn.milvus.svc:9091/",
+        ] {
+            assert_eq!(dns(spec).3, "/metrics", "{spec}");
+        }
+        // What the scrape asks for: the URL resolve() hands to the scraper.
+        assert_eq!(
+            "http://10.0.0.5:9091"
+                .parse::<TargetSpec>()
+                .unwrap()
+                .to_string(),
+            "http://10.0.0.5:9091/metrics"
+        );
+        assert_eq!(
+            "dns+http://qn:9091"
+                .parse::<TargetSpec>()
+                .unwrap()
+                .to_string(),
+            "dns+http://qn:9091/metrics"
+        );
+    }
+
+    #[test]
+    fn bad_targets_say_what_was_expected() {
+        for (bad, says) in [
+            ("127.0.0.1:9091", "expected http(s)://HOST"),
+            ("milvus-proxy", "expected http(s)://HOST"),
+            ("ftp://x/metrics", "scheme \"ftp\" is not http"),
+            ("dns+http://name/metrics", "explicit port"),
+            ("http://:/x", "expected http(s)://HOST"),
+            ("http://h:99999/x", "expected http(s)://HOST"),
+            ("http://h:0/x", "from 1 to 65535"),
+            ("http://u:p@h:1/x", "credentials"),
+            ("http://h:1/metrics#x", "fragment"),
+            ("dns+http://:9091/metrics", "empty host"),
+            ("dns+http:///metrics", "host"),
+        ] {
+            let err = bad.parse::<TargetSpec>().unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+            assert!(err.contains(&format!("{bad:?}")), "names the target: {err}");
+        }
     }
 
     #[test]
@@ -436,9 +526,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_target_file_is_read_each_round_and_a_missing_one_is_reported() {
-        let dir = std::env::temp_dir().join(format!("scrape-file-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("targets.txt");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("targets.txt");
         std::fs::write(&path, "http://127.0.0.1:1/metrics\n").unwrap();
         let spec = TargetSpec::File(path.clone());
         let source =
@@ -457,7 +546,6 @@ mod tests {
         assert!(urls.is_empty());
         let error = failures[0].error.as_deref().unwrap();
         assert!(error.contains("cannot read target file"), "{error}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
