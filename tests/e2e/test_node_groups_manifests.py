@@ -441,3 +441,36 @@ def test_sizing_has_one_entry_per_zone_group_and_the_docs_warn_about_scale_in(cl
         assert not any(g.get("scale_in") for g in mine)
     doc = (REPO / "docs" / "node-groups.md").read_text()
     assert "`scale_in: true` terminates nodes without draining them" in doc
+
+
+def _quantity(text) -> float:
+    """An HPA averageValue ("60", "500m") as a number."""
+    text = str(text)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def test_planner_plans_what_the_autoscalers_ask_for():
+    """M7: the planner's signal and per-pod target are the HPA's and the ScaledObject's, split over the three
+    zone groups (target x3, min/max a third rounded up). A looser planner target plans machines no pod will use,
+    which Cluster Autoscaler removes after its unneeded time and the planner raises again."""
+    patch = yaml.safe_load((COMPONENT / "configmap-patch.yaml").read_text())
+    groups = yaml.safe_load(patch["data"]["node-groups.yaml"])["node_groups"]["groups"]
+    examples = REPO / "manifests" / "examples"
+    for role, hpa_file, keda_file in (("querynodes", "hpa-querynode.yaml", "scaledobject-querynode.yaml"),
+                                      ("indexnodes", "hpa-indexnode.yaml", "scaledobject-indexnode.yaml")):
+        hpa = yaml.safe_load((examples / hpa_file).read_text())["spec"]
+        (external,) = [m["external"] for m in hpa["metrics"] if m["type"] == "External"]
+        so = yaml.safe_load((examples / "keda" / keda_file).read_text())["spec"]
+        (trigger,) = [t for t in so["triggers"] if t["type"] in ("external", "external-push")]
+        signal = external["metric"]["name"].removeprefix("milvus_")
+        target = _quantity(external["target"]["averageValue"])
+        # Both autoscalers ask for the same thing.
+        assert (trigger["metadata"]["signal"], float(trigger["metadata"]["target"])) == (signal, target), role
+        assert so["maxReplicaCount"] == hpa["maxReplicas"], role
+        zones = [g for g in groups if g["name"].startswith(role + "-")]
+        for g in zones:
+            r = g["replicas"]
+            assert r["signal"] == signal, (g["name"], r)
+            assert r["target_per_pod"] == pytest.approx(len(zones) * target), (g["name"], r)
+            assert r["max"] == -(-hpa["maxReplicas"] // len(zones)), (g["name"], r)
+            assert r["min"] == -(-min(hpa["minReplicas"], so["minReplicaCount"]) // len(zones)), (g["name"], r)

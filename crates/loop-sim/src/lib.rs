@@ -7,15 +7,19 @@
 //! the queues and latencies it reads next. Pure: no clock, no I/O.
 
 pub mod cli;
+pub mod headroom_source;
 pub mod hpa_controller;
 pub mod model;
 pub mod report;
 pub mod sim;
 pub mod trace;
 
+pub use headroom_source::{FixedHeadroom, HeadroomSource, HeadroomView, PlannedHeadroom};
 pub use hpa_controller::HpaController;
 pub use model::SimConfig;
-pub use sim::{ClusterView, Controller, Outcome, PodView, Sample, Signals, Summary, run};
+pub use sim::{
+    ClusterView, Controller, Outcome, PodView, Sample, Signals, Summary, run, run_with_headroom,
+};
 pub use trace::LoadTrace;
 
 /// What can be wrong with a simulation's inputs.

