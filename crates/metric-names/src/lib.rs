@@ -145,7 +145,8 @@ pub fn problems(all: &[MetricName]) -> Vec<String> {
 }
 
 /// Every `counter!`/`gauge!`/`histogram!` call under `src_dir` (`.rs` files, recursively) whose
-/// name argument is a string literal, as `file:line: text`. Each exporting crate's test asserts
+/// name argument is a string literal, as `file:line: text` (`file` relative to `src_dir`'s parent,
+/// the crate). Each exporting crate's test asserts
 /// this is empty for its own `src/`, so every name goes through its `ALL` list.
 ///
 /// # Panics
@@ -159,10 +160,15 @@ pub fn literal_metric_names(src_dir: &Path) -> Vec<String> {
     for file in files {
         let text = std::fs::read_to_string(&file)
             .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+        // `src/x.rs`, relative to the crate, as a reader finds it.
+        let shown = src_dir
+            .parent()
+            .and_then(|crate_dir| file.strip_prefix(crate_dir).ok())
+            .unwrap_or(&file);
         out.extend(
             literal_calls(&text)
                 .into_iter()
-                .map(|(line, call)| format!("{}:{line}: {call}", file.display())),
+                .map(|(line, call)| format!("{}:{line}: {call}", shown.display())),
         );
     }
     out
@@ -228,6 +234,23 @@ mod tests {
         assert_eq!(ALL[0].labels, ["a", "b"]);
         assert_eq!(ALL[1].help, "Demo level.");
         assert!(problems(ALL).is_empty());
+    }
+
+    #[test]
+    fn described_metrics_get_help_and_type_lines_from_the_real_exporter() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe(ALL);
+            metrics::counter!(DEMO_TOTAL, "a" => "1", "b" => "2").increment(1);
+            metrics::gauge!(DEMO_LEVEL).set(3.0);
+        });
+        let text = handle.render();
+        assert!(
+            text.contains("# HELP demo_total Demo events.\n# TYPE demo_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("# HELP demo_level Demo level.\n"), "{text}");
     }
 
     #[test]
