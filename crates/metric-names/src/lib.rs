@@ -53,7 +53,9 @@ pub struct MetricName {
 }
 
 /// Declares a crate's metrics: a `pub const NAME: &str` per metric, documented with its help,
-/// type and labels, and `pub const ALL: &[MetricName]` listing every one of them in order.
+/// type and labels, and `pub const ALL: &[MetricName]` listing every one of them in order. Under
+/// `cargo test` it adds two tests: [`problems`] finds nothing in the list, and no metrics macro
+/// under the crate's `src/` names its metric with a string literal ([`literal_metric_names`]).
 ///
 /// ```
 /// metric_names::metric_names! {
@@ -86,6 +88,26 @@ macro_rules! metric_names {
                 help: $help,
             },
         )*];
+
+        // The checks every list gets, run by its crate's `cargo test`.
+        #[cfg(test)]
+        mod metric_names_check {
+            #[test]
+            fn every_metrics_macro_takes_a_name_from_this_list() {
+                let src = ::std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src"));
+                let literal = $crate::literal_metric_names(src);
+                assert!(
+                    literal.is_empty(),
+                    "metric names written as string literals; declare them in src/metric_names.rs and use the constant:\n{}",
+                    literal.join("\n")
+                );
+            }
+
+            #[test]
+            fn the_list_is_sound() {
+                assert_eq!($crate::problems(super::ALL), ::std::vec::Vec::<::std::string::String>::new());
+            }
+        }
     };
 }
 
@@ -194,8 +216,9 @@ fn collect_rs(dir: &Path, out: &mut Vec<PathBuf>) {
 /// whole text rather than a line grep.
 fn literal_calls(text: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
-    for mac in ["counter!(", "gauge!(", "histogram!("] {
-        for (at, _) in text.match_indices(mac) {
+    for name in ["counter", "gauge", "histogram"] {
+        let mac = format!("{name}!(");
+        for (at, _) in text.match_indices(&mac) {
             // `describe_counter!(` and friends take the name too, but only `describe` calls them,
             // with names from a list.
             let before = &text[..at];

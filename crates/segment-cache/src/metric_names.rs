@@ -51,24 +51,3 @@
     WARM_DONE: Gauge = "segment_cache_warm_done", labels [],
         help "1 when the warm has finished (or given up), 0 while it runs.";
 }
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    #[test]
-    fn every_metrics_macro_takes_a_name_from_this_list() {
-        let src = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src"));
-        let literal = ::metric_names::literal_metric_names(src);
-        assert!(
-            literal.is_empty(),
-            "metric names written as string literals; declare them in src/metric_names.rs and use the constant:\n{}",
-            literal.join("\n")
-        );
-    }
-
-    #[test]
-    fn the_list_is_sound() {
-        assert_eq!(::metric_names::problems(super::ALL), Vec::<String>::new());
-    }
-}
