@@ -482,6 +482,15 @@ def storage_health():
     d.stat("Objects warmed", "segment-cache (segment_cache_warm_objects_total)",
            "Objects fetched by the warm pass.",
            [(f'sum(segment_cache_warm_objects_total{{{M}}})', "objects")], unit="short", w=6, h=8)
+    d.ts("Objects verified by checksum", "segment-cache (segment_cache_verified_objects_total)",
+         "Objects fetched into the cache per second, by the checksum that verified them (crc64nvme, crc32c, "
+         "crc32, md5, multipart-md5). Objects that cannot be verified are passed through, not cached.",
+         [(f'sum by (by) (rate(segment_cache_verified_objects_total{{{M}}}[{RI}]))', "{{by}}")], unit="ops", w=12)
+    d.ts("Access-log lines dropped", "segment-cache (segment_cache_access_log_dropped_total)",
+         "Reads per second not recorded in the access log (the warm's source) because its queue was full: the "
+         "writer could not keep up with the disk. Should stay at 0; series appear after the first drop.",
+         [(f'sum by (pod, instance) (rate(segment_cache_access_log_dropped_total{{{M}}}[{RI}]))',
+           "{{pod}} {{instance}}")], unit="ops", w=12)
     return d
 
 

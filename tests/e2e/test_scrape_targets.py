@@ -30,6 +30,9 @@ def test_dns_target_expands_and_failures_are_per_target():
         text = scaler.metrics_text()
         assert f'milvus_scaler_target_up{{target="http://127.0.0.1:{exporter.port}/metrics"}} 1' in text
         assert f'milvus_scaler_target_up{{target="http://127.0.0.1:{dead_port}/metrics"}} 0' in text
+        # The help text of the crates' metric_names.rs lists, registered at start-up.
+        assert "# HELP milvus_scaler_target_up 1 when the last scrape of this target succeeded" in text
+        assert "# HELP milvus_scaler_signal_known " in text and "# HELP milvus_scaler_round_duration_seconds " in text
         # Every address of the name is a target (::1 too where localhost has it; nothing listens there).
         if "::1" in localhost_addresses():
             assert f'milvus_scaler_target_up{{target="http://[::1]:{exporter.port}/metrics"}} 0' in text

@@ -211,6 +211,9 @@ def test_large_read_miss_is_fetched_in_parallel_parts_and_verified():
             assert cache.metric("segment_cache_upstream_requests_total", op="get", outcome="ok") == 1
             assert cache.metric("segment_cache_upstream_requests_total", op="get_range", outcome="ok") == 4
             assert cache.metric("segment_cache_verified_objects_total", by="crc32") == 1
+            # The help text of crates/segment-cache/src/metric_names.rs, registered at start-up.
+            assert "# HELP segment_cache_verified_objects_total Objects fetched into the cache and verified" \
+                in cache.metrics_text()
 
             part = c.get_object(Bucket=BUCKET, Key="files/index_files/1/md5", Range="bytes=8000000-")["Body"].read()
             assert part == no_crc[8_000_000:]

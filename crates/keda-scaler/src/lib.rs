@@ -6,6 +6,7 @@
 //! [`start`] binds the listener and runs the server until the stop signal.
 
 pub mod metadata;
+pub mod metric_names;
 pub mod service;
 
 use std::net::SocketAddr;

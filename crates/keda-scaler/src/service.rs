@@ -11,20 +11,12 @@ use tokio::sync::watch;
 use tonic::{Code, Request, Response, Status};
 
 use crate::metadata::{MetadataError, Trigger, metric_value_int, target_size_int};
+use crate::metric_names::{ACTIVE_STREAMS, GRPC_DURATION, GRPC_REQUESTS, PUSH_MESSAGES};
 use crate::proto::external_scaler_server::ExternalScaler;
 use crate::proto::{
     GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
     MetricValue, ScaledObjectRef,
 };
-
-/// Gauge: open `StreamIsActive` streams.
-pub const ACTIVE_STREAMS: &str = "milvus_scaler_keda_active_streams";
-/// Counter: messages sent on `StreamIsActive` streams, label `active`.
-pub const PUSH_MESSAGES: &str = "milvus_scaler_keda_push_messages_total";
-/// Counter: finished RPCs, labels `method`, `code`.
-pub const GRPC_REQUESTS: &str = "milvus_scaler_grpc_requests_total";
-/// Histogram: RPC handling time in seconds, label `method`.
-pub const GRPC_DURATION: &str = "milvus_scaler_grpc_request_duration_seconds";
 
 /// The KEDA external scaler over a [`SnapshotStore`].
 #[derive(Clone)]

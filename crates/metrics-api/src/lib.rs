@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod config;
+pub mod metric_names;
 pub mod quantity;
 pub mod selector;
 pub mod server;

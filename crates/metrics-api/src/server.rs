@@ -98,12 +98,12 @@ async fn record_metrics(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let response = next.run(req).await;
     metrics::counter!(
-        "milvus_scaler_http_requests_total",
+        crate::metric_names::HTTP_REQUESTS,
         "route" => route.clone(),
         "code" => response.status().as_u16().to_string()
     )
     .increment(1);
-    metrics::histogram!("milvus_scaler_http_request_duration_seconds", "route" => route)
+    metrics::histogram!(crate::metric_names::HTTP_REQUEST_DURATION, "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
 }
@@ -391,7 +391,7 @@ mod tests {
             key: &metrics::Key,
             _: &metrics::Metadata<'_>,
         ) -> metrics::Counter {
-            if key.name() == "milvus_scaler_http_requests_total" {
+            if key.name() == crate::metric_names::HTTP_REQUESTS {
                 let route = key
                     .labels()
                     .find(|l| l.key() == "route")

@@ -2,5 +2,6 @@
 //! (`main.rs`) parses the command line and wires these parts to the signal pollers.
 
 pub mod config;
+pub mod metric_names;
 pub mod table;
 pub mod telemetry;

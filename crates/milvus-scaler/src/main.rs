@@ -118,6 +118,10 @@ enum Command {
     /// Closed-loop what-if: run HPA policies (and the smallest static size meeting the SLO)
     /// against a load trace on a service model calibrated from real Milvus; print a table or JSON.
     Simulate(SimulateCli),
+    /// Print `name kind` for every metric this binary can export (its libraries' included), one a
+    /// line: what the Grafana contract test reads instead of a hand copy.
+    #[command(hide = true)]
+    MetricNames,
 }
 
 #[derive(clap::Args)]
@@ -263,6 +267,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::LocalHpa(args) => local_hpa(args).await,
         Command::Simulate(args) => simulate(args),
+        Command::MetricNames => {
+            print!(
+                "{}",
+                metric_names::lines(milvus_scaler::metric_names::EVERY_LIST)
+            );
+            Ok(())
+        }
         Command::CheckConfig { config } => {
             let cfg = config.load()?;
             println!(
@@ -431,6 +442,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         )
         .install_recorder()
         .context("installing the metrics recorder")?;
+    // `# HELP` text for /metrics (the exporter prints it once a series exists).
+    for list in milvus_scaler::metric_names::EVERY_LIST {
+        metric_names::describe(list);
+    }
     let store = Arc::new(SnapshotStore::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();

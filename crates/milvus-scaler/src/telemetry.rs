@@ -10,6 +10,8 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use milvus_signals::{Signal, SignalKey, SnapshotStore};
 
+use crate::metric_names::{SIGNAL_AGE, SIGNAL_KNOWN, SIGNAL_VALUE};
+
 /// What the telemetry handlers read.
 #[derive(Clone)]
 pub struct TelemetryState {
@@ -58,16 +60,14 @@ pub fn export_signals(store: &SnapshotStore) {
             ];
             match instance.reading(&key, now) {
                 Ok(reading) => {
-                    metrics::gauge!("milvus_scaler_signal_value", &labels).set(reading.value);
-                    metrics::gauge!("milvus_scaler_signal_age_seconds", &labels)
-                        .set(reading.age(now).as_secs_f64());
-                    metrics::gauge!("milvus_scaler_signal_known", &labels).set(1.0);
+                    metrics::gauge!(SIGNAL_VALUE, &labels).set(reading.value);
+                    metrics::gauge!(SIGNAL_AGE, &labels).set(reading.age(now).as_secs_f64());
+                    metrics::gauge!(SIGNAL_KNOWN, &labels).set(1.0);
                 }
                 Err(_) => {
-                    metrics::gauge!("milvus_scaler_signal_known", &labels).set(0.0);
+                    metrics::gauge!(SIGNAL_KNOWN, &labels).set(0.0);
                     if let Some(Ok(r)) = instance.values.get(&key) {
-                        metrics::gauge!("milvus_scaler_signal_age_seconds", &labels)
-                            .set(r.age(now).as_secs_f64());
+                        metrics::gauge!(SIGNAL_AGE, &labels).set(r.age(now).as_secs_f64());
                     }
                 }
             }

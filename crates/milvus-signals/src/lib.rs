@@ -5,6 +5,7 @@
 pub mod catalogue;
 pub mod engine;
 pub mod exposition;
+pub mod metric_names;
 pub mod milvus;
 pub mod quantile;
 pub mod snapshot;

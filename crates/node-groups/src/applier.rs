@@ -396,7 +396,7 @@ impl<C: AutoScaling> Runner<C> {
             let c = &group.config;
             let labels = [("group", c.name.clone()), ("asg", c.asg.clone())];
             let failed = |why: String| {
-                metrics::counter!("milvus_scaler_nodegroup_errors_total", &labels).increment(1);
+                metrics::counter!(crate::metric_names::ERRORS, &labels).increment(1);
                 tracing::warn!(group = %c.name, asg = %c.asg, error = %why, "node group not planned");
                 GroupOutcome {
                     group: c.name.clone(),
@@ -429,8 +429,7 @@ impl<C: AutoScaling> Runner<C> {
                 {
                     Ok(w) => state.warm_pool = w,
                     Err(e) => {
-                        metrics::counter!("milvus_scaler_nodegroup_errors_total", &labels)
-                            .increment(1);
+                        metrics::counter!(crate::metric_names::ERRORS, &labels).increment(1);
                         warm_pool_action = Action::Failed(e.to_string());
                     }
                 }
@@ -492,17 +491,16 @@ impl<C: AutoScaling> Runner<C> {
         {
             Ok(()) => {
                 self.last_change.insert(plan.asg.clone(), Instant::now());
-                metrics::counter!("milvus_scaler_nodegroup_changes_total",
+                metrics::counter!(crate::metric_names::CHANGES,
                     "group" => plan.group.clone(), "asg" => plan.asg.clone(), "direction" => direction)
                 .increment(1);
-                metrics::gauge!("milvus_scaler_nodegroup_current_capacity", &labels)
-                    .set(f64::from(to));
+                metrics::gauge!(crate::metric_names::CURRENT_CAPACITY, &labels).set(f64::from(to));
                 tracing::info!(group = %plan.group, asg = %plan.asg, from, to, direction,
                     reason = %plan.desired_reason, "set desired capacity");
                 Action::Changed { from, to }
             }
             Err(e) => {
-                metrics::counter!("milvus_scaler_nodegroup_errors_total", &labels).increment(1);
+                metrics::counter!(crate::metric_names::ERRORS, &labels).increment(1);
                 tracing::warn!(group = %plan.group, asg = %plan.asg, from, to, error = %e, "setting desired capacity failed");
                 Action::Failed(e.to_string())
             }
@@ -544,7 +542,7 @@ impl<C: AutoScaling> Runner<C> {
                 }
             }
             Err(e) => {
-                metrics::counter!("milvus_scaler_nodegroup_errors_total",
+                metrics::counter!(crate::metric_names::ERRORS,
                     "group" => plan.group.clone(), "asg" => plan.asg.clone())
                 .increment(1);
                 Action::Failed(e.to_string())
@@ -556,19 +554,13 @@ impl<C: AutoScaling> Runner<C> {
 /// Sets the planned/current/bounds/capped gauges of one plan.
 pub fn export_plan(plan: &GroupPlan) {
     let labels = [("group", plan.group.clone()), ("asg", plan.asg.clone())];
-    metrics::gauge!("milvus_scaler_nodegroup_current_capacity", &labels)
-        .set(f64::from(plan.current));
-    metrics::gauge!("milvus_scaler_nodegroup_planned_capacity", &labels)
-        .set(f64::from(plan.desired));
-    metrics::gauge!("milvus_scaler_nodegroup_min_size", &labels).set(f64::from(plan.min_size));
-    metrics::gauge!("milvus_scaler_nodegroup_max_size", &labels).set(f64::from(plan.max_size));
-    metrics::gauge!("milvus_scaler_nodegroup_capped", &labels).set(if plan.capped {
-        1.0
-    } else {
-        0.0
-    });
+    metrics::gauge!(crate::metric_names::CURRENT_CAPACITY, &labels).set(f64::from(plan.current));
+    metrics::gauge!(crate::metric_names::PLANNED_CAPACITY, &labels).set(f64::from(plan.desired));
+    metrics::gauge!(crate::metric_names::MIN_SIZE, &labels).set(f64::from(plan.min_size));
+    metrics::gauge!(crate::metric_names::MAX_SIZE, &labels).set(f64::from(plan.max_size));
+    metrics::gauge!(crate::metric_names::CAPPED, &labels).set(if plan.capped { 1.0 } else { 0.0 });
     if let Some(r) = plan.replicas {
-        metrics::gauge!("milvus_scaler_nodegroup_planned_replicas", "group" => plan.group.clone())
+        metrics::gauge!(crate::metric_names::PLANNED_REPLICAS, "group" => plan.group.clone())
             .set(f64::from(r));
     }
 }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod group;
 pub mod iam;
 pub mod instances;
+pub mod metric_names;
 pub mod planner;
 pub mod quantity;
 pub mod simulate;

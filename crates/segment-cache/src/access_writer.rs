@@ -62,7 +62,7 @@ impl AccessWriter {
     pub fn record(&self, r: &Record) {
         let Some(tx) = &self.tx else { return };
         if let Err(TrySendError::Full(_)) = tx.try_send(Msg::Line(accesslog::format_line(r))) {
-            metrics::counter!("segment_cache_access_log_dropped_total").increment(1);
+            metrics::counter!(crate::metric_names::ACCESS_LOG_DROPPED).increment(1);
         }
     }
 

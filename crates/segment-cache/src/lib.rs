@@ -16,6 +16,7 @@ pub mod chunk_file;
 pub mod config;
 pub mod index;
 pub mod keys;
+pub mod metric_names;
 pub mod object_client;
 pub mod retry;
 pub mod s3;

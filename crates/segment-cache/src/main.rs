@@ -36,6 +36,10 @@ enum Cmd {
     Warm(WarmArgs),
     /// Validate the configuration file and exit (0 valid, 2 invalid).
     CheckConfig(Common),
+    /// Print `name kind` for every metric this binary exports, one a line: what the Grafana
+    /// contract test reads instead of a hand copy.
+    #[command(hide = true)]
+    MetricNames,
 }
 
 #[derive(Args)]
@@ -127,6 +131,13 @@ fn main() -> ExitCode {
     let common = match &cli.cmd {
         Cmd::Serve(c) | Cmd::CheckConfig(c) => c,
         Cmd::Warm(w) => &w.common,
+        Cmd::MetricNames => {
+            print!(
+                "{}",
+                metric_names::lines(&[segment_cache::metric_names::ALL])
+            );
+            return ExitCode::SUCCESS;
+        }
     };
     let config = match common.load() {
         Ok(c) => c,
@@ -152,6 +163,8 @@ fn main() -> ExitCode {
         }
         Cmd::Serve(_) => rt.block_on(serve(config)),
         Cmd::Warm(w) => rt.block_on(warm_once(config, &w)),
+        // Printed above, before any configuration is read.
+        Cmd::MetricNames => Ok(()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -305,7 +318,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }))
     } else {
         ready.warm_done.store(true, Ordering::Release);
-        metrics::gauge!("segment_cache_warm_done").set(1.0);
+        metrics::gauge!(segment_cache::metric_names::WARM_DONE).set(1.0);
         None
     };
 

@@ -60,7 +60,7 @@ impl std::fmt::Debug for CacheS3 {
 }
 
 fn count(op: &'static str, result: &'static str) {
-    metrics::counter!("segment_cache_requests_total", "op" => op, "result" => result).increment(1);
+    metrics::counter!(crate::metric_names::REQUESTS, "op" => op, "result" => result).increment(1);
 }
 
 fn to_s3_error(e: &FetchError) -> S3Error {
@@ -255,9 +255,9 @@ impl CacheS3 {
     #[allow(clippy::unused_self)]
     fn forwarded(&self, op: &'static str, t: Instant, ok: bool) {
         count("other", if ok { "bypass" } else { "error" });
-        metrics::histogram!("segment_cache_upstream_request_duration_seconds", "op" => op)
+        metrics::histogram!(crate::metric_names::UPSTREAM_REQUEST_DURATION, "op" => op)
             .record(t.elapsed().as_secs_f64());
-        metrics::counter!("segment_cache_upstream_requests_total", "op" => op,
+        metrics::counter!(crate::metric_names::UPSTREAM_REQUESTS, "op" => op,
             "outcome" => if ok { "ok" } else { "error" })
         .increment(1);
     }
@@ -418,7 +418,7 @@ impl S3 for CacheS3 {
                 let t = Instant::now();
                 let r = self.proxy()?.get_object(req).await;
                 count("get", if r.is_ok() { "bypass" } else { "error" });
-                metrics::histogram!("segment_cache_upstream_request_duration_seconds", "op" => "get_object")
+                metrics::histogram!(crate::metric_names::UPSTREAM_REQUEST_DURATION, "op" => "get_object")
                     .record(t.elapsed().as_secs_f64());
                 return r;
             }
@@ -450,7 +450,7 @@ impl S3 for CacheS3 {
             return Err(err);
         };
         count("get", result);
-        metrics::counter!("segment_cache_served_bytes_total", "result" => result).increment(len);
+        metrics::counter!(crate::metric_names::SERVED_BYTES, "result" => result).increment(len);
         self.store.log_access(&key, entry.size);
         let mut f = tokio::fs::File::from_std(file);
         f.seek(std::io::SeekFrom::Start(start))
@@ -492,7 +492,7 @@ impl S3 for CacheS3 {
             let t = Instant::now();
             let r = self.proxy()?.head_object(req).await;
             count("head", if r.is_ok() { "miss" } else { "error" });
-            metrics::histogram!("segment_cache_upstream_request_duration_seconds", "op" => "head_object")
+            metrics::histogram!(crate::metric_names::UPSTREAM_REQUEST_DURATION, "op" => "head_object")
                 .record(t.elapsed().as_secs_f64());
             return r;
         };

@@ -288,8 +288,8 @@ impl Store {
             let bytes: u64 = evicted.iter().map(|e| e.size).sum();
             self.evictions
                 .fetch_add(evicted.len() as u64, Ordering::Relaxed);
-            metrics::counter!("segment_cache_evictions_total").increment(evicted.len() as u64);
-            metrics::counter!("segment_cache_evicted_bytes_total").increment(bytes);
+            metrics::counter!(crate::metric_names::EVICTIONS).increment(evicted.len() as u64);
+            metrics::counter!(crate::metric_names::EVICTED_BYTES).increment(bytes);
             for e in evicted {
                 tracing::debug!(key = %e.key, size = e.size, "evicted");
             }
@@ -416,9 +416,9 @@ impl Store {
         let (used, cap, _, n) = self.usage();
         #[allow(clippy::cast_precision_loss)]
         {
-            metrics::gauge!("segment_cache_used_bytes").set(used as f64);
-            metrics::gauge!("segment_cache_capacity_bytes").set(cap as f64);
-            metrics::gauge!("segment_cache_objects").set(n as f64);
+            metrics::gauge!(crate::metric_names::USED_BYTES).set(used as f64);
+            metrics::gauge!(crate::metric_names::CAPACITY_BYTES).set(cap as f64);
+            metrics::gauge!(crate::metric_names::OBJECTS).set(n as f64);
         }
     }
 

@@ -14,11 +14,14 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Installs the process-wide Prometheus recorder with real histogram buckets.
+/// Installs the process-wide Prometheus recorder with real histogram buckets, and gives it the
+/// help text of every metric in [`crate::metric_names::ALL`] (the `# HELP` lines of `/metrics`).
 pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .set_buckets(&LATENCY_BUCKETS)?
-        .install_recorder()
+        .install_recorder()?;
+    metric_names::describe(crate::metric_names::ALL);
+    Ok(handle)
 }
 
 /// What `/readyz` reads.

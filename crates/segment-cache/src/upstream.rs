@@ -177,16 +177,16 @@ pub async fn build_client(cfg: &UpstreamConfig) -> Client {
 }
 
 fn record(op: &'static str, started: Instant, ok: bool) {
-    metrics::histogram!("segment_cache_upstream_request_duration_seconds", "op" => op)
+    metrics::histogram!(crate::metric_names::UPSTREAM_REQUEST_DURATION, "op" => op)
         .record(started.elapsed().as_secs_f64());
-    metrics::counter!("segment_cache_upstream_requests_total", "op" => op,
+    metrics::counter!(crate::metric_names::UPSTREAM_REQUESTS, "op" => op,
         "outcome" => if ok { "ok" } else { "error" })
     .increment(1);
 }
 
 /// Counts an object verified by `how` (`crc64nvme`, `md5`, ...) and passes `how` on.
 fn count_verified(how: &'static str) -> &'static str {
-    metrics::counter!("segment_cache_verified_objects_total", "by" => how).increment(1);
+    metrics::counter!(crate::metric_names::VERIFIED_OBJECTS, "by" => how).increment(1);
     how
 }
 

@@ -166,9 +166,9 @@ struct Progress {
 impl Progress {
     fn add(&self, n: u64) {
         let d = self.done.fetch_add(n, Ordering::Relaxed) + n;
-        metrics::counter!("segment_cache_warm_bytes_total").increment(n);
+        metrics::counter!(crate::metric_names::WARM_BYTES).increment(n);
         #[allow(clippy::cast_precision_loss)]
-        metrics::gauge!("segment_cache_warm_pending_bytes")
+        metrics::gauge!(crate::metric_names::WARM_PENDING_BYTES)
             .set(self.total.saturating_sub(d) as f64);
         if let Some(b) = &self.bar {
             b.set_position(d);
@@ -207,7 +207,7 @@ pub async fn warm(
     sources: &Sources,
     opts: &WarmOptions,
 ) -> Result<WarmReport, FetchError> {
-    metrics::gauge!("segment_cache_warm_done").set(0.0);
+    metrics::gauge!(crate::metric_names::WARM_DONE).set(0.0);
     let objects = resolve(up, sources, opts.concurrency).await?;
     let mut report = WarmReport::default();
     let (_, capacity, _, _) = store.usage();
@@ -252,7 +252,7 @@ pub async fn warm(
         bar,
     });
     #[allow(clippy::cast_precision_loss)]
-    metrics::gauge!("segment_cache_warm_pending_bytes").set(report.planned_bytes as f64);
+    metrics::gauge!(crate::metric_names::WARM_PENDING_BYTES).set(report.planned_bytes as f64);
     tracing::info!(
         objects = report.planned_objects,
         bytes = report.planned_bytes,
@@ -324,7 +324,7 @@ pub async fn warm(
             Ok(n) => {
                 report.fetched_objects += 1;
                 report.fetched_bytes += n;
-                metrics::counter!("segment_cache_warm_objects_total").increment(1);
+                metrics::counter!(crate::metric_names::WARM_OBJECTS).increment(1);
             }
             Err((k, e)) => {
                 report.failed += 1;
@@ -341,8 +341,8 @@ pub async fn warm(
     if let Err(e) = store.save_index() {
         tracing::warn!(error = %e, "could not save the index");
     }
-    metrics::gauge!("segment_cache_warm_done").set(1.0);
-    metrics::gauge!("segment_cache_warm_pending_bytes").set(0.0);
+    metrics::gauge!(crate::metric_names::WARM_DONE).set(1.0);
+    metrics::gauge!(crate::metric_names::WARM_PENDING_BYTES).set(0.0);
     Ok(report)
 }
 

@@ -96,9 +96,9 @@ pub async fn run_poller<S: MetricsSource>(
         let started = std::time::Instant::now();
         let outcome = source.poll().await;
         let failed = outcome.targets.iter().filter(|t| t.error.is_some()).count();
-        metrics::histogram!("milvus_scaler_round_duration_seconds", "milvus" => meta.name.clone())
+        metrics::histogram!(crate::metric_names::ROUND_DURATION, "milvus" => meta.name.clone())
             .record(started.elapsed().as_secs_f64());
-        metrics::gauge!("milvus_scaler_round_failed_targets", "milvus" => meta.name.clone())
+        metrics::gauge!(crate::metric_names::ROUND_FAILED_TARGETS, "milvus" => meta.name.clone())
             .set(failed as f64);
         if failed > 0 {
             for t in outcome.targets.iter().filter(|t| t.error.is_some()) {

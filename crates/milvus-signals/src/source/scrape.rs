@@ -339,9 +339,9 @@ impl MetricsSource for ScrapeSource {
             let Ok((url, result, duration)) = joined else {
                 continue;
             };
-            metrics::histogram!("milvus_scaler_scrape_duration_seconds", "target" => url.clone())
+            metrics::histogram!(crate::metric_names::SCRAPE_DURATION, "target" => url.clone())
                 .record(duration.as_secs_f64());
-            metrics::gauge!("milvus_scaler_target_up", "target" => url.clone())
+            metrics::gauge!(crate::metric_names::TARGET_UP, "target" => url.clone())
                 .set(if result.is_ok() { 1.0 } else { 0.0 });
             let error = match result {
                 Ok(sample) => {

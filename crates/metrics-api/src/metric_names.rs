@@ -1,0 +1,12 @@
+//! The metrics this crate exports (the external metrics API server's): one constant per name,
+//! and [`ALL`].
+
+::metric_names::metric_names! {
+    /// Requests answered, by route template (axum's `MatchedPath`, so not one series per name)
+    /// and HTTP status code.
+    HTTP_REQUESTS: Counter = "milvus_scaler_http_requests_total", labels ["route", "code"],
+        help "External metrics API requests answered, by route and HTTP status code.";
+    /// Time to answer one request.
+    HTTP_REQUEST_DURATION: Histogram = "milvus_scaler_http_request_duration_seconds", labels ["route"],
+        help "Seconds the external metrics API took to answer a request, by route.";
+}
