@@ -27,6 +27,42 @@ pub struct Config {
     /// Where `serve` exposes `/metrics`, `/healthz` and `/readyz`.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Segment-aware read-ahead of a read miss's segment.
+    #[serde(default)]
+    pub read_ahead: ReadAheadConfig,
+}
+
+/// Segment-aware read-ahead: the first read miss of a Milvus segment's file lists the segment's
+/// other files and fetches them in the background (see [`crate::readahead`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadAheadConfig {
+    /// On by default: the sidecar runs beside query nodes, which read a segment's files together.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Read-ahead fetches in flight across all segments (1..=1024).
+    #[serde(default = "default_read_ahead_concurrent")]
+    pub max_concurrent: usize,
+    /// Bytes read ahead per segment group at most (smallest files first).
+    #[serde(default = "default_read_ahead_bytes")]
+    pub max_bytes_per_segment: ByteSize,
+}
+
+fn default_read_ahead_concurrent() -> usize {
+    8
+}
+fn default_read_ahead_bytes() -> ByteSize {
+    ByteSize(2 << 30)
+}
+
+impl Default for ReadAheadConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_concurrent: default_read_ahead_concurrent(),
+            max_bytes_per_segment: default_read_ahead_bytes(),
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -509,6 +545,15 @@ impl Config {
                 ),
             ));
         }
+        if self.read_ahead.max_concurrent == 0 || self.read_ahead.max_concurrent > 1024 {
+            return Err(bad(
+                "read_ahead.max_concurrent",
+                format!(
+                    "expected 1..=1024, found {}",
+                    self.read_ahead.max_concurrent
+                ),
+            ));
+        }
         if self.warm.part_size.0 < (1 << 20) {
             return Err(bad(
                 "warm.part_size",
@@ -598,6 +643,8 @@ telemetry: { listen: 0.0.0.0:9101 }
         assert_eq!(c.upstream.bucket, "milvus-bucket");
         assert_eq!(c.telemetry.listen.port(), 9101);
         assert_eq!(c.max_object_size(800 << 30), 800 << 30);
+        assert!(c.read_ahead.enabled, "read-ahead is on by default");
+        assert_eq!(c.read_ahead.max_concurrent, 8);
     }
 
     #[test]
@@ -630,6 +677,19 @@ telemetry: { listen: 0.0.0.0:9101 }
         )
         .unwrap_err();
         assert!(e.to_string().contains("warm.concurrency"), "{e}");
+        let e = Config::parse(
+            &format!("{EXAMPLE}read_ahead: {{ max_concurrent: 0 }}\n"),
+            "x.yaml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("read_ahead.max_concurrent"), "{e}");
+        let c = Config::parse(
+            &format!("{EXAMPLE}read_ahead: {{ enabled: false, max_bytes_per_segment: 1GiB }}\n"),
+            "x.yaml",
+        )
+        .unwrap();
+        assert!(!c.read_ahead.enabled);
+        assert_eq!(c.read_ahead.max_bytes_per_segment, ByteSize(1 << 30));
     }
 
     #[test]

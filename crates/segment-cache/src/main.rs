@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use segment_cache::config::{Capacity, Config, ConfigError};
 use segment_cache::retry::RetryPolicy;
-use segment_cache::s3::{BucketAccess, CacheS3, MissParts, SingleKeyAuth};
+use segment_cache::s3::{BucketAccess, CacheS3, MissParts, ReadAhead, SingleKeyAuth};
 use segment_cache::store::{Store, StoreOptions};
 use segment_cache::telemetry::{self, Readiness};
 use segment_cache::upstream::{Upstream, build_client};
@@ -273,13 +273,19 @@ async fn serve(config: Config, capacity: u64) -> anyhow::Result<()> {
     let client = build_client(&config.upstream).await;
     let up = Upstream::new(client, config.upstream.bucket.clone())
         .with_retry(RetryPolicy::new(config.upstream.max_attempts));
-    let s3 = CacheS3::new(
+    let mut s3 = CacheS3::new(
         store.clone(),
         up.clone(),
         config.max_object_size(capacity),
         config.cache.revalidate_after,
         MissParts::new(config.cache.miss_part_size.0, config.cache.miss_concurrency),
     );
+    if config.read_ahead.enabled {
+        s3 = s3.with_read_ahead(ReadAhead::new(
+            config.read_ahead.max_concurrent,
+            config.read_ahead.max_bytes_per_segment.0,
+        ));
+    }
     let service = {
         let mut b = s3s::service::S3ServiceBuilder::new(s3);
         b.set_auth(SingleKeyAuth::new(
