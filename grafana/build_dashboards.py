@@ -491,6 +491,17 @@ def storage_health():
          "writer could not keep up with the disk. Should stay at 0; series appear after the first drop.",
          [(f'sum by (pod, instance) (rate(segment_cache_access_log_dropped_total{{{M}}}[{RI}]))',
            "{{pod}} {{instance}}")], unit="ops", w=12)
+    d.ts("Read-ahead objects", "segment-cache (segment_cache_read_ahead_objects_total, "
+         "segment_cache_read_ahead_groups_total)",
+         "Objects per second the segment-aware read-ahead handled after a segment's first miss: fetched, already "
+         "cached, skipped (too big or over the segment's byte cap) or error; and segment file groups listed.",
+         [(f'sum by (result) (rate(segment_cache_read_ahead_objects_total{{{M}}}[{RI}]))', "objects {{result}}"),
+          (f'sum by (result) (rate(segment_cache_read_ahead_groups_total{{{M}}}[{RI}]))', "groups {{result}}")],
+         unit="ops", w=12)
+    d.ts("Read-ahead bytes", "segment-cache (segment_cache_read_ahead_bytes_total)",
+         "Bytes per second the read-ahead fetched from upstream ahead of Milvus's reads.",
+         [(f'sum by (pod) (rate(segment_cache_read_ahead_bytes_total{{{M}}}[{RI}]))', "{{pod}}")],
+         unit="Bps", w=12)
     return d
 
 

@@ -168,8 +168,10 @@ def test_disk_full_serves_through(upstream):
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True, text=True)
     assert r.returncode == 0, f"this test needs `mount -t tmpfs` (root) to make a small disk: {r.stderr}"
     try:
-        # The capacity claims more than the disk has: the disk fills before the budget does.
-        cache = SegmentCache(moto.url, BUCKET, capacity="1GiB", cache_dir=mnt / "cache")
+        # The budget is the whole disk (a budget above the disk's size is refused at start), but something
+        # else on the disk takes half of it: the disk fills before the budget does.
+        (mnt / "other-tenant").write_bytes(b"\0" * 3_000_000)
+        cache = SegmentCache(moto.url, BUCKET, capacity="100%", cache_dir=mnt / "cache")
         try:
             c = s3_client(cache.url)
             for _ in range(2):

@@ -85,11 +85,12 @@ def test_shipped_config_fits_the_nvme_and_warms_only_this_nodes_share():
     cfg = yaml.safe_load(shipped_config())
     r = check_config(shipped_config())
     assert r.returncode == 0, r.stderr
-    units = {"GiB": 2**30, "GB": 10**9, "TiB": 2**40}
+    units = {"%": NVME_BYTES / 100, "GiB": 2**30, "GB": 10**9, "TiB": 2**40}
     cap = cfg["cache"]["capacity"]
     unit = next(u for u in units if cap.endswith(u))
     capacity = int(cap[: -len(unit)]) * units[unit]
     assert capacity <= 0.92 * NVME_BYTES, f"capacity {cap} does not fit the 474 GB NVMe with ~8 % free"
+    assert unit == "%", "a share of the filesystem follows the instance type's NVMe; a fixed size does not"
     warm = cfg["warm"]
     assert warm["prefixes"] == [], "a query node must not download the whole bucket before serving"
     assert warm["from_access_log"] is True and warm["in_serve"] is True and warm["ready_after_warm"] is False
@@ -97,7 +98,9 @@ def test_shipped_config_fits_the_nvme_and_warms_only_this_nodes_share():
 
 def test_check_config_rejects_bad_keys_with_exit_2():
     good = shipped_config()
-    r = check_config(good.replace("capacity: 400GiB", "capacity: lots"))
+    r = check_config(good.replace("capacity: 90%", "capacity: lots"))
+    assert r.returncode == 2 and "cache.capacity" in r.stderr, r.stderr
+    r = check_config(good.replace("capacity: 90%", "capacity: 120%"))
     assert r.returncode == 2 and "cache.capacity" in r.stderr, r.stderr
     r = check_config(good.replace("concurrency: 8", "concurrency: 0"))
     assert r.returncode == 2 and "warm.concurrency" in r.stderr, r.stderr

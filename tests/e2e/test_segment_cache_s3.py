@@ -14,7 +14,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.segment_cache import SegmentCache, aws  # noqa: E402
+from harness.procs import wait_until  # noqa: E402
+from harness.segment_cache import SegmentCache, aws, s3_client  # noqa: E402
 from harness.services import Moto, run_dir  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
@@ -227,3 +228,31 @@ def test_large_read_miss_is_fetched_in_parallel_parts_and_verified():
             cache.stop()
     finally:
         moto.stop()
+
+
+def test_a_segments_first_miss_reads_the_rest_of_it_ahead(env):
+    """Read-ahead against moto through the real aws-sdk client: a GET of one binlog of a segment (Milvus
+    2.3.5 key layout) lists the segment's prefixes and fetches its other binlogs and stats in the
+    background (the cache's own counters say so); the next GETs are hits; another segment is untouched."""
+    moto, cache = env
+    s3 = moto.client("s3")
+    seg = "files/insert_log/7001/7002/7003"
+    keys = [f"{seg}/0/1", f"{seg}/1/2", f"{seg}/100/3", f"{seg}/101/4", "files/stats_log/7001/7002/7003/100/1"]
+    other = "files/insert_log/7001/7002/7004/0/9"
+    bodies = {k: os.urandom(50_000 + i) for i, k in enumerate(keys + [other])}
+    for k, b in bodies.items():
+        s3.put_object(Bucket=BUCKET, Key=k, Body=b)
+    fetched0 = cache.metric("segment_cache_read_ahead_objects_total", result="fetched")
+    bytes0 = cache.metric("segment_cache_read_ahead_bytes_total")
+    c = s3_client(cache.url)
+    assert c.get_object(Bucket=BUCKET, Key=keys[0])["Body"].read() == bodies[keys[0]]
+    wait_until(lambda: cache.metric("segment_cache_read_ahead_objects_total", result="fetched") - fetched0 >= 4,
+               30, "read-ahead of the segment's other 4 files")
+    assert cache.metric("segment_cache_read_ahead_bytes_total") - bytes0 == sum(len(bodies[k]) for k in keys[1:])
+    hits0 = cache.metric("segment_cache_requests_total", op="get", result="hit")
+    for k in keys[1:]:
+        assert c.get_object(Bucket=BUCKET, Key=k)["Body"].read() == bodies[k]
+    assert cache.metric("segment_cache_requests_total", op="get", result="hit") - hits0 == 4
+    assert cache.metric("segment_cache_read_ahead_objects_total", result="error") == 0
+    assert cache.metric("segment_cache_read_ahead_objects_total", result="fetched") - fetched0 == 4, \
+        "nothing of segment 7004 was read ahead"

@@ -27,6 +27,42 @@ pub struct Config {
     /// Where `serve` exposes `/metrics`, `/healthz` and `/readyz`.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Segment-aware read-ahead of a read miss's segment.
+    #[serde(default)]
+    pub read_ahead: ReadAheadConfig,
+}
+
+/// Segment-aware read-ahead: the first read miss of a Milvus segment's file lists the segment's
+/// other files and fetches them in the background (see [`crate::readahead`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadAheadConfig {
+    /// On by default: the sidecar runs beside query nodes, which read a segment's files together.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Read-ahead fetches in flight across all segments (1..=1024).
+    #[serde(default = "default_read_ahead_concurrent")]
+    pub max_concurrent: usize,
+    /// Bytes read ahead per segment group at most (smallest files first).
+    #[serde(default = "default_read_ahead_bytes")]
+    pub max_bytes_per_segment: ByteSize,
+}
+
+fn default_read_ahead_concurrent() -> usize {
+    8
+}
+fn default_read_ahead_bytes() -> ByteSize {
+    ByteSize(2 << 30)
+}
+
+impl Default for ReadAheadConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_concurrent: default_read_ahead_concurrent(),
+            max_bytes_per_segment: default_read_ahead_bytes(),
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -121,8 +157,10 @@ fn default_max_attempts() -> u32 {
 pub struct CacheConfig {
     /// Directory on the NVMe mount; created if missing.
     pub dir: PathBuf,
-    /// Byte budget, e.g. `800GiB`, `500MB`, `1048576`.
-    pub capacity: ByteSize,
+    /// Byte budget: a size (`400GiB`, `500MB`, `1048576`) or a share of the filesystem holding
+    /// `dir` (`90%`, the default); resolved and checked against the filesystem at start.
+    #[serde(default)]
+    pub capacity: Capacity,
     /// Objects larger than this are not cached (passed through); default: the capacity.
     #[serde(default)]
     pub max_object_size: Option<ByteSize>,
@@ -293,6 +331,114 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// `cache.capacity`: a byte budget, or a whole percentage of the filesystem that holds
+/// `cache.dir` (so one configuration fits every instance type's NVMe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capacity {
+    /// This many bytes.
+    Bytes(ByteSize),
+    /// This percentage (1..=100) of the filesystem's total size.
+    Percent(u8),
+}
+
+/// The default budget: 90 % of the filesystem. The other 10 % is for what the budget does not
+/// count: the filesystem's own metadata and reserved blocks, `index.json`, `access.log` (up to
+/// `cache.access_log_max`), and the `.meta` files (one block per object).
+pub const DEFAULT_CAPACITY_PERCENT: u8 = 90;
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Capacity::Percent(DEFAULT_CAPACITY_PERCENT)
+    }
+}
+
+impl fmt::Display for Capacity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Capacity::Bytes(b) => write!(f, "{} bytes", b.0),
+            Capacity::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl FromStr for Capacity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        if let Some(p) = t.strip_suffix('%') {
+            return match p.trim().parse::<u8>() {
+                Ok(n @ 1..=100) => Ok(Capacity::Percent(n)),
+                _ => Err(format!(
+                    "expected a whole percentage of the filesystem from 1% to 100%, found {s:?}"
+                )),
+            };
+        }
+        s.parse::<ByteSize>()
+            .map(Capacity::Bytes)
+            .map_err(|e| format!("{e}, or a percentage of the filesystem like 90%"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Capacity {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Capacity::Bytes(ByteSize(n))),
+            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Bytes as GiB with one decimal, for messages.
+fn gib(n: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let g = n as f64 / f64::from(1_u32 << 30);
+    format!("{g:.1} GiB")
+}
+
+impl Capacity {
+    /// The byte budget on a filesystem of `fs_total` bytes; a byte size above `fs_total` is an
+    /// error (the budget would never be reached: eviction would never start, and writes would
+    /// fail with ENOSPC instead).
+    pub fn resolve(self, fs_total: u64) -> Result<u64, String> {
+        match self {
+            Capacity::Bytes(ByteSize(b)) if b > fs_total => Err(format!(
+                "configured {b} bytes ({}) is more than the filesystem's total size of {fs_total} \
+                 bytes ({}); use a percentage like {DEFAULT_CAPACITY_PERCENT}% or a smaller size",
+                gib(b),
+                gib(fs_total)
+            )),
+            Capacity::Bytes(ByteSize(b)) => Ok(b),
+            Capacity::Percent(p) => {
+                let b = u128::from(fs_total) * u128::from(p) / 100;
+                Ok(u64::try_from(b).unwrap_or(u64::MAX))
+            }
+        }
+    }
+}
+
+/// Total size in bytes of the filesystem that holds `path`, or (for a path not created yet) its
+/// nearest existing ancestor.
+pub fn filesystem_size(path: &Path) -> std::io::Result<u64> {
+    let mut p = path;
+    while !p.exists() {
+        match p.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => p = parent,
+            _ => {
+                p = Path::new(".");
+                break;
+            }
+        }
+    }
+    let st = rustix::fs::statvfs(p).map_err(std::io::Error::from)?;
+    Ok(st.f_blocks.saturating_mul(st.f_frsize))
+}
+
 pub use yaml_config::ConfigError;
 
 impl Config {
@@ -361,20 +507,20 @@ impl Config {
         if self.upstream.max_attempts == 0 {
             return Err(bad("upstream.max_attempts", "must be at least 1".into()));
         }
-        if self.cache.capacity.0 == 0 {
+        if self.cache.capacity == Capacity::Bytes(ByteSize(0)) {
             return Err(bad("cache.capacity", "must be more than 0 bytes".into()));
         }
         if self.cache.dir.as_os_str().is_empty() {
             return Err(bad("cache.dir", "must not be empty".into()));
         }
-        if let Some(m) = self.cache.max_object_size
-            && m > self.cache.capacity
+        if let (Some(m), Capacity::Bytes(c)) = (self.cache.max_object_size, self.cache.capacity)
+            && m > c
         {
             return Err(bad(
                 "cache.max_object_size",
                 format!(
                     "must not exceed cache.capacity ({} bytes), found {} bytes",
-                    self.cache.capacity.0, m.0
+                    c.0, m.0
                 ),
             ));
         }
@@ -399,6 +545,15 @@ impl Config {
                 ),
             ));
         }
+        if self.read_ahead.max_concurrent == 0 || self.read_ahead.max_concurrent > 1024 {
+            return Err(bad(
+                "read_ahead.max_concurrent",
+                format!(
+                    "expected 1..=1024, found {}",
+                    self.read_ahead.max_concurrent
+                ),
+            ));
+        }
         if self.warm.part_size.0 < (1 << 20) {
             return Err(bad(
                 "warm.part_size",
@@ -419,10 +574,43 @@ impl Config {
         Ok(())
     }
 
-    /// Largest object the cache keeps.
+    /// Largest object the cache keeps, with the byte budget resolved to `capacity`.
     #[must_use]
-    pub fn max_object_size(&self) -> u64 {
-        self.cache.max_object_size.unwrap_or(self.cache.capacity).0
+    pub fn max_object_size(&self, capacity: u64) -> u64 {
+        self.cache
+            .max_object_size
+            .map_or(capacity, |m| m.0.min(capacity))
+    }
+
+    /// `cache.capacity` in bytes on a filesystem of `fs_total` bytes; an error names
+    /// `cache.capacity`, what was configured and the filesystem's size (`file` names the file).
+    pub fn capacity_on(&self, fs_total: u64, file: &str) -> Result<u64, ConfigError> {
+        self.cache
+            .capacity
+            .resolve(fs_total)
+            .map_err(|message| ConfigError::Invalid {
+                file: file.to_string(),
+                path: "cache.capacity".into(),
+                message: format!(
+                    "{message} (the filesystem holding {})",
+                    self.cache.dir.display()
+                ),
+            })
+    }
+
+    /// `cache.capacity` in bytes on the filesystem holding `cache.dir` (statvfs), checked
+    /// against its total size: called at start by `serve` and `warm`, not by `check-config`,
+    /// which checks a file for another machine's disk.
+    pub fn resolve_capacity(&self, file: &str) -> Result<u64, ConfigError> {
+        let total = filesystem_size(&self.cache.dir).map_err(|e| ConfigError::Invalid {
+            file: file.to_string(),
+            path: "cache.dir".into(),
+            message: format!(
+                "cannot read the size of the filesystem holding {}: {e}",
+                self.cache.dir.display()
+            ),
+        })?;
+        self.capacity_on(total, file)
     }
 }
 
@@ -450,11 +638,13 @@ telemetry: { listen: 0.0.0.0:9101 }
     #[test]
     fn issue_example_parses() {
         let c = Config::parse(EXAMPLE, "x.yaml").unwrap();
-        assert_eq!(c.cache.capacity, ByteSize(800 << 30));
+        assert_eq!(c.cache.capacity, Capacity::Bytes(ByteSize(800 << 30)));
         assert_eq!(c.warm.prefixes.len(), 2);
         assert_eq!(c.upstream.bucket, "milvus-bucket");
         assert_eq!(c.telemetry.listen.port(), 9101);
-        assert_eq!(c.max_object_size(), 800 << 30);
+        assert_eq!(c.max_object_size(800 << 30), 800 << 30);
+        assert!(c.read_ahead.enabled, "read-ahead is on by default");
+        assert_eq!(c.read_ahead.max_concurrent, 8);
     }
 
     #[test]
@@ -487,6 +677,110 @@ telemetry: { listen: 0.0.0.0:9101 }
         )
         .unwrap_err();
         assert!(e.to_string().contains("warm.concurrency"), "{e}");
+        let e = Config::parse(
+            &format!("{EXAMPLE}read_ahead: {{ max_concurrent: 0 }}\n"),
+            "x.yaml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("read_ahead.max_concurrent"), "{e}");
+        let c = Config::parse(
+            &format!("{EXAMPLE}read_ahead: {{ enabled: false, max_bytes_per_segment: 1GiB }}\n"),
+            "x.yaml",
+        )
+        .unwrap();
+        assert!(!c.read_ahead.enabled);
+        assert_eq!(c.read_ahead.max_bytes_per_segment, ByteSize(1 << 30));
+    }
+
+    #[test]
+    fn capacities_parse_as_a_size_or_a_percentage() {
+        let p = |s: &str| s.parse::<Capacity>();
+        assert_eq!(p("400GiB"), Ok(Capacity::Bytes(ByteSize(400 << 30))));
+        assert_eq!(p("1048576"), Ok(Capacity::Bytes(ByteSize(1 << 20))));
+        assert_eq!(p("90%"), Ok(Capacity::Percent(90)));
+        assert_eq!(p(" 100 %"), Ok(Capacity::Percent(100)));
+        for bad in ["0%", "101%", "90.5%", "-5%", "%", "lots"] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+        // A YAML number is bytes; the default (no key) is a percentage.
+        let c = Config::parse(&EXAMPLE.replace("800GiB", "1048576"), "x.yaml").unwrap();
+        assert_eq!(c.cache.capacity, Capacity::Bytes(ByteSize(1 << 20)));
+        let c = Config::parse(&EXAMPLE.replace(", capacity: 800GiB", ""), "x.yaml").unwrap();
+        assert_eq!(
+            c.cache.capacity,
+            Capacity::Percent(DEFAULT_CAPACITY_PERCENT)
+        );
+        let c = Config::parse(&EXAMPLE.replace("800GiB", "\"75%\""), "x.yaml").unwrap();
+        assert_eq!(c.cache.capacity, Capacity::Percent(75));
+        let e = Config::parse(&EXAMPLE.replace("800GiB", "\"120%\""), "x.yaml").unwrap_err();
+        assert!(e.to_string().contains("cache.capacity"), "{e}");
+        assert!(e.to_string().contains("1% to 100%"), "{e}");
+    }
+
+    #[test]
+    fn capacities_resolve_against_the_filesystem_size() {
+        let fs = 474_000_000_000_u64;
+        assert_eq!(Capacity::Percent(90).resolve(fs), Ok(426_600_000_000));
+        assert_eq!(Capacity::Percent(100).resolve(fs), Ok(fs));
+        assert_eq!(Capacity::Bytes(ByteSize(fs)).resolve(fs), Ok(fs));
+        assert_eq!(
+            Capacity::Bytes(ByteSize(400 << 30)).resolve(fs),
+            Ok(400 << 30)
+        );
+        // No overflow on a huge filesystem.
+        assert_eq!(Capacity::Percent(100).resolve(u64::MAX), Ok(u64::MAX));
+        // The old EKS value on the instance's NVMe: more than the disk.
+        let e = Capacity::Bytes(ByteSize(700 << 30))
+            .resolve(fs)
+            .unwrap_err();
+        assert!(
+            e.contains(&(700_u64 << 30).to_string()) && e.contains("700.0 GiB"),
+            "{e}"
+        );
+        assert!(e.contains("474000000000") && e.contains("441.4 GiB"), "{e}");
+    }
+
+    #[test]
+    fn a_capacity_above_the_filesystem_is_a_config_error_naming_key_value_and_size() {
+        let c = Config::parse(&EXAMPLE.replace("800GiB", "700GiB"), "x.yaml").unwrap();
+        let e = c.capacity_on(474_000_000_000, "x.yaml").unwrap_err();
+        let m = e.to_string();
+        assert!(m.starts_with("x.yaml: cache.capacity: "), "{m}");
+        assert!(m.contains("700.0 GiB") && m.contains("441.4 GiB"), "{m}");
+        assert!(m.contains("/mnt/nvme/segment-cache"), "{m}");
+        // max_object_size follows the resolved budget.
+        let c = Config::parse(&EXAMPLE.replace(", capacity: 800GiB", ""), "x.yaml").unwrap();
+        assert_eq!(c.max_object_size(1000), 1000);
+    }
+
+    /// The real statvfs of the test's own filesystem: 100% is its total size, one byte more is
+    /// refused, and a cache dir not created yet is measured on its nearest existing parent.
+    #[test]
+    fn statvfs_of_the_cache_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let total = filesystem_size(d.path()).unwrap();
+        assert!(total > 0);
+        assert_eq!(
+            filesystem_size(&d.path().join("not/yet/made")).unwrap(),
+            total
+        );
+        let text = |cap: &str| {
+            EXAMPLE.replace(
+                "{ dir: /mnt/nvme/segment-cache, capacity: 800GiB }",
+                &format!(
+                    "{{ dir: \"{}\", capacity: {cap} }}",
+                    d.path().join("c").display()
+                ),
+            )
+        };
+        let c = Config::parse(&text("\"100%\""), "x.yaml").unwrap();
+        assert_eq!(c.resolve_capacity("x.yaml").unwrap(), total);
+        let c = Config::parse(&text(&(total + 1).to_string()), "x.yaml").unwrap();
+        let e = c.resolve_capacity("x.yaml").unwrap_err().to_string();
+        assert!(
+            e.contains("cache.capacity") && e.contains(&total.to_string()),
+            "{e}"
+        );
     }
 
     /// Every config type, Debug-printed with every secret set, shows none of them (the derived

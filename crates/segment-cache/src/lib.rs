@@ -7,6 +7,7 @@
 //! - [`upstream`]: the aws-sdk-s3 client and the whole/ranged fetchers ([`chunk_file`] writes
 //!   their bodies), retried by the one budget of [`retry`], over an [`object_client`]
 //!   (aws-sdk-s3, or an in-memory fake and a failure injector for tests);
+//! - [`readahead`]: which files of a segment a read miss fetches next, in the background;
 //! - [`warm`]: the parallel warmer; [`telemetry`]: `/metrics`, `/healthz`, `/readyz`;
 //! - [`config`]: the YAML configuration.
 
@@ -18,6 +19,7 @@ pub mod index;
 pub mod keys;
 pub mod metric_names;
 pub mod object_client;
+pub mod readahead;
 pub mod retry;
 pub mod s3;
 pub mod store;

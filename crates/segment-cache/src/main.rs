@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use segment_cache::config::{ByteSize, Config, ConfigError};
+use segment_cache::config::{Capacity, Config, ConfigError};
 use segment_cache::retry::RetryPolicy;
-use segment_cache::s3::{BucketAccess, CacheS3, MissParts, SingleKeyAuth};
+use segment_cache::s3::{BucketAccess, CacheS3, MissParts, ReadAhead, SingleKeyAuth};
 use segment_cache::store::{Store, StoreOptions};
 use segment_cache::telemetry::{self, Readiness};
 use segment_cache::upstream::{Upstream, build_client};
@@ -53,9 +53,9 @@ struct Common {
     /// Overrides `cache.dir`.
     #[arg(long)]
     cache_dir: Option<PathBuf>,
-    /// Overrides `cache.capacity` (e.g. 800GiB).
+    /// Overrides `cache.capacity` (e.g. 400GiB, or 90% of the filesystem).
     #[arg(long)]
-    capacity: Option<ByteSize>,
+    capacity: Option<Capacity>,
     /// Overrides `upstream.endpoint_url`.
     #[arg(long)]
     upstream_endpoint: Option<String>,
@@ -89,6 +89,10 @@ struct WarmArgs {
 }
 
 impl Common {
+    fn label(&self) -> String {
+        format!("{} (with flags)", self.config.display())
+    }
+
     fn load(&self) -> Result<Config, segment_cache::config::ConfigError> {
         let mut c = Config::load_unvalidated(&self.config)?;
         if let Some(v) = &self.secret_key {
@@ -115,7 +119,7 @@ impl Common {
         if let Some(v) = self.concurrency {
             c.warm.concurrency = v;
         }
-        c.validate(&format!("{} (with flags)", self.config.display()))?;
+        c.validate(&self.label())?;
         Ok(c)
     }
 }
@@ -146,6 +150,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The budget must fit the disk it is on: checked where the cache runs, not by check-config
+    // (which checks a file meant for another machine).
+    let capacity = match &cli.cmd {
+        Cmd::CheckConfig(_) | Cmd::MetricNames => 0,
+        Cmd::Serve(_) | Cmd::Warm(_) => match config.resolve_capacity(&common.label()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -161,8 +177,8 @@ fn main() -> ExitCode {
             println!("{}: ok", common.config.display());
             Ok(())
         }
-        Cmd::Serve(_) => rt.block_on(serve(config)),
-        Cmd::Warm(w) => rt.block_on(warm_once(config, &w)),
+        Cmd::Serve(_) => rt.block_on(serve(config, capacity)),
+        Cmd::Warm(w) => rt.block_on(warm_once(config, capacity, &w)),
         // Printed above, before any configuration is read.
         Cmd::MetricNames => Ok(()),
     };
@@ -180,11 +196,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn open_store(config: &Config) -> anyhow::Result<Arc<Store>> {
+fn open_store(config: &Config, capacity: u64) -> anyhow::Result<Arc<Store>> {
     Store::open(
         &config.cache.dir,
         &StoreOptions {
-            capacity: config.cache.capacity.0,
+            capacity,
             access_log: config.cache.access_log,
             access_log_max: config.cache.access_log_max.0,
         },
@@ -215,28 +231,33 @@ fn sources(config: &Config, store: &Store) -> anyhow::Result<Sources> {
     })
 }
 
-fn warm_options(config: &Config, bar: Option<bool>) -> WarmOptions {
+fn warm_options(config: &Config, capacity: u64, bar: Option<bool>) -> WarmOptions {
     WarmOptions {
         concurrency: config.warm.concurrency,
         part_size: config.warm.part_size.0,
-        max_object_size: config.max_object_size(),
+        max_object_size: config.max_object_size(capacity),
         progress_bar: bar,
     }
 }
 
-async fn warm_once(mut config: Config, args: &WarmArgs) -> anyhow::Result<()> {
+async fn warm_once(mut config: Config, capacity: u64, args: &WarmArgs) -> anyhow::Result<()> {
     config.warm.prefixes.extend(args.prefixes.iter().cloned());
     if let Some(k) = &args.key_list {
         config.warm.key_list = Some(k.clone());
     }
-    let store = open_store(&config)?;
+    let store = open_store(&config, capacity)?;
     let client = build_client(&config.upstream).await;
     let up = Upstream::new(client, config.upstream.bucket.clone())
         .with_retry(RetryPolicy::new(config.upstream.max_attempts));
     let src = sources(&config, &store)?;
-    let report = warm::warm(&up, &store, &src, &warm_options(&config, args.progress_bar))
-        .await
-        .context("warming")?;
+    let report = warm::warm(
+        &up,
+        &store,
+        &src,
+        &warm_options(&config, capacity, args.progress_bar),
+    )
+    .await
+    .context("warming")?;
     let (used, cap, _, n) = store.usage();
     println!(
         "warm done: fetched {} objects ({} bytes), {} already cached, {} over capacity, {} failed; cache {n} objects, {used}/{cap} bytes",
@@ -252,26 +273,32 @@ async fn warm_once(mut config: Config, args: &WarmArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, capacity: u64) -> anyhow::Result<()> {
     // First: from here on SIGTERM cancels the token (kept until the serve loop below sees it)
     // instead of killing the process before the index is saved.
     let shutdown = shutdown_signal::install();
     let handle = telemetry::install_recorder().context("installing the metrics recorder")?;
     let store = tokio::task::spawn_blocking({
         let c = config.clone();
-        move || open_store(&c)
+        move || open_store(&c, capacity)
     })
     .await??;
     let client = build_client(&config.upstream).await;
     let up = Upstream::new(client, config.upstream.bucket.clone())
         .with_retry(RetryPolicy::new(config.upstream.max_attempts));
-    let s3 = CacheS3::new(
+    let mut s3 = CacheS3::new(
         store.clone(),
         up.clone(),
-        config.max_object_size(),
+        config.max_object_size(capacity),
         config.cache.revalidate_after,
         MissParts::new(config.cache.miss_part_size.0, config.cache.miss_concurrency),
     );
+    if config.read_ahead.enabled {
+        s3 = s3.with_read_ahead(ReadAhead::new(
+            config.read_ahead.max_concurrent,
+            config.read_ahead.max_bytes_per_segment.0,
+        ));
+    }
     let service = {
         let mut b = s3s::service::S3ServiceBuilder::new(s3);
         b.set_auth(SingleKeyAuth::new(
@@ -302,14 +329,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding listen {}", config.listen))?;
     tracing::info!(listen = %config.listen, telemetry = %config.telemetry.listen,
-        dir = %config.cache.dir.display(), "segment-cache serving");
+        dir = %config.cache.dir.display(), capacity, configured = %config.cache.capacity,
+        "segment-cache serving");
     ready.serving.store(true, Ordering::Release);
 
     // Background warm.
     let warm_task = if config.warm.in_serve {
         let (store, up, ready) = (store.clone(), up.clone(), ready.clone());
         let src = sources(&config, &store)?;
-        let opts = warm_options(&config, Some(false));
+        let opts = warm_options(&config, capacity, Some(false));
         Some(tokio::spawn(async move {
             if let Err(e) = warm::warm(&up, &store, &src, &opts).await {
                 tracing::warn!(error = %e, "background warm failed");

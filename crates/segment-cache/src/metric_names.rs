@@ -29,6 +29,16 @@
     /// up with the disk).
     ACCESS_LOG_DROPPED: Counter = "segment_cache_access_log_dropped_total", labels [],
         help "Reads not recorded in the access log because its queue was full.";
+    /// Objects the segment-aware read-ahead handled, by `result` (`fetched`, `cached`: already
+    /// there, `skipped`: too big or over the segment's byte cap, `error`).
+    READ_AHEAD_OBJECTS: Counter = "segment_cache_read_ahead_objects_total", labels ["result"],
+        help "Objects handled by the segment-aware read-ahead, by fetched, cached, skipped or error.";
+    /// Bytes the read-ahead fetched from upstream.
+    READ_AHEAD_BYTES: Counter = "segment_cache_read_ahead_bytes_total", labels [],
+        help "Bytes the segment-aware read-ahead fetched from the upstream object store.";
+    /// Segment file groups the read-ahead listed, by `result` (`listed`, `error`).
+    READ_AHEAD_GROUPS: Counter = "segment_cache_read_ahead_groups_total", labels ["result"],
+        help "Segment file groups the read-ahead listed, by listed or error.";
     /// Bytes the cached objects take.
     USED_BYTES: Gauge = "segment_cache_used_bytes", labels [],
         help "Bytes of the objects in the cache.";

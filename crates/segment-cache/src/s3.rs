@@ -16,8 +16,12 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use s3s_aws::Proxy;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use futures::StreamExt as _;
+use tokio_util::task::TaskTracker;
+
 use crate::index::Entry;
 use crate::keys;
+use crate::readahead::{self, Group, Seen, Stats, StatsSnapshot};
 use crate::store::Store;
 use crate::upstream::{FetchError, Ranges, Upstream};
 
@@ -27,9 +31,43 @@ pub struct CacheS3 {
     proxy: Option<Proxy>,
     store: Arc<Store>,
     upstream: Upstream,
-    max_object_size: u64,
     revalidate_after: Duration,
+    /// The fetch that read misses and read-ahead share.
+    core: Arc<Core>,
+    read_ahead: Option<Arc<ReadAhead>>,
+}
+
+/// What read misses and read-ahead share: the one single-flight fetch into the store.
+struct Core {
+    store: Arc<Store>,
+    upstream: Upstream,
+    max_object_size: u64,
     miss_parts: Option<MissParts>,
+}
+
+/// Segment-aware read-ahead as the request path runs it: at most `max_concurrent` fetches in
+/// flight across all segments, at most `max_bytes_per_segment` per group, each group once.
+#[derive(Debug)]
+pub struct ReadAhead {
+    permits: tokio::sync::Semaphore,
+    max_bytes: u64,
+    seen: Seen,
+    stats: Stats,
+    tasks: TaskTracker,
+}
+
+impl ReadAhead {
+    /// Read-ahead with `max_concurrent` fetches in flight and `max_bytes_per_segment` per group.
+    #[must_use]
+    pub fn new(max_concurrent: usize, max_bytes_per_segment: u64) -> Self {
+        Self {
+            permits: tokio::sync::Semaphore::new(max_concurrent),
+            max_bytes: max_bytes_per_segment,
+            seen: Seen::default(),
+            stats: Stats::default(),
+            tasks: TaskTracker::new(),
+        }
+    }
 }
 
 /// How read misses of large objects are fetched: in parts of `part_size`, with the part
@@ -235,12 +273,24 @@ impl CacheS3 {
     ) -> Self {
         Self {
             proxy: upstream.forward_client().cloned().map(Proxy::from),
-            store,
-            upstream,
-            max_object_size,
+            store: store.clone(),
+            upstream: upstream.clone(),
             revalidate_after,
-            miss_parts,
+            core: Arc::new(Core {
+                store,
+                upstream,
+                max_object_size,
+                miss_parts,
+            }),
+            read_ahead: None,
         }
+    }
+
+    /// The same service with segment-aware read-ahead (see [`crate::readahead`]).
+    #[must_use]
+    pub fn with_read_ahead(mut self, read_ahead: ReadAhead) -> Self {
+        self.read_ahead = Some(Arc::new(read_ahead));
+        self
     }
 
     fn proxy(&self) -> S3Result<&Proxy> {
@@ -260,17 +310,6 @@ impl CacheS3 {
         metrics::counter!(crate::metric_names::UPSTREAM_REQUESTS, "op" => op,
             "outcome" => if ok { "ok" } else { "error" })
         .increment(1);
-    }
-
-    fn open_cached(&self, key: &str) -> Option<(Entry, std::fs::File)> {
-        let e = self.store.lookup(key)?;
-        match std::fs::File::open(self.store.data_path(key)) {
-            Ok(f) if f.metadata().is_ok_and(|m| m.len() == e.size) => Some((e, f)),
-            _ => {
-                // Evicted or replaced between lookup and open: treat as a miss.
-                None
-            }
-        }
     }
 
     async fn revalidate(&self, e: &Entry) -> bool {
@@ -297,11 +336,80 @@ impl CacheS3 {
     }
 
     async fn cached_or_fetch(&self, key: &str) -> S3Result<Lookup> {
-        if let Some((e, f)) = self.open_cached(key)
+        if let Some((e, f)) = self.core.open_cached(key)
             && self.revalidate(&e).await
         {
             return Ok(Lookup::Hit(e, f));
         }
+        // A miss: the segment's other files are read next; start fetching them beside this one.
+        self.start_read_ahead(key);
+        self.core.fetch_single_flight(key).await
+    }
+
+    /// Starts (once per segment group, in the background) the read-ahead of `key`'s segment.
+    fn start_read_ahead(&self, key: &str) {
+        let Some(ra) = &self.read_ahead else {
+            return;
+        };
+        let Some(group) = Group::of(key) else {
+            return;
+        };
+        if !ra.seen.first(&group) {
+            return;
+        }
+        let (core, ra2, trigger) = (self.core.clone(), ra.clone(), key.to_string());
+        ra.tasks
+            .spawn(async move { read_ahead(core, ra2, group, trigger).await });
+    }
+
+    /// What read-ahead did so far (`None` when it is off).
+    #[must_use]
+    pub fn read_ahead_stats(&self) -> Option<StatsSnapshot> {
+        self.read_ahead.as_ref().map(|r| r.stats.snapshot())
+    }
+
+    /// Waits until every read-ahead started so far is done.
+    pub async fn read_ahead_idle(&self) {
+        if let Some(r) = &self.read_ahead {
+            r.tasks.close();
+            r.tasks.wait().await;
+            r.tasks.reopen();
+        }
+    }
+
+    fn check_bucket(&self, bucket: &str) -> S3Result<()> {
+        if bucket == self.upstream.bucket() {
+            Ok(())
+        } else {
+            Err(s3_error!(AccessDenied, "Access Denied"))
+        }
+    }
+
+    async fn invalidate(&self, key: &str) {
+        // Wait for a fetch of the key in flight so it cannot re-cache the old version after us.
+        let flight = self.store.flight(key);
+        let guard = flight.lock().await;
+        self.store.invalidate(key);
+        drop(guard);
+        self.store.end_flight(key, &flight);
+    }
+}
+
+impl Core {
+    fn open_cached(&self, key: &str) -> Option<(Entry, std::fs::File)> {
+        let e = self.store.lookup(key)?;
+        match std::fs::File::open(self.store.data_path(key)) {
+            Ok(f) if f.metadata().is_ok_and(|m| m.len() == e.size) => Some((e, f)),
+            _ => {
+                // Evicted or replaced between lookup and open: treat as a miss.
+                None
+            }
+        }
+    }
+
+    /// Fetches `key` unless a fetch of it is in flight, in which case waits for that one (and
+    /// then finds it cached).
+    async fn fetch_single_flight(&self, key: &str) -> S3Result<Lookup> {
         let flight = self.store.flight(key);
         let guard = flight.lock().await;
         let res = self.fetch_locked(key).await;
@@ -341,23 +449,57 @@ impl CacheS3 {
             }
         }
     }
+}
 
-    fn check_bucket(&self, bucket: &str) -> S3Result<()> {
-        if bucket == self.upstream.bucket() {
-            Ok(())
-        } else {
-            Err(s3_error!(AccessDenied, "Access Denied"))
+/// Lists `group` and fetches the files the plan keeps, through the same single-flight fetch as
+/// GETs, `ra.permits` bounding them. Failures are counted and logged, never returned: the GET
+/// that started it does not wait for it.
+async fn read_ahead(core: Arc<Core>, ra: Arc<ReadAhead>, group: Group, trigger: String) {
+    let mut listed = Vec::new();
+    for p in group.prefixes() {
+        match core.upstream.list(&p).await {
+            Ok(objs) => listed.extend(objs),
+            Err(e) => {
+                tracing::warn!(prefix = %p, error = %e, "read-ahead: listing failed");
+                ra.stats.group(false);
+                return;
+            }
         }
     }
-
-    async fn invalidate(&self, key: &str) {
-        // Wait for a fetch of the key in flight so it cannot re-cache the old version after us.
-        let flight = self.store.flight(key);
-        let guard = flight.lock().await;
-        self.store.invalidate(key);
-        drop(guard);
-        self.store.end_flight(key, &flight);
-    }
+    ra.stats.group(true);
+    let store = &core.store;
+    let todo = readahead::plan(
+        listed,
+        &trigger,
+        |o| store.peek(&o.key).is_some_and(|e| e.etag == o.etag),
+        core.max_object_size,
+        ra.max_bytes,
+    );
+    tracing::debug!(
+        segment = group.segment(),
+        objects = todo.len(),
+        "read-ahead"
+    );
+    futures::stream::iter(todo)
+        .for_each_concurrent(None, |o| {
+            let (core, ra) = (&core, &ra);
+            async move {
+                let Ok(_permit) = ra.permits.acquire().await else {
+                    return;
+                };
+                let (result, bytes) = match core.fetch_single_flight(&o.key).await {
+                    Ok(Lookup::Miss(e, _)) => ("fetched", e.size),
+                    Ok(Lookup::Hit(..)) => ("cached", 0),
+                    Ok(Lookup::Bypass) => ("skipped", 0),
+                    Err(e) => {
+                        tracing::debug!(key = %o.key, error = %e, "read-ahead: fetch failed");
+                        ("error", 0)
+                    }
+                };
+                ra.stats.object(result, bytes);
+            }
+        })
+        .await;
 }
 
 fn head_output(e: &Entry) -> HeadObjectOutput {

@@ -107,3 +107,31 @@ fn an_unreadable_warm_key_list_exits_2_naming_the_key() {
     );
     assert_config_error(&["warm", "--config", &f], &[&missing, "warm.key_list"]);
 }
+
+/// `serve` and `warm` resolve `cache.capacity` against the filesystem holding `cache.dir`: a
+/// size above the filesystem's total exits 2 naming the key, the value and the size;
+/// `check-config` checks only the file (it is meant for another machine's disk).
+#[test]
+fn a_capacity_above_the_filesystem_exits_2_at_start() {
+    let d = tempfile::tempdir().unwrap();
+    let huge = good(d.path()).replace("capacity: 1GiB", "capacity: 1000000TiB");
+    let f = write(d.path(), "huge.yaml", &huge);
+    for command in ["serve", "warm"] {
+        assert_config_error(
+            &[command, "--config", &f],
+            &[
+                &f,
+                "cache.capacity",
+                "1024000000.0 GiB",
+                "filesystem's total size",
+            ],
+        );
+    }
+    assert!(run(&["check-config", "--config", &f]).status.success());
+    // The flag is checked the same way.
+    let ok = write(d.path(), "ok.yaml", &good(d.path()));
+    assert_config_error(
+        &["warm", "--config", &ok, "--capacity", "1000000TiB"],
+        &["cache.capacity", "with flags"],
+    );
+}
