@@ -39,7 +39,7 @@ pub enum ServerError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     /// The front-proxy client CA could not be read from the cluster.
-    #[error("front-proxy client CA: {0}")]
+    #[error(transparent)]
     ClusterCa(#[from] ClusterCaError),
     /// The listen address could not be bound.
     #[error("binding external_metrics.listen {addr}: {source}")]
