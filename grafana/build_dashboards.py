@@ -595,6 +595,15 @@ def autoscaling_events():
          "external-metrics mode)", "p99 per route.",
          [(q(0.99, 'milvus_scaler_http_request_duration_seconds_bucket', by="le, route"), "{{route}}")],
          unit="s", w=12)
+    d.ts("Front-proxy client CA from the cluster", "milvus-scaler (milvus_scaler_external_metrics_client_ca_"
+         "updates_total, ..._refresh_failures_total; external-metrics mode with client_ca.from_cluster)",
+         "Changes of the front-proxy CA (kube-system/extension-apiserver-authentication) installed without a "
+         "restart, and failed refreshes (the last good CA stays in use: a long run of failures means a rotated CA "
+         "will not be picked up and the API server's requests will start failing).",
+         [('sum by (instance) (increase(milvus_scaler_external_metrics_client_ca_updates_total[$__rate_interval]))',
+           "updates {{instance}}"),
+          ('sum by (instance) (increase(milvus_scaler_external_metrics_client_ca_refresh_failures_total'
+           '[$__rate_interval]))', "refresh failures {{instance}}")], unit="short", w=12)
     d.ts("KEDA gRPC requests", "milvus-scaler (milvus_scaler_grpc_requests_total; KEDA mode)",
          "KEDA external-scaler calls per second by method and gRPC code. Appears when `keda` is configured.",
          [('sum by (method, code) (rate(milvus_scaler_grpc_requests_total[$__rate_interval]))', "{{method}} {{code}}")],

@@ -77,8 +77,11 @@ def test_overlay_renders_and_validates():
     assert container["args"][-2:] == ["--config", "/etc/milvus-scaler/external-metrics.yaml"], container["args"]
     em = config["external_metrics"]
     assert em["listen"].endswith(":6443")
-    for file in (em["tls"]["cert_file"], em["tls"]["key_file"], em["client_auth"]["client_ca_file"]):
+    for file in (em["tls"]["cert_file"], em["tls"]["key_file"]):
         assert str(Path(file).parent) in mounts, (file, mounts)
+    # M5: the front-proxy CA is read live from the cluster, not from a hand-copied ConfigMap.
+    assert em["client_auth"] == {"client_ca": {"from_cluster": True, "refresh_interval": "60s"}}, em
+    assert not any((v.get("configMap") or {}).get("name") == "milvus-scaler-front-proxy-ca" for v in volumes.values())
     tls_volume = volumes[mounts["/tls"]]
 
     # cert-manager documents (skipped by the schema validator, checked here).
@@ -100,15 +103,24 @@ def test_overlay_renders_and_validates():
             assert any(c["spec"].get("isCA") and c["spec"]["secretName"] == issuer["spec"]["ca"]["secretName"]
                        for c in certs.values())
 
-    # RBAC: only what is used. milvus-scaler makes no TokenReview/SubjectAccessReview and reads nothing from
-    # the Kubernetes API, so no auth-delegator / auth-reader bindings and no API token in the pod (L5); the HPA
-    # controller may read the served metrics.
+    # RBAC: only what is used. milvus-scaler makes no TokenReview/SubjectAccessReview (no auth-delegator); it
+    # reads one ConfigMap, kube-system/extension-apiserver-authentication (the front-proxy CA, M5), with `get` on
+    # that name only, so this mode mounts the API token; the HPA controller may read the served metrics.
     bindings = by_kind(docs, "ClusterRoleBinding") + by_kind(docs, "RoleBinding")
     refs = {(b["roleRef"]["kind"], b["roleRef"]["name"], b["metadata"].get("namespace")) for b in bindings}
     assert ("ClusterRole", "system:auth-delegator", None) not in refs
-    assert ("Role", "extension-apiserver-authentication-reader", "kube-system") not in refs
+    assert ("Role", "extension-apiserver-authentication-reader", "kube-system") not in refs, "grants list/watch too"
     assert ("ClusterRole", "milvus-scaler-external-metrics-reader", None) in refs
-    assert deploy["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    [role] = [r for r in by_kind(docs, "Role") if r["metadata"]["namespace"] == "kube-system"]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
+                              "resourceNames": ["extension-apiserver-authentication"], "verbs": ["get"]}], role
+    [binding] = [b for b in by_kind(docs, "RoleBinding") if b["roleRef"]["name"] == role["metadata"]["name"]]
+    assert binding["metadata"]["namespace"] == "kube-system"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": deploy["spec"]["template"]["spec"]["serviceAccountName"],
+                                    "namespace": "milvus-scaler"}]
+    assert not by_kind(docs, "ClusterRole") or all(
+        "configmaps" not in (rule.get("resources") or []) for c in by_kind(docs, "ClusterRole") for rule in c["rules"])
+    assert deploy["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
     # NetworkPolicy: the aggregator's port is admitted (by TLS client certificate, any source).
     policies = by_kind(docs, "NetworkPolicy")
     ports = {p["port"] for pol in policies for rule in pol["spec"].get("ingress", []) for p in rule.get("ports", [])}

@@ -147,11 +147,15 @@ def test_combination_renders_validates_and_keeps_every_section(combo):
         assert len(dashboards) == GRAFANA_DASHBOARDS
     else:
         assert "ServiceMonitor" not in kinds and "PrometheusRule" not in kinds
-    # L5/L6: no API token, PSA "restricted" on the namespace, and every container port that serves is admitted
-    # by a NetworkPolicy selecting the pod.
+    # L5/L6: no API token except in external-metrics mode (M5: it reads the front-proxy CA from the API), PSA
+    # "restricted" on the namespace, and every container port that serves is admitted by a NetworkPolicy
+    # selecting the pod.
     dep = one(docs, "Deployment", "milvus-scaler", "milvus-scaler")
     pod = dep["spec"]["template"]
-    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert pod["spec"]["automountServiceAccountToken"] is (mode == "external-metrics"), where
+    if mode != "external-metrics":
+        assert not [x for x in docs if x["kind"] in ("Role", "RoleBinding")
+                    and x["metadata"].get("namespace") == "kube-system"], where
     ns_labels = one(docs, "Namespace", "milvus-scaler")["metadata"]["labels"]
     assert ns_labels["pod-security.kubernetes.io/enforce"] == "restricted"
     policies = [x for x in docs if x["kind"] == "NetworkPolicy" and x["metadata"]["namespace"] == "milvus-scaler"

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -12,8 +13,7 @@ use serde::Deserialize;
 ///   listen: 0.0.0.0:6443
 ///   tls: { cert_file: /tls/tls.crt, key_file: /tls/tls.key }
 ///   client_auth:
-///     client_ca_file: /front-proxy/ca.crt
-///     allowed_names: [front-proxy-client]
+///     client_ca: { from_cluster: true }   # or { file: /front-proxy/ca.crt }
 /// ```
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -55,15 +55,120 @@ pub struct TlsConfig {
 }
 
 /// Which client certificates may call the API (the aggregator's front-proxy certificate).
+///
+/// The CA comes from a file or, in a cluster, live from the ConfigMap the kube-apiserver
+/// publishes (what prometheus-adapter and KEDA read):
+///
+/// ```yaml
+/// client_auth:
+///   client_ca: { from_cluster: true, refresh_interval: 60s }
+/// # or, from a file (the older spelling `client_ca_file: /front-proxy/ca.crt` still works):
+/// client_auth:
+///   client_ca: { file: /front-proxy/ca.crt }
+///   allowed_names: [front-proxy-client]
+/// ```
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawClientAuth")]
 pub struct ClientAuthConfig {
-    /// CA bundle (PEM) that signs the front-proxy client certificate; in a cluster this is
-    /// `requestheader-client-ca-file` from `kube-system/extension-apiserver-authentication`.
-    pub client_ca_file: PathBuf,
-    /// Common names accepted; empty: any certificate signed by the CA.
-    #[serde(default)]
+    /// Where the CA bundle that signs the front-proxy client certificate comes from.
+    pub client_ca: ClientCaSource,
+    /// Common names accepted; empty: any certificate signed by the CA. With
+    /// [`ClientCaSource::FromCluster`] this must be empty: the names come from the ConfigMap's
+    /// `requestheader-allowed-names`.
     pub allowed_names: Vec<String>,
+}
+
+/// Where the front-proxy client CA is read from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientCaSource {
+    /// A PEM bundle on disk, read once at start.
+    File(PathBuf),
+    /// ConfigMap `kube-system/extension-apiserver-authentication` (keys
+    /// `requestheader-client-ca-file` and `requestheader-allowed-names`), read through the
+    /// in-cluster API with the pod's service-account token and reread every
+    /// `refresh_interval`; a rotated CA is used without a restart.
+    FromCluster {
+        /// How often the ConfigMap is reread.
+        refresh_interval: Duration,
+    },
+}
+
+/// The default [`ClientCaSource::FromCluster`] refresh interval.
+pub const DEFAULT_CLIENT_CA_REFRESH: Duration = Duration::from_secs(60);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientAuth {
+    #[serde(default)]
+    client_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    client_ca: Option<RawClientCa>,
+    #[serde(default)]
+    allowed_names: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientCa {
+    #[serde(default)]
+    file: Option<PathBuf>,
+    #[serde(default)]
+    from_cluster: bool,
+    #[serde(default, with = "humantime_serde")]
+    refresh_interval: Option<Duration>,
+}
+
+impl TryFrom<RawClientAuth> for ClientAuthConfig {
+    type Error = String;
+
+    fn try_from(raw: RawClientAuth) -> Result<Self, String> {
+        const ONE_OF: &str = "client_auth needs exactly one of client_ca_file, client_ca.file or client_ca.from_cluster: true";
+        let client_ca = match (raw.client_ca_file, raw.client_ca) {
+            (Some(file), None) => ClientCaSource::File(file),
+            (
+                None,
+                Some(RawClientCa {
+                    file: Some(file),
+                    from_cluster: false,
+                    refresh_interval: None,
+                }),
+            ) => ClientCaSource::File(file),
+            (
+                None,
+                Some(RawClientCa {
+                    file: None,
+                    from_cluster: true,
+                    refresh_interval,
+                }),
+            ) => {
+                let refresh_interval = refresh_interval.unwrap_or(DEFAULT_CLIENT_CA_REFRESH);
+                if refresh_interval.is_zero() {
+                    return Err("client_auth.client_ca.refresh_interval must be > 0".into());
+                }
+                if !raw.allowed_names.is_empty() {
+                    return Err("client_auth.allowed_names cannot be set with client_ca.from_cluster: the names come from requestheader-allowed-names in kube-system/extension-apiserver-authentication".into());
+                }
+                ClientCaSource::FromCluster { refresh_interval }
+            }
+            (
+                None,
+                Some(RawClientCa {
+                    file: Some(_),
+                    refresh_interval: Some(_),
+                    ..
+                }),
+            ) => {
+                return Err(
+                    "client_auth.client_ca.refresh_interval applies to from_cluster only".into(),
+                );
+            }
+            _ => return Err(ONE_OF.into()),
+        };
+        Ok(Self {
+            client_ca,
+            allowed_names: raw.allowed_names,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -81,6 +186,45 @@ mod tests {
             cfg.client_auth.unwrap().allowed_names,
             vec!["front-proxy-client".to_string()]
         );
+        let live: ExternalMetricsConfig =
+            yaml_config::from_str("client_auth: { client_ca: { from_cluster: true } }\n").unwrap();
+        assert_eq!(
+            live.client_auth.unwrap().client_ca,
+            ClientCaSource::FromCluster {
+                refresh_interval: DEFAULT_CLIENT_CA_REFRESH
+            }
+        );
+        let file: ClientAuthConfig =
+            yaml_config::from_str("client_ca: { file: /ca.crt }\n").unwrap();
+        assert_eq!(file.client_ca, ClientCaSource::File("/ca.crt".into()));
+        for (bad, says) in [
+            ("{}", "exactly one of"),
+            (
+                "{ client_ca_file: /a, client_ca: { file: /b } }",
+                "exactly one of",
+            ),
+            (
+                "{ client_ca: { file: /b, from_cluster: true } }",
+                "exactly one of",
+            ),
+            (
+                "{ client_ca: { from_cluster: true }, allowed_names: [x] }",
+                "requestheader-allowed-names",
+            ),
+            (
+                "{ client_ca: { from_cluster: true, refresh_interval: 0s } }",
+                "must be > 0",
+            ),
+            (
+                "{ client_ca: { from_cluster: true, refresh: 1s } }",
+                "unknown field `refresh`",
+            ),
+        ] {
+            let err = yaml_config::from_str::<ClientAuthConfig>(bad)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
         let defaults: ExternalMetricsConfig = yaml_config::from_str("{}").unwrap();
         assert_eq!(defaults, ExternalMetricsConfig::default());
         let err = yaml_config::from_str::<ExternalMetricsConfig>("tls: { cert: x, key_file: y }")

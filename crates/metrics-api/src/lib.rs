@@ -6,12 +6,14 @@
 //! - [`quantity`]: signal values as Kubernetes quantities;
 //! - [`api`]: discovery documents, `ExternalMetricValueList` and `Status`, as pure functions of
 //!   the signal snapshot;
+//! - [`cluster_ca`]: the front-proxy client CA read live from the cluster;
 //! - [`tls`]: rustls configuration (serving certificate, front-proxy client verification);
 //! - [`server`]: the accept loop, router, authentication and request metrics.
 //!
 //! Every answer is computed from the in-memory [`milvus_signals::Snapshot`]; no request does I/O.
 
 pub mod api;
+pub mod cluster_ca;
 pub mod config;
 pub mod metric_names;
 pub mod quantity;

@@ -24,7 +24,9 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::api::{self, ApiError};
-use crate::config::ExternalMetricsConfig;
+use crate::cluster_ca::{ClusterCa, ClusterCaError, ClusterCaReader};
+use crate::config::{ClientCaSource, ExternalMetricsConfig};
+use crate::metric_names::{CLIENT_CA_REFRESH_FAILURES, CLIENT_CA_UPDATES};
 use crate::tls::{self, TlsError};
 
 /// The metric route's template, as used in the `route` label of request metrics.
@@ -37,6 +39,9 @@ pub enum ServerError {
     /// The TLS configuration is unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The front-proxy client CA could not be read from the cluster.
+    #[error(transparent)]
+    ClusterCa(#[from] ClusterCaError),
     /// The listen address could not be bound.
     #[error("binding external_metrics.listen {addr}: {source}")]
     Bind {
@@ -45,6 +50,14 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+impl ServerError {
+    /// Whether the deployment is wrong (no token mounted, RBAC missing, the ConfigMap without
+    /// the CA) rather than something down: the process exits 2 for these, 1 for the rest.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::ClusterCa(e) if !e.is_transient())
+    }
 }
 
 /// Who is on the other end of a TLS connection, as far as the handshake says.
@@ -60,8 +73,11 @@ pub struct Peer {
 struct AppState {
     store: Arc<SnapshotStore>,
     /// `Some` when client certificates are required; the CNs accepted (empty: any).
-    allowed_names: Option<Arc<Vec<String>>>,
+    allowed_names: Option<AllowedNames>,
 }
+
+/// The accepted front-proxy common names, swapped when the cluster's list changes.
+type AllowedNames = Arc<arc_swap::ArcSwap<Vec<String>>>;
 
 fn json<T: Serialize>(code: StatusCode, body: &T) -> Response {
     match serde_json::to_vec(body) {
@@ -121,6 +137,7 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
     if let Some(allowed) = &state.allowed_names
         && !is_health(path)
     {
+        let allowed = allowed.load();
         let peer = req.extensions().get::<Peer>().cloned().unwrap_or_default();
         if !peer.has_certificate {
             return error(&ApiError::Unauthorized(
@@ -198,9 +215,16 @@ async fn ready(State(state): State<AppState>) -> Response {
 /// The router: discovery, metric values, OpenAPI, health; authentication when `allowed_names`
 /// is `Some`; request metrics around everything.
 pub fn router(store: Arc<SnapshotStore>, allowed_names: Option<Vec<String>>) -> Router {
+    shared_router(
+        store,
+        allowed_names.map(|a| Arc::new(arc_swap::ArcSwap::from_pointee(a))),
+    )
+}
+
+fn shared_router(store: Arc<SnapshotStore>, allowed_names: Option<AllowedNames>) -> Router {
     let state = AppState {
         store,
-        allowed_names: allowed_names.map(Arc::new),
+        allowed_names,
     };
     Router::new()
         .route(
@@ -244,35 +268,82 @@ pub fn router(store: Arc<SnapshotStore>, allowed_names: Option<Vec<String>>) -> 
 /// A bound, configured server; [`MetricsApiServer::run`] serves until told to stop.
 pub struct MetricsApiServer {
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    tls: tls::ServerTls,
     router: Router,
-    reloader: tls::CertReloader,
     reload_every: Duration,
+    cluster: Option<ClusterRefresh>,
+}
+
+/// The live client CA: where it is read from, how often, and what was last installed.
+struct ClusterRefresh {
+    reader: ClusterCaReader,
+    every: Duration,
+    last: ClusterCa,
+    allowed: AllowedNames,
 }
 
 /// How often the serving certificate files are checked for changes by default.
 pub const DEFAULT_CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
 
 impl MetricsApiServer {
-    /// Loads the TLS material, binds `cfg.listen`, and builds the router over `store`.
+    /// Loads the TLS material (with `client_ca.from_cluster`, reads the CA through the
+    /// in-cluster API, retrying a few seconds while the API server is unreachable), binds
+    /// `cfg.listen`, and builds the router over `store`.
     pub async fn bind(
         cfg: &ExternalMetricsConfig,
         store: Arc<SnapshotStore>,
     ) -> Result<Self, ServerError> {
-        let (tls, reloader) = tls::server_config_with_reload(cfg)?;
+        let reader = match cfg.client_auth.as_ref().map(|a| &a.client_ca) {
+            Some(ClientCaSource::FromCluster { .. }) => Some(ClusterCaReader::incluster()?),
+            _ => None,
+        };
+        Self::bind_with_reader(cfg, store, reader).await
+    }
+
+    /// [`Self::bind`] with the client that reads the cluster's CA given (used with
+    /// `client_ca.from_cluster` only; tests point it at a fake API server).
+    pub async fn bind_with_reader(
+        cfg: &ExternalMetricsConfig,
+        store: Arc<SnapshotStore>,
+        reader: Option<ClusterCaReader>,
+    ) -> Result<Self, ServerError> {
+        let refresh = match (cfg.client_auth.as_ref().map(|a| &a.client_ca), reader) {
+            (Some(ClientCaSource::FromCluster { refresh_interval }), Some(reader)) => {
+                let ca = reader.read_at_start().await?;
+                tracing::info!(allowed_names = ?ca.allowed_names, "external metrics: front-proxy client CA read from kube-system/extension-apiserver-authentication");
+                Some((reader, *refresh_interval, ca))
+            }
+            (Some(ClientCaSource::FromCluster { .. }), None) => {
+                return Err(ClusterCaError::NotInCluster("no client given".into()).into());
+            }
+            _ => None,
+        };
+        let tls = tls::ServerTls::new(cfg, refresh.as_ref().map(|(_, _, ca)| ca.ca_pem.as_str()))?;
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(|source| ServerError::Bind {
                 addr: cfg.listen,
                 source,
             })?;
-        let allowed = cfg.client_auth.as_ref().map(|a| a.allowed_names.clone());
+        let allowed = cfg.client_auth.as_ref().map(|a| {
+            let names = match &refresh {
+                Some((_, _, ca)) => ca.allowed_names.clone(),
+                None => a.allowed_names.clone(),
+            };
+            Arc::new(arc_swap::ArcSwap::from_pointee(names))
+        });
+        let cluster = refresh.map(|(reader, every, last)| ClusterRefresh {
+            reader,
+            every,
+            last,
+            allowed: allowed.clone().expect("from_cluster implies client_auth"),
+        });
         Ok(Self {
             listener,
-            acceptor: TlsAcceptor::from(Arc::new(tls)),
-            router: router(store, allowed),
-            reloader,
+            tls,
+            router: shared_router(store, allowed),
             reload_every: DEFAULT_CERT_RELOAD_INTERVAL,
+            cluster,
         })
     }
 
@@ -290,7 +361,9 @@ impl MetricsApiServer {
     /// Accepts and serves connections until `stop` turns true (or its sender is dropped), then
     /// lets in-flight requests finish for up to five seconds.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut reloader = self.reloader;
+        let config = self.tls.shared();
+        let switch = self.tls.client_ca_switch();
+        let mut reloader = self.tls.reloader;
         let every = self.reload_every;
         let mut reload_stop = stop.clone();
         let reload = tokio::spawn(async move {
@@ -310,10 +383,12 @@ impl MetricsApiServer {
                 }
             }
         });
+        let refresh = self
+            .cluster
+            .map(|cluster| tokio::spawn(refresh_client_ca(cluster, switch, stop.clone())));
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        let acceptor = self.acceptor;
         let router = self.router;
         shutdown_signal::serve(
             "external metrics",
@@ -322,7 +397,8 @@ impl MetricsApiServer {
             Duration::from_secs(5),
             move |tcp, remote| {
                 let _ = tcp.set_nodelay(true);
-                let acceptor = acceptor.clone();
+                // One load per connection: a swapped client CA applies from the next handshake.
+                let acceptor = TlsAcceptor::from(config.load_full());
                 let router = router.clone();
                 async move {
                     let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
@@ -352,6 +428,43 @@ impl MetricsApiServer {
         )
         .await;
         reload.abort();
+        if let Some(refresh) = refresh {
+            refresh.abort();
+        }
+    }
+}
+
+/// Rereads the cluster's client CA every `every`; installs it when it changed; on any failure
+/// keeps serving with the last good one (logged and counted).
+async fn refresh_client_ca(
+    mut cluster: ClusterRefresh,
+    switch: tls::ClientCaSwitch,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(cluster.every) => {}
+            _ = stop.changed() => return,
+        }
+        let read = cluster.reader.read().await;
+        let ca = match read {
+            Ok(ca) if ca == cluster.last => continue,
+            Ok(ca) => ca,
+            Err(e) => {
+                metrics::counter!(CLIENT_CA_REFRESH_FAILURES).increment(1);
+                tracing::warn!(error = %e, "external metrics: front-proxy client CA not refreshed; keeping the last good one");
+                continue;
+            }
+        };
+        if let Err(e) = switch.set_client_ca(&ca.ca_pem) {
+            metrics::counter!(CLIENT_CA_REFRESH_FAILURES).increment(1);
+            tracing::warn!(error = %e, "external metrics: front-proxy client CA from the cluster is unusable; keeping the last good one");
+            continue;
+        }
+        cluster.allowed.store(Arc::new(ca.allowed_names.clone()));
+        metrics::counter!(CLIENT_CA_UPDATES).increment(1);
+        tracing::info!(allowed_names = ?ca.allowed_names, "external metrics: front-proxy client CA changed in the cluster; now verifying with the new one");
+        cluster.last = ca;
     }
 }
 

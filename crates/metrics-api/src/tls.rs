@@ -16,7 +16,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use thiserror::Error;
 
-use crate::config::{ClientAuthConfig, ExternalMetricsConfig, TlsConfig};
+use crate::config::{ClientCaSource, ExternalMetricsConfig, TlsConfig};
 
 /// Why the TLS configuration could not be built.
 #[derive(Debug, Error)]
@@ -34,6 +34,9 @@ pub enum TlsError {
     /// Generating the self-signed certificate failed.
     #[error("generating a self-signed serving certificate: {0}")]
     SelfSigned(String),
+    /// The client CA read from the cluster is unusable.
+    #[error("front-proxy client CA from the cluster: {0}")]
+    ClientCa(String),
     /// rustls refused the certificates.
     #[error("building the TLS configuration: {0}")]
     Rustls(String),
@@ -95,11 +98,13 @@ fn serving_identity(
 }
 
 /// Builds the server configuration: HTTP/2 and HTTP/1.1 over TLS; client certificates verified
-/// against `client_auth.client_ca_file` when configured. A connection without a client
-/// certificate is still accepted so that health probes work and API requests get a `401 Status`
-/// instead of a bare handshake failure; a certificate from another CA fails the handshake.
+/// against the client CA file when configured. A connection without a client certificate is
+/// still accepted so that health probes work and API requests get a `401 Status` instead of a
+/// bare handshake failure; a certificate from another CA fails the handshake.
+/// With `client_ca.from_cluster` use [`ServerTls::new`] with the CA read from the cluster.
 pub fn server_config(cfg: &ExternalMetricsConfig) -> Result<rustls::ServerConfig, TlsError> {
-    Ok(server_config_with_reload(cfg)?.0)
+    let (tls, _) = server_config_with_reload(cfg)?;
+    Ok(tls)
 }
 
 /// Like [`server_config`], and also returns the handle that reloads the serving certificate
@@ -107,29 +112,116 @@ pub fn server_config(cfg: &ExternalMetricsConfig) -> Result<rustls::ServerConfig
 pub fn server_config_with_reload(
     cfg: &ExternalMetricsConfig,
 ) -> Result<(rustls::ServerConfig, CertReloader), TlsError> {
-    let current = Arc::new(ArcSwap::from_pointee(certified_key(cfg.tls.as_ref())?));
-    let reloader = CertReloader {
-        files: cfg.tls.clone().map(|t| {
-            let seen = modified(&t);
-            (t, seen)
-        }),
-        current: current.clone(),
-    };
+    let tls = ServerTls::new(cfg, None)?;
+    let config = Arc::unwrap_or_clone(tls.current());
+    Ok((config, tls.reloader))
+}
+
+/// The running server's TLS state: the current `ServerConfig` (swapped whole when the client CA
+/// changes; each handshake loads it once), the serving-certificate resolver shared by every
+/// version of it, and the serving-certificate reloader.
+#[derive(Debug)]
+pub struct ServerTls {
+    config: Arc<ArcSwap<rustls::ServerConfig>>,
+    resolver: Arc<Resolver>,
+    /// Rereads the serving certificate files; driven by the server's timer.
+    pub reloader: CertReloader,
+}
+
+impl ServerTls {
+    /// Loads the serving certificate and the client CA: from `client_auth.client_ca` when it is
+    /// a file, else `cluster_ca_pem` (required with `client_ca.from_cluster`).
+    pub fn new(
+        cfg: &ExternalMetricsConfig,
+        cluster_ca_pem: Option<&str>,
+    ) -> Result<Self, TlsError> {
+        let current = Arc::new(ArcSwap::from_pointee(certified_key(cfg.tls.as_ref())?));
+        let reloader = CertReloader {
+            files: cfg.tls.clone().map(|t| {
+                let seen = modified(&t);
+                (t, seen)
+            }),
+            current: current.clone(),
+        };
+        let resolver = Arc::new(Resolver(current));
+        let verifier = match &cfg.client_auth {
+            None => {
+                tracing::warn!(
+                    "external_metrics.client_auth is not set: any client may read metrics without a certificate (development only)"
+                );
+                None
+            }
+            Some(auth) => Some(match (&auth.client_ca, cluster_ca_pem) {
+                (ClientCaSource::File(path), _) => {
+                    let key = "client_auth.client_ca_file";
+                    client_verifier(read_certs(key, path)?, |e| file_error(key, path, e))?
+                }
+                (ClientCaSource::FromCluster { .. }, Some(pem)) => cluster_verifier(pem)?,
+                (ClientCaSource::FromCluster { .. }, None) => {
+                    return Err(TlsError::ClientCa(
+                        "client_ca.from_cluster: no CA read from the cluster yet".into(),
+                    ));
+                }
+            }),
+        };
+        let config = build(&resolver, verifier)?;
+        Ok(Self {
+            config: Arc::new(ArcSwap::from_pointee(config)),
+            resolver,
+            reloader,
+        })
+    }
+
+    /// The configuration new handshakes use.
+    pub fn current(&self) -> Arc<rustls::ServerConfig> {
+        self.config.load_full()
+    }
+
+    /// A handle on the current configuration, for the accept loop.
+    pub fn shared(&self) -> Arc<ArcSwap<rustls::ServerConfig>> {
+        self.config.clone()
+    }
+
+    /// The handle that swaps the client CA of this server.
+    pub fn client_ca_switch(&self) -> ClientCaSwitch {
+        ClientCaSwitch {
+            config: self.config.clone(),
+            resolver: self.resolver.clone(),
+        }
+    }
+}
+
+/// Swaps the client CA of a running server (see [`ServerTls::client_ca_switch`]).
+#[derive(Debug, Clone)]
+pub struct ClientCaSwitch {
+    config: Arc<ArcSwap<rustls::ServerConfig>>,
+    resolver: Arc<Resolver>,
+}
+
+impl ClientCaSwitch {
+    /// Verifies client certificates against `ca_pem` from the next handshake on; open
+    /// connections keep the CA they were verified with. On error nothing changes.
+    pub fn set_client_ca(&self, ca_pem: &str) -> Result<(), TlsError> {
+        let config = build(&self.resolver, Some(cluster_verifier(ca_pem)?))?;
+        self.config.store(Arc::new(config));
+        Ok(())
+    }
+}
+
+fn build(
+    resolver: &Arc<Resolver>,
+    verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> Result<rustls::ServerConfig, TlsError> {
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
-    let builder = match &cfg.client_auth {
-        Some(auth) => builder.with_client_cert_verifier(client_verifier(auth)?),
-        None => {
-            tracing::warn!(
-                "external_metrics.client_auth is not set: any client may read metrics without a certificate (development only)"
-            );
-            builder.with_no_client_auth()
-        }
+    let builder = match verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_cert_resolver(Arc::new(Resolver(current)));
+    let mut config = builder.with_cert_resolver(resolver.clone());
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok((config, reloader))
+    Ok(config)
 }
 
 /// Serves whatever certificate is current: one atomic load per handshake.
@@ -183,15 +275,28 @@ fn certified_key(tls: Option<&TlsConfig>) -> Result<CertifiedKey, TlsError> {
     })
 }
 
-fn client_verifier(
-    auth: &ClientAuthConfig,
+fn cluster_verifier(
+    ca_pem: &str,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
-    let key = "client_auth.client_ca_file";
+    let bad = |e: &dyn std::fmt::Display| {
+        TlsError::ClientCa(format!("{}: {e}", crate::cluster_ca::CA_KEY))
+    };
+    let certs = CertificateDer::pem_slice_iter(ca_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&e))?;
+    if certs.is_empty() {
+        return Err(bad(&"no PEM CERTIFICATE block found"));
+    }
+    client_verifier(certs, |e| bad(&e))
+}
+
+fn client_verifier(
+    certs: Vec<CertificateDer<'static>>,
+    bad: impl Fn(rustls::Error) -> TlsError,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
     let mut roots = RootCertStore::empty();
-    for cert in read_certs(key, &auth.client_ca_file)? {
-        roots
-            .add(cert)
-            .map_err(|e| file_error(key, &auth.client_ca_file, e))?;
+    for cert in certs {
+        roots.add(cert).map_err(&bad)?;
     }
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .allow_unauthenticated()

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 use metrics_api::MetricsApiServer;
 use metrics_api::api::ExternalMetricValueList;
-use metrics_api::config::{ClientAuthConfig, ExternalMetricsConfig, TlsConfig};
+use metrics_api::config::{ClientAuthConfig, ClientCaSource, ExternalMetricsConfig, TlsConfig};
 use milvus_signals::unknown::TargetFailure;
 use milvus_signals::{InstanceSnapshot, Reading, Signal, SignalKey, SnapshotStore, Unknown};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
@@ -154,7 +154,7 @@ fn secured(p: &Pki, allowed: Vec<String>) -> ExternalMetricsConfig {
             key_file: p.dir.join("tls.key"),
         }),
         client_auth: Some(ClientAuthConfig {
-            client_ca_file: p.dir.join("front-proxy-ca.crt"),
+            client_ca: ClientCaSource::File(p.dir.join("front-proxy-ca.crt")),
             allowed_names: allowed,
         }),
     }

@@ -232,12 +232,18 @@ fn main() -> ExitCode {
 }
 
 /// 2 when what the user wrote is wrong (a configuration file, or the HPA, model or trace file a
-/// command reads), wherever in the chain of contexts that error is; 1 for everything else (a
-/// port taken, a source down, an API call failing).
+/// command reads, or the external metrics API's cluster access), wherever in the chain of
+/// contexts that error is; 1 for everything else (a port taken, a source down, an API call
+/// failing).
 fn exit_code(e: &anyhow::Error) -> ExitCode {
-    let bad_input = e
-        .chain()
-        .any(|cause| cause.is::<ConfigError>() || cause.is::<loop_sim::cli::SimulateError>());
+    let bad_input = e.chain().any(|cause| {
+        cause.is::<ConfigError>()
+                || cause.is::<loop_sim::cli::SimulateError>()
+                // The deployment, not an outage: no token mounted, RBAC, no CA in the cluster.
+                || cause
+                    .downcast_ref::<metrics_api::ServerError>()
+                    .is_some_and(metrics_api::ServerError::is_config)
+    });
     if bad_input {
         ExitCode::from(2)
     } else {

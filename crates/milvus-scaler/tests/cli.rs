@@ -196,3 +196,27 @@ fn missing_file_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn live_front_proxy_ca_outside_a_cluster_exits_2_saying_what_to_mount() {
+    let f = config_file(&format!(
+        "{GOOD}telemetry: {{ listen: \"127.0.0.1:0\" }}\nexternal_metrics:\n  listen: 127.0.0.1:0\n  client_auth: {{ client_ca: {{ from_cluster: true }} }}\n"
+    ));
+    let out = Command::new(env!("CARGO_BIN_EXE_milvus-scaler"))
+        .args(["serve", "--config", f.to_str().unwrap()])
+        .env("RUST_LOG", "off")
+        // Not in a pod, whatever the machine running the test is.
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .output()
+        .expect("run milvus-scaler");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("client_ca.from_cluster"), "{stderr}");
+    assert!(stderr.contains("automountServiceAccountToken"), "{stderr}");
+    assert_eq!(
+        stderr.matches("from_cluster").count(),
+        1,
+        "said once: {stderr}"
+    );
+}
