@@ -1,6 +1,6 @@
 //! Node headroom judged in the closed loop over a day: the 24 h trace with two 10x daily peaks
 //! (as tests/policies.rs builds it), the shipped HPA, and machines from a Cluster-Autoscaler-like
-//! provisioner (bench/models/milvus-2.3.5-harness.yaml: 2 query-node pods per machine, 90 s boot,
+//! provisioner (the 2026-11-29 calibration of bench/models/milvus-2.3.5-harness.yaml, frozen in tests/fixtures: 2 query-node pods per machine, 90 s boot,
 //! 10 s scan, 10 min unneeded). Side by side: no headroom (Cluster Autoscaler alone), today's
 //! fixed headroom of one spare machine (as placeholder pods), the headroom planner on the demand
 //! signal, and the planner with the two peaks scheduled.
@@ -11,7 +11,7 @@ use loop_sim::{
     run_with_headroom,
 };
 
-const MODEL: &str = include_str!("../../../bench/models/milvus-2.3.5-harness.yaml");
+const MODEL: &str = include_str!("fixtures/milvus-2.3.5-harness-2026-11-29.yaml");
 const SHIPPED: &str = include_str!("../../../manifests/examples/hpa-querynode.yaml");
 
 fn model() -> SimConfig {
