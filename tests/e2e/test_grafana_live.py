@@ -164,6 +164,9 @@ def classify(q: g.Query, cache_running: bool, scaler_metrics: str) -> str | None
         prefixes = [p for p, (n, _) in g.FEATURES.items() if n == name]
         if not any(f"\n{p}" in "\n" + scaler_metrics for p in prefixes):
             return f"milvus-scaler feature `{name}` not configured in this test; appears with {how}"
+    event = g.on_event(q.expr)
+    if event:
+        return f"appears only after {event}"
     newer = g.newer_only(q.expr)
     if newer:
         return f"newer Milvus only ({newer}); this Milvus is 2.3.5"
@@ -240,7 +243,7 @@ def test_every_panel_query_returns_data(stack, collection):
     # Skipped sources are only the ones that cannot run here.
     for q, reason in skipped:
         assert reason.split(":")[0] in g.UNAVAILABLE or reason.startswith(
-            ("segment-cache", "milvus-scaler feature", "newer Milvus", "annotation")), reason
+            ("segment-cache", "milvus-scaler feature", "newer Milvus", "annotation", "appears only after")), reason
 
 
 def _variable_label(q: g.Query) -> str:

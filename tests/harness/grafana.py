@@ -48,6 +48,18 @@ FEATURES = {
     "milvus_scaler_nodegroup_": ("node-groups", "node-group sizing (`node_groups:` in the config)"),
 }
 
+# Counters that exist only once the event they count has happened (the Prometheus exporter creates a
+# series on its first increment): empty on a healthy system, so no live test can expect data from them.
+# docs/grafana.md repeats this table.
+ON_EVENT = {
+    "segment_cache_access_log_dropped_total":
+        "the access-log queue overflowing (a disk that cannot keep up with the reads)",
+    "milvus_scaler_external_metrics_client_ca_updates_total":
+        "a front-proxy CA change read from the cluster (`client_ca: { from_cluster: true }`)",
+    "milvus_scaler_external_metrics_client_ca_refresh_failures_total":
+        "a failed refresh of the front-proxy CA from the cluster",
+}
+
 # Names only newer Milvus releases export; a panel that uses one has a 2.3.5 sibling query.
 NEWER_MILVUS = {
     "milvus_datacoord_task_count": "Milvus 2.4+ name of milvus_datacoord_index_task_count",
@@ -221,6 +233,14 @@ def feature(expr: str) -> tuple[str, str] | None:
         for prefix, feat in FEATURES.items():
             if n.startswith(prefix):
                 return feat
+    return None
+
+
+def on_event(expr: str) -> str | None:
+    """The events an expression's metrics wait for, when every metric it reads is in ON_EVENT."""
+    names = resolve(expr)
+    if names and all(n in ON_EVENT for n in names):
+        return "; ".join(ON_EVENT[n] for n in sorted(names))
     return None
 
 
