@@ -11,17 +11,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::TryStreamExt as _;
+use s3s::S3;
 use s3s::dto::{GetObjectInput, StreamingBlob};
-use s3s::{S3, S3Request};
 use segment_cache::object_client::{
     Call, FailureClient, FakeClient, Fault, GetAnswer, GetRequest, ListPage, ObjectClient,
 };
 use segment_cache::readahead::StatsSnapshot;
 use segment_cache::s3::{CacheS3, ReadAhead};
-use segment_cache::store::{Store, StoreOptions};
+use segment_cache::store::Store;
 use segment_cache::upstream::{FetchError, ObjectInfo, Upstream};
 
-const BUCKET: &str = "bucket";
+mod common;
+use common::{BUCKET, request};
 const T0: i64 = 1_735_689_600;
 
 /// Segment 3 of collection 1, partition 2: the file a query node reads first, and the rest.
@@ -72,16 +73,7 @@ struct Rig {
 }
 
 fn rig(client: Arc<dyn ObjectClient>, read_ahead: Option<ReadAhead>) -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        dir.path(),
-        &StoreOptions {
-            capacity: 1 << 30,
-            access_log: false,
-            access_log_max: 1 << 20,
-        },
-    )
-    .unwrap();
+    let (store, dir) = common::temp_store();
     let mut cache = CacheS3::new(
         store.clone(),
         Upstream::with_client(client, BUCKET.into()),
@@ -100,21 +92,14 @@ fn rig(client: Arc<dyn ObjectClient>, read_ahead: Option<ReadAhead>) -> Rig {
 }
 
 async fn get(cache: &CacheS3, key: &str) -> Vec<u8> {
-    let req = S3Request {
-        input: GetObjectInput {
+    let req = request(
+        GetObjectInput {
             bucket: BUCKET.into(),
             key: key.into(),
             ..Default::default()
         },
-        method: http::Method::GET,
-        uri: format!("/{BUCKET}/{key}").parse().unwrap(),
-        headers: http::HeaderMap::new(),
-        extensions: http::Extensions::new(),
-        credentials: None,
-        region: None,
-        service: None,
-        trailing_headers: None,
-    };
+        key,
+    );
     let out = cache.get_object(req).await.expect("GET").output;
     body(out.body).await
 }

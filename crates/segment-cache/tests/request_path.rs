@@ -12,13 +12,15 @@ use futures::TryStreamExt as _;
 use s3s::dto::{
     ETag, ETagCondition, GetObjectInput, HeadObjectInput, Range, StreamingBlob, Timestamp,
 };
-use s3s::{S3, S3ErrorCode, S3Request};
+use s3s::{S3, S3ErrorCode};
 use segment_cache::object_client::{Call, FailureClient, FakeClient, Fault};
 use segment_cache::s3::{CacheS3, MissParts};
-use segment_cache::store::{Store, StoreOptions};
+use segment_cache::store::Store;
 use segment_cache::upstream::{FetchError, Upstream};
 
-const BUCKET: &str = "bucket";
+mod common;
+use common::{BUCKET, request};
+
 /// Last-Modified of the fake's objects: 2025-01-01T00:00:00Z.
 const T0: i64 = 1_735_689_600;
 
@@ -37,16 +39,7 @@ fn rig(
     revalidate_after: Duration,
 ) -> Rig {
     let up = Arc::new(FailureClient::new(FakeClient::new(), rule));
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        dir.path(),
-        &StoreOptions {
-            capacity: 1 << 30,
-            access_log: false,
-            access_log_max: 1 << 20,
-        },
-    )
-    .unwrap();
+    let (store, dir) = common::temp_store();
     let upstream = Upstream::with_client(up.clone(), BUCKET.into());
     let cache = CacheS3::new(
         store.clone(),
@@ -65,20 +58,6 @@ fn rig(
 
 fn no_faults(_: &Call) -> Option<Fault> {
     None
-}
-
-fn request<T>(input: T, key: &str) -> S3Request<T> {
-    S3Request {
-        input,
-        method: http::Method::GET,
-        uri: format!("/{BUCKET}/{key}").parse().unwrap(),
-        headers: http::HeaderMap::new(),
-        extensions: http::Extensions::new(),
-        credentials: None,
-        region: None,
-        service: None,
-        trailing_headers: None,
-    }
 }
 
 fn get(key: &str) -> GetObjectInput {

@@ -15,10 +15,10 @@ use s3s::dto::GetObjectInput;
 use segment_cache::config::UpstreamConfig;
 use segment_cache::retry::RetryPolicy;
 use segment_cache::s3::{CacheS3, MissParts};
-use segment_cache::store::{Store, StoreOptions};
 use segment_cache::upstream::{Upstream, build_client};
 
-const BUCKET: &str = "bucket";
+mod common;
+use common::{BUCKET, request};
 /// `upstream.max_attempts` here: the default.
 const ATTEMPTS: usize = segment_cache::retry::DEFAULT_ATTEMPTS as usize;
 
@@ -93,16 +93,7 @@ async fn cache_over(addr: SocketAddr, part_size: u64) -> (CacheS3, tempfile::Tem
         timeout: Duration::from_secs(5),
         max_attempts: u32::try_from(ATTEMPTS).unwrap(),
     };
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(
-        dir.path(),
-        &StoreOptions {
-            capacity: 1 << 30,
-            access_log: false,
-            access_log_max: 1 << 20,
-        },
-    )
-    .unwrap();
+    let (store, dir) = common::temp_store();
     let up = Upstream::new(build_client(&cfg).await, BUCKET.into())
         .with_retry(RetryPolicy::new(cfg.max_attempts));
     let cache = CacheS3::new(
@@ -116,21 +107,14 @@ async fn cache_over(addr: SocketAddr, part_size: u64) -> (CacheS3, tempfile::Tem
 }
 
 fn get(key: &str) -> s3s::S3Request<GetObjectInput> {
-    s3s::S3Request {
-        input: GetObjectInput {
+    request(
+        GetObjectInput {
             bucket: BUCKET.into(),
             key: key.into(),
             ..Default::default()
         },
-        method: http::Method::GET,
-        uri: format!("/{BUCKET}/{key}").parse().unwrap(),
-        headers: http::HeaderMap::new(),
-        extensions: http::Extensions::new(),
-        credentials: None,
-        region: None,
-        service: None,
-        trailing_headers: None,
-    }
+        key,
+    )
 }
 
 /// A whole-object GET that always fails costs the budget, once: not SDK attempts x the cache's
