@@ -230,10 +230,11 @@ fn default_stabilization() -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const GROUP: &str = r#"
+    /// One valid group, the base the config and group tests vary.
+    pub(crate) const GROUP: &str = r#"
 groups:
   - name: q
     asg: a
@@ -243,7 +244,8 @@ groups:
     replicas: { signal: search_queue_depth, target_per_pod: 8, max: 40 }
 "#;
 
-    fn parse(text: &str) -> Result<NodeGroupsConfig, yaml_config::ConfigError> {
+    /// Parses a `node_groups` section as the loader does.
+    pub(crate) fn parse(text: &str) -> Result<NodeGroupsConfig, yaml_config::ConfigError> {
         yaml_config::parse(text, "ng.yaml")
     }
 

@@ -231,21 +231,8 @@ pub fn pods_per_node(group: &ResolvedGroup) -> (u32, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tests::{GROUP, parse};
     use crate::quantity::Cpu;
-
-    const GROUP: &str = r#"
-groups:
-  - name: q
-    asg: a
-    milvus: prod
-    instance_type: r6i.2xlarge
-    pod: { cpu: "2", memory: 8Gi }
-    replicas: { signal: search_queue_depth, target_per_pod: 8, max: 40 }
-"#;
-
-    fn parse(text: &str) -> Result<NodeGroupsConfig, yaml_config::ConfigError> {
-        yaml_config::parse(text, "ng.yaml")
-    }
 
     fn invalid_path(text: &str) -> String {
         match parse(text) {
