@@ -81,26 +81,11 @@ fn shipped_policy_settles_at_constant_load_and_stays() {
     assert_eq!(out.summary.failed_searches, 0.0);
 }
 
-/// Share of the spike's samples (after its first 2 minutes) whose p99 is within the SLO.
-fn slo_share_during_spike(out: &Outcome, slo: f64) -> f64 {
-    let (quiet_s, ramp_s, spike_s) = (1200.0, 120.0, 1800.0);
-    let during: Vec<_> = out
-        .samples
-        .iter()
-        .filter(|s| s.t >= quiet_s + 120.0 && s.t < quiet_s + ramp_s + spike_s)
-        .collect();
-    let ok = during
-        .iter()
-        .filter(|s| s.p99_seconds.is_some_and(|p| p <= slo))
-        .count();
-    ok as f64 / during.len() as f64
-}
-
 #[test]
 fn shipped_policy_follows_a_spike_within_the_slo_and_gives_capacity_back() {
     let m = model();
     let out = sim(&shipped(&m), &spike_10x(&m), 2);
-    let share = slo_share_during_spike(&out, m.slo_p99_seconds);
+    let share = out.summary.spike_slo_fraction.unwrap();
     // Machines boot in 90 s: the spike's ramp outruns them for a minute or two.
     assert!(share >= 0.9, "{share}");
     let peak = out.samples.iter().map(|s| s.desired).max().unwrap();
@@ -118,7 +103,7 @@ fn with_machines_ready_the_spike_stays_within_the_slo_95_percent_of_the_time() {
     let spec = hpa::HpaSpec::from_yaml(&shipped(&m)).unwrap();
     let mut controller = HpaController::new(spec, hpa::Options::default(), 15.0).unwrap();
     let out = run(&m, &spike_10x(&m), &mut controller, 2, 15.0).unwrap();
-    let share = slo_share_during_spike(&out, m.slo_p99_seconds);
+    let share = out.summary.spike_slo_fraction.unwrap();
     eprintln!("within the SLO with ready machines: {share:.3}");
     assert!(share >= 0.95, "{share}");
 }

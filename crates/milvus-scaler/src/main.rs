@@ -136,6 +136,10 @@ struct SimulateCli {
     /// An autoscaling/v2 HPA to run (repeat to compare several side by side).
     #[arg(long, value_name = "FILE")]
     hpa: Vec<PathBuf>,
+    /// A node-headroom planner configuration (YAML, docs/headroom.md; see bench/policies/headroom-*.yaml):
+    /// every HPA also runs with it, its placeholder pods holding machine room (repeat to compare).
+    #[arg(long, value_name = "FILE")]
+    headroom: Vec<PathBuf>,
     /// Query-node replicas at the start of the trace.
     #[arg(long, default_value_t = 2)]
     initial_replicas: u32,
@@ -332,6 +336,7 @@ fn simulate(args: SimulateCli) -> anyhow::Result<()> {
         model: args.model,
         trace: args.trace,
         hpas: args.hpa,
+        headrooms: args.headroom,
         initial_replicas: args.initial_replicas,
         sync_period_seconds: args.sync_period.as_secs_f64(),
         options,
