@@ -27,6 +27,10 @@ use crate::milvus::TargetSample;
 /// settled (at a 1 s scrape interval: 3 s without change).
 pub const DEFAULT_SETTLE_ROUNDS: u32 = 3;
 
+/// Targets kept at most while the listing is incomplete (a DNS name or target file failing): those
+/// listed least recently go first. A complete listing keeps exactly the listed targets.
+pub const DEFAULT_MAX_TARGETS: usize = 10_000;
+
 /// One phase of a new query node's scale-out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Phase {
@@ -127,6 +131,8 @@ struct TargetState {
     down_since: Option<SystemTime>,
     /// The first successful scrape after `down_since`: a restart's new node was up from there.
     back_since: Option<SystemTime>,
+    /// The round it was last listed in (a round number: the wall clock may step).
+    last_listed: u64,
 }
 
 /// The per-phase counts of new query nodes currently listed.
@@ -136,7 +142,9 @@ pub type PhaseCounts = BTreeMap<Phase, usize>;
 #[derive(Debug, Clone)]
 pub struct ScaleOutTracker {
     settle_rounds: u32,
+    max_targets: usize,
     started: bool,
+    round: u64,
     targets: HashMap<String, TargetState>,
 }
 
@@ -151,9 +159,18 @@ impl ScaleOutTracker {
     pub fn new(settle_rounds: u32) -> Self {
         Self {
             settle_rounds: settle_rounds.max(1),
+            max_targets: DEFAULT_MAX_TARGETS,
             started: false,
+            round: 0,
             targets: HashMap::new(),
         }
+    }
+
+    /// The same tracker keeping at most `max` targets while the listing is incomplete (default
+    /// [`DEFAULT_MAX_TARGETS`]); the targets listed in the newest round are always kept.
+    pub fn with_max_targets(mut self, max: usize) -> Self {
+        self.max_targets = max;
+        self
     }
 
     /// Records a round taken at `at`: every target listed (scraped or not), whether that list is
@@ -161,9 +178,9 @@ impl ScaleOutTracker {
     /// Returns the phases completed (or confirmed, for `settled`) in this round, per target in
     /// phase order.
     ///
-    /// An incomplete list forgets no target, and until the first complete one every target
-    /// counts as present before the scaler started: a DNS failure must not turn the pods behind
-    /// it into new nodes.
+    /// An incomplete list forgets no target (beyond the `max_targets` bound, least recently
+    /// listed first), and until the first complete one every target counts as present before the
+    /// scaler started: a DNS failure must not turn the pods behind it into new nodes.
     pub fn observe(
         &mut self,
         at: SystemTime,
@@ -172,6 +189,7 @@ impl ScaleOutTracker {
         samples: &BTreeMap<String, TargetSample>,
     ) -> Vec<PhaseEvent> {
         let baseline = !self.started;
+        self.round += 1;
         if complete {
             self.started = true;
             self.targets.retain(|name, _| listed.contains(name));
@@ -191,7 +209,9 @@ impl ScaleOutTracker {
                     node: Node::new(at, baseline),
                     down_since: None,
                     back_since: None,
+                    last_listed: 0,
                 });
+            state.last_listed = self.round;
             let Some(sample) = samples.get(name) else {
                 state.down_since.get_or_insert(at);
                 state.back_since = None;
@@ -217,6 +237,21 @@ impl ScaleOutTracker {
             }
             observe_node(&mut state.node, at, sample, moving, self.settle_rounds);
             events.extend(take_events(name, &mut state.node));
+        }
+        if self.targets.len() > self.max_targets {
+            // Only while incomplete (a complete list kept the listed ones only): bounded memory
+            // when a failing DNS name hides pods for a long time while other targets churn.
+            let mut unlisted: Vec<(u64, String)> = self
+                .targets
+                .iter()
+                .filter(|(_, t)| t.last_listed != self.round)
+                .map(|(name, t)| (t.last_listed, name.clone()))
+                .collect();
+            unlisted.sort();
+            let excess = self.targets.len() - self.max_targets;
+            for (_, name) in unlisted.into_iter().take(excess) {
+                self.targets.remove(&name);
+            }
         }
         events
     }
@@ -647,6 +682,44 @@ mod tests {
         assert_eq!(tr.observe(t(4.0), &set(&["a"]), false, &node()), vec![]);
         assert_eq!(tr.observe(t(5.0), &set(&["a", "b"]), true, &two), vec![]);
         assert_eq!(tr.counts()[&Phase::Registered], 1);
+    }
+
+    #[test]
+    fn an_always_incomplete_list_still_keeps_memory_bounded() {
+        let mut tr = ScaleOutTracker::new(1).with_max_targets(5);
+        assert_eq!(
+            tr.observe(t(0.0), &set(&[]), true, &BTreeMap::new()),
+            vec![]
+        );
+        let node = |i: u32| {
+            let name = format!("qn-{i}");
+            let samples = BTreeMap::from([(name.clone(), qn(Some(&i.to_string()), 1, 0))]);
+            (name, samples)
+        };
+        for i in 1..=200u32 {
+            // A DNS name fails every round while the file's pods churn: one new target a round.
+            let (name, samples) = node(i);
+            let events = tr.observe(t(f64::from(i)), &set(&[&name]), false, &samples);
+            assert_eq!(events.len(), 3, "a new node: up, registered, first segment");
+            assert!(
+                tr.tracked() <= 5,
+                "round {i}: {} targets kept",
+                tr.tracked()
+            );
+        }
+        // The most recently listed are kept: qn-200 is still the same node, nothing new.
+        let (name, samples) = node(200);
+        assert_eq!(
+            tr.observe(t(300.0), &set(&[&name]), false, &samples),
+            vec![]
+        );
+        // The least recently listed went first: qn-1 is forgotten, so it is new again.
+        let (name, samples) = node(1);
+        assert_eq!(
+            tr.observe(t(301.0), &set(&[&name]), false, &samples).len(),
+            3
+        );
+        assert!(tr.tracked() <= 5);
     }
 
     #[test]
