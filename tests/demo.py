@@ -270,6 +270,12 @@ class ScaleOutLog:
         node["phases"].setdefault(phase, seconds)
 
 
+def node_names(cluster) -> dict[str, str]:
+    """A `MilvusCluster`'s query-node metrics URL → node name, running and stopped nodes (milvus-scaler's
+    log names the URL)."""
+    return {n.proc.metrics_url: n.name for n in list(cluster.gone) + list(cluster.nodes.values())}
+
+
 def scale_out_line(name: str, node: dict) -> str:
     """`querynode-3 (node 7) scale-out: up 2.1 s, registered 2.5 s, first segment 6.3 s, settled 11.0 s,
     serving 11.4 s`: the phases completed in seconds from its target being listed, … for those still to come."""
@@ -568,17 +574,13 @@ class ClusterDemo:
         out.sort(key=lambda x: x[0])
         return [text for _, text in out]
 
-    def node_names(self) -> dict[str, str]:
-        """Query-node metrics URL → its name, for running and stopped nodes (milvus-scaler logs the URL)."""
-        return {n.proc.metrics_url: n.name for n in list(self.cluster.gone) + list(self.cluster.nodes.values())}
-
     def scale_out_events(self) -> list[tuple[float, str]]:
         """One line per query node added since milvus-scaler started, with the phases it completed so far
         (as milvus-scaler timed them from its scrapes), at the time of its first phase."""
         if self.scale_out is None:
             return []
         self.scale_out.poll()
-        names = self.node_names()
+        names = node_names(self.cluster)
         out = []
         for node in self.scale_out.finished + list(self.scale_out.nodes.values()):
             t = node.get("time") or 0

@@ -145,7 +145,7 @@ def test_spike_scales_query_nodes_out_and_back_in_without_flapping_or_failed_sea
                 assert plateau >= 2 and added
                 # ---- the added nodes' scale-out phases, as milvus-scaler timed them from its scrapes ------
                 phases_log = demo.ScaleOutLog(loop.scaler.service.log_path).poll()
-                names = {n.proc.metrics_url: n.name for n in list(cluster.gone) + list(cluster.nodes.values())}
+                names = demo.node_names(cluster)
                 for url, entry in phases_log.items():
                     print(demo.scale_out_line(names.get(url, url), entry))
                 scaler_text = loop.scaler.metrics_text()
