@@ -15,7 +15,8 @@
 //! Memory is one small entry per target currently listed: a target that leaves the list is
 //! forgotten. A target listed in the first round was there before the scaler, so its phases are
 //! unknown and never reported (not a made-up zero); if it later restarts under a new `node_id`,
-//! that new node is reported. A target is reported only once it shows query-node series.
+//! that new node is reported. A target is reported only once its query-node series carry a
+//! `node_id` (proxies and coordinators never are); its `up` is then reported with the time it had.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -79,7 +80,7 @@ impl fmt::Display for Phase {
 pub struct PhaseEvent {
     /// The scrape target (URL) of the node.
     pub target: String,
-    /// Its `node_id` (empty if it shows query-node series without one).
+    /// Its `node_id`.
     pub node_id: String,
     /// The phase completed.
     pub phase: Phase,
@@ -97,11 +98,9 @@ struct Node {
     listed_at: SystemTime,
     /// Its `node_id` once registered.
     node_id: Option<String>,
-    /// It showed query-node series: it is reported.
-    is_querynode: bool,
     /// When each phase completed.
     reached: BTreeMap<Phase, SystemTime>,
-    /// Phases completed but not reported yet (before it showed query-node series).
+    /// Phases completed but not reported yet (`up` waits for the `node_id`).
     unreported: BTreeSet<Phase>,
     /// The run of rounds with an unchanged sealed-segment count and nothing moving: its first
     /// round, the count, and how many rounds it has lasted.
@@ -109,12 +108,17 @@ struct Node {
 }
 
 impl Node {
+    /// Whether its phases are reported: it appeared after the scaler started and is a query
+    /// node (its query-node series carry a `node_id`).
+    fn reported(&self) -> bool {
+        !self.baseline && self.node_id.is_some()
+    }
+
     fn new(listed_at: SystemTime, baseline: bool) -> Self {
         Self {
             baseline,
             listed_at,
             node_id: None,
-            is_querynode: false,
             reached: BTreeMap::new(),
             unreported: BTreeSet::new(),
             stable: None,
@@ -262,7 +266,7 @@ impl ScaleOutTracker {
         let mut out: PhaseCounts = Phase::ALL.iter().map(|p| (*p, 0)).collect();
         for state in self.targets.values() {
             let node = &state.node;
-            if node.baseline || !node.is_querynode {
+            if !node.reported() {
                 continue;
             }
             for phase in node.reached.keys() {
@@ -301,7 +305,6 @@ fn observe_node(
         }
     };
     reach(node, Phase::Up, at);
-    node.is_querynode |= sample.has_querynode;
     if node.node_id.is_none()
         && let Some(id) = sample.querynode_ids.iter().next()
     {
@@ -337,11 +340,10 @@ fn observe_node(
 }
 
 fn take_events(target: &str, node: &mut Node) -> Vec<PhaseEvent> {
-    if node.baseline || !node.is_querynode {
+    let (false, Some(node_id)) = (node.baseline, node.node_id.clone()) else {
         return Vec::new();
-    }
+    };
     let listed_at = node.listed_at;
-    let node_id = node.node_id.clone().unwrap_or_default();
     std::mem::take(&mut node.unreported)
         .into_iter()
         .filter_map(|phase| {
