@@ -24,6 +24,12 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
+/// Histogram buckets (seconds) for the scale-out phases of a new query node: 0.5 s to 20 min.
+const SCALE_OUT_BUCKETS: &[f64] = &[
+    0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0,
+    1200.0,
+];
+
 #[derive(Parser)]
 #[command(
     name = "milvus-scaler",
@@ -445,6 +451,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         // Real histograms (not summaries), so Prometheus can aggregate and take quantiles.
         .set_buckets(LATENCY_BUCKETS)
         .context("configuring histogram buckets")?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(
+                milvus_signals::metric_names::SCALE_OUT_PHASE_SECONDS.to_string(),
+            ),
+            SCALE_OUT_BUCKETS,
+        )
+        .context("configuring the scale-out histogram buckets")?
         // Only histograms: a per-target histogram is ~15 series, and pod IPs churn. Gauges are
         // kept (some are moved by increments, which idle removal would reset).
         .idle_timeout(
