@@ -6,31 +6,14 @@
 //! per-node target set as its comment says: 60 % of one node's measured capacity.
 
 use loop_sim::report::static_peak;
-use loop_sim::{HpaController, LoadTrace, Outcome, SimConfig, run};
+use loop_sim::{HpaController, LoadTrace, Outcome, run};
 
-const MODEL: &str = include_str!("fixtures/milvus-2.3.5-harness-2026-11-29.yaml");
-const SHIPPED: &str = include_str!("../../../manifests/examples/hpa-querynode.yaml");
+mod common;
+
+use common::{model, shipped, spike_10x};
+
 const FIRST: &str = include_str!("../../../bench/policies/hpa-first-example.yaml");
 const HELM_CPU: &str = include_str!("../../../bench/policies/hpa-helm-cpu.yaml");
-
-fn model() -> SimConfig {
-    yaml_config::from_str(MODEL).unwrap()
-}
-
-/// The shipped HPA with its target at 60 % of the model's per-node capacity, at the scale of the
-/// traces (max 40).
-fn shipped(model: &SimConfig) -> String {
-    let target = 0.6 * model.service.node_capacity_qps;
-    let text = SHIPPED.replace(
-        "averageValue: \"60\"",
-        &format!("averageValue: \"{target:.1}\""),
-    );
-    assert_ne!(
-        text, SHIPPED,
-        "the shipped example's target moved: update this test"
-    );
-    text.replace("maxReplicas: 20", "maxReplicas: 40")
-}
 
 fn sim(hpa_yaml: &str, trace: &LoadTrace, initial: u32) -> Outcome {
     let spec = hpa::HpaSpec::from_yaml(hpa_yaml).unwrap();
@@ -41,18 +24,6 @@ fn sim(hpa_yaml: &str, trace: &LoadTrace, initial: u32) -> Outcome {
 fn steady(qps: f64, seconds: f64) -> LoadTrace {
     LoadTrace::Points {
         points: vec![[0.0, qps], [seconds, qps]],
-    }
-}
-
-/// bench/traces/spike-10x.yaml's shape at the model's scale: one node's capacity, then ten.
-fn spike_10x(m: &SimConfig) -> LoadTrace {
-    LoadTrace::Spike {
-        quiet_qps: m.service.node_capacity_qps,
-        spike_qps: 10.0 * m.service.node_capacity_qps,
-        quiet_seconds: 1200.0,
-        ramp_seconds: 120.0,
-        spike_seconds: 1800.0,
-        cooldown_seconds: 2400.0,
     }
 }
 

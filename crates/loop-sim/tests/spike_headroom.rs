@@ -6,28 +6,15 @@
 //! machine within 45 s, or placeholder pods held beforehand (bench/policies/headroom-floor-6.yaml).
 
 use loop_sim::{
-    HeadroomSource, HpaController, LoadTrace, Outcome, PlannedHeadroom, SimConfig,
-    run_with_headroom,
+    HeadroomSource, HpaController, Outcome, PlannedHeadroom, SimConfig, run_with_headroom,
 };
 
-const MODEL: &str = include_str!("fixtures/milvus-2.3.5-harness-2026-11-29.yaml");
-const SHIPPED: &str = include_str!("../../../manifests/examples/hpa-querynode.yaml");
+mod common;
+
+use common::{model, shipped, spike_10x, target_per_pod};
+
 const FLOOR_6: &str = include_str!("../../../bench/policies/headroom-floor-6.yaml");
 const DEMAND: &str = include_str!("../../../bench/policies/headroom-demand.yaml");
-
-/// The HPA's target per pod, as in tests/policies.rs: 60 % of one node's capacity.
-fn target_per_pod(m: &SimConfig) -> f64 {
-    0.6 * m.service.node_capacity_qps
-}
-
-fn shipped(m: &SimConfig) -> String {
-    let text = SHIPPED.replace(
-        "averageValue: \"60\"",
-        &format!("averageValue: \"{:.1}\"", target_per_pod(m)),
-    );
-    assert_ne!(text, SHIPPED, "the shipped example's target moved");
-    text.replace("maxReplicas: 20", "maxReplicas: 40")
-}
 
 /// A bench headroom file at the model's scale: its pod capacity is the HPA's target per pod.
 fn headroom_file(m: &SimConfig, text: &str) -> PlannedHeadroom {
@@ -40,19 +27,8 @@ fn headroom_file(m: &SimConfig, text: &str) -> PlannedHeadroom {
     PlannedHeadroom::new(config, 15.0)
 }
 
-fn spike_10x(m: &SimConfig) -> LoadTrace {
-    LoadTrace::Spike {
-        quiet_qps: m.service.node_capacity_qps,
-        spike_qps: 10.0 * m.service.node_capacity_qps,
-        quiet_seconds: 1200.0,
-        ramp_seconds: 120.0,
-        spike_seconds: 1800.0,
-        cooldown_seconds: 2400.0,
-    }
-}
-
 fn model_with_boot(boot_seconds: f64) -> SimConfig {
-    let mut m: SimConfig = yaml_config::from_str(MODEL).unwrap();
+    let mut m = model();
     m.provisioning.node_boot_seconds = boot_seconds;
     m
 }
