@@ -10,10 +10,11 @@
 //! ```
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keda_scaler::proto::external_scaler_client::ExternalScalerClient;
 use keda_scaler::proto::{GetMetricsRequest, ScaledObjectRef};
+use tokio::time::Instant;
 use tonic::transport::Endpoint;
 
 struct Args {

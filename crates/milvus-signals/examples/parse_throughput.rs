@@ -1,6 +1,9 @@
 //! Prints how fast a `/metrics` body is parsed and reduced to a target sample (MB/s), the work
 //! each scrape does per target. Usage: `cargo run --release --example parse_throughput [FILE]`.
 
+// A plain program timing CPU work, outside any tokio runtime: std's clock is the right one.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::time::Instant;
 
 use milvus_signals::exposition::Limits;

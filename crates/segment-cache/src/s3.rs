@@ -3,7 +3,7 @@
 //! with the sidecar's credentials); writes and deletes invalidate the cached key.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use s3s::access::{S3Access, S3AccessContext};
 #[allow(clippy::wildcard_imports)]
@@ -17,6 +17,7 @@ use s3s_aws::Proxy;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use futures::StreamExt as _;
+use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::index::Entry;

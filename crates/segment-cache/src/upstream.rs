@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
@@ -22,6 +21,7 @@ use aws_sdk_s3::config::{
 use futures::StreamExt as _;
 use thiserror::Error;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use crate::chunk_file::ChunkFile;
 use crate::config::UpstreamConfig;

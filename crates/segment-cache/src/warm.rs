@@ -12,10 +12,11 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use crate::store::Store;
 use crate::upstream::{FetchError, ObjectInfo, Ranges, Upstream};

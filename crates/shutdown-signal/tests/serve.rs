@@ -1,13 +1,14 @@
 //! The one serve loop: a request in flight when the stop comes still gets its whole response,
 //! the listener closes, and `serve` returns once the connections are done (or the grace is up).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
 use shutdown_signal::{CancellationToken, TowerToHyperService, serve_http1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 
 async fn slow() -> &'static str {
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -3,10 +3,11 @@
 //! delay) but needs no network path to the Milvus pods.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use super::{MetricsSource, PollOutcome};
 use crate::catalogue::{Signal, SignalKey};

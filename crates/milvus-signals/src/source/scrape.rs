@@ -6,11 +6,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use thiserror::Error;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use super::{MetricsSource, PollOutcome, ScaleOutRound};
 use crate::engine::SignalEngine;
