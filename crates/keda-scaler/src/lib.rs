@@ -15,10 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use milvus_signals::SnapshotStore;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use thiserror::Error;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
@@ -74,8 +77,9 @@ pub struct TlsConfig {
 /// Why the KEDA server could not start.
 #[derive(Debug, Error)]
 pub enum KedaError {
-    /// A TLS file could not be read.
-    #[error("keda.tls.{key}: cannot read {path}: {source}")]
+    /// A TLS file could not be read. (The I/O error is the source, not in the message: the
+    /// binary prints the chain, which would say it twice.)
+    #[error("keda.tls.{key}: {path}: cannot read")]
     ReadTls {
         /// Which key (`cert_file`, `key_file`, `client_ca_file`).
         key: &'static str,
@@ -92,12 +96,78 @@ pub enum KedaError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A TLS file holds no usable PEM, or the key does not match the certificate.
+    #[error("keda.tls.{key}: {path}: {message}")]
+    InvalidTls {
+        /// Which key (`cert_file`, `key_file`, `client_ca_file`).
+        key: &'static str,
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The TLS material was rejected.
     #[error("keda.tls: {0}")]
     Tls(tonic::transport::Error),
     /// Reflection could not be built from the descriptor set.
     #[error("building server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+}
+
+impl KedaError {
+    /// Whether what the user configured is wrong (a TLS file missing, unreadable, not PEM, or a
+    /// key that does not match its certificate) rather than something failing at run time: the
+    /// process exits 2 for these, 1 for the rest.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            Self::ReadTls { .. } | Self::InvalidTls { .. } | Self::Tls(_)
+        )
+    }
+}
+
+fn invalid(key: &'static str, path: &Path, message: impl ToString) -> KedaError {
+    KedaError::InvalidTls {
+        key,
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// The certificates of a PEM file, at least one.
+fn certificates(
+    key: &'static str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, KedaError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(key, path, e))?;
+    if certs.is_empty() {
+        return Err(invalid(key, path, "no PEM CERTIFICATE block found"));
+    }
+    Ok(certs)
+}
+
+/// Checks the serving pair as a handshake would use it. tonic parses the PEM only when the
+/// server is built, with an error that names no file, and never checks that the key belongs
+/// to the certificate (every handshake would fail instead).
+fn check_identity(tls: &TlsConfig, cert_pem: &[u8], key_pem: &[u8]) -> Result<(), KedaError> {
+    let chain = certificates("cert_file", &tls.cert_file, cert_pem)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| invalid("key_file", &tls.key_file, e))?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
+        let message = match e {
+            rustls::Error::InconsistentKeys(_) => format!(
+                "the private key does not match the certificate in keda.tls.cert_file {}",
+                tls.cert_file.display()
+            ),
+            e => e.to_string(),
+        };
+        invalid("key_file", &tls.key_file, message)
+    })?;
+    Ok(())
 }
 
 fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, KedaError> {
@@ -108,15 +178,16 @@ fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, KedaError> {
     })
 }
 
-/// Reads the TLS material of `tls`.
+/// Reads and checks the TLS material of `tls`.
 pub fn tls_config(tls: &TlsConfig) -> Result<ServerTlsConfig, KedaError> {
-    let identity = Identity::from_pem(
-        read("cert_file", &tls.cert_file)?,
-        read("key_file", &tls.key_file)?,
-    );
-    let mut config = ServerTlsConfig::new().identity(identity);
+    let cert_pem = read("cert_file", &tls.cert_file)?;
+    let key_pem = read("key_file", &tls.key_file)?;
+    check_identity(tls, &cert_pem, &key_pem)?;
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem));
     if let Some(ca) = &tls.client_ca_file {
-        config = config.client_ca_root(Certificate::from_pem(read("client_ca_file", ca)?));
+        let pem = read("client_ca_file", ca)?;
+        certificates("client_ca_file", ca, &pem)?;
+        config = config.client_ca_root(Certificate::from_pem(pem));
     }
     Ok(config)
 }
@@ -134,12 +205,12 @@ pub struct Running {
 
 /// Binds `cfg.listen` and serves the external scaler, gRPC health (`grpc.health.v1.Health`,
 /// service `externalscaler.ExternalScaler` and `""` SERVING) and reflection (`v1` and `v1alpha`)
-/// until `stop` turns true. `instances` are the configured Milvus instance names.
+/// until `stop` is cancelled. `instances` are the configured Milvus instance names.
 pub async fn start(
     cfg: &KedaConfig,
     store: Arc<SnapshotStore>,
     instances: Vec<String>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> Result<Running, KedaError> {
     let tls = cfg.tls.as_ref().map(tls_config).transpose()?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -182,11 +253,10 @@ pub async fn start(
             scaler,
         ));
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut stop_serving = stop.clone();
-    let mut stop_grace = stop;
+    let stop_serving = stop.clone();
     let task = tokio::spawn(async move {
         let serve = router.serve_with_incoming_shutdown(incoming, async move {
-            let _ = stop_serving.wait_for(|s| *s).await;
+            stop_serving.cancelled().await;
             health
                 .set_not_serving::<proto::external_scaler_server::ExternalScalerServer<KedaScaler>>(
                 )
@@ -199,7 +269,7 @@ pub async fn start(
             // shutdown also waits for idle client connections (KEDA keeps its channel open):
             // give in-flight calls a short grace, then drop the connections.
             _ = async {
-                let _ = stop_grace.wait_for(|s| *s).await;
+                stop.cancelled().await;
                 tokio::time::sleep(SHUTDOWN_GRACE).await;
             } => {
                 tracing::info!(grace = ?SHUTDOWN_GRACE, "KEDA external scaler: closing remaining idle connections");
@@ -242,5 +312,114 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("keda.tls.cert_file"), "{err}");
+        assert!(err.is_config());
+    }
+
+    /// Writes a pair under `dir` as `NAME.crt`/`NAME.key` and returns its TLS section.
+    fn pair(dir: &Path, name: &str) -> TlsConfig {
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (cert_file, key_file) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&cert_file, c.cert.pem()).unwrap();
+        std::fs::write(&key_file, c.signing_key.serialize_pem()).unwrap();
+        TlsConfig {
+            cert_file,
+            key_file,
+            client_ca_file: None,
+        }
+    }
+
+    #[test]
+    fn tls_files_are_checked_at_start_naming_the_key_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = pair(dir.path(), "one");
+        let other = pair(dir.path(), "two");
+        assert!(tls_config(&good).is_ok());
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not PEM").unwrap();
+        let expect = |tls: TlsConfig, key: &str, path: &Path, says: &str| {
+            let err = tls_config(&tls).unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, KedaError::InvalidTls { .. }), "{err:?}");
+            assert!(err.is_config());
+            let named = format!("keda.tls.{key}: {}", path.display());
+            assert!(text.starts_with(&named), "expected {named:?} in {text}");
+            assert!(text.contains(says), "expected {says:?} in {text}");
+        };
+        let with = |cert: &Path, key: &Path| TlsConfig {
+            cert_file: cert.into(),
+            key_file: key.into(),
+            client_ca_file: None,
+        };
+        expect(
+            with(&garbage, &good.key_file),
+            "cert_file",
+            &garbage,
+            "no PEM CERTIFICATE",
+        );
+        expect(with(&good.cert_file, &garbage), "key_file", &garbage, "");
+        expect(
+            with(&good.cert_file, &other.key_file),
+            "key_file",
+            &other.key_file,
+            "does not match the certificate",
+        );
+        let mut ca = good.clone();
+        ca.client_ca_file = Some(garbage.clone());
+        expect(ca, "client_ca_file", &garbage, "no PEM CERTIFICATE");
+        // A directory where a file belongs: unreadable for every user, root included.
+        let err = tls_config(&with(dir.path(), &good.key_file)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                KedaError::ReadTls {
+                    key: "cert_file",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    /// The real server on loopback with a client connection open (as KEDA keeps one): a
+    /// cancelled token ends the server's task within the grace period.
+    #[tokio::test]
+    async fn the_server_stops_when_its_token_is_cancelled() {
+        let cfg: KedaConfig = yaml_config::from_str("listen: 127.0.0.1:0").unwrap();
+        let stop = CancellationToken::new();
+        let running = start(
+            &cfg,
+            Arc::new(SnapshotStore::default()),
+            vec!["prod".into()],
+            stop.clone(),
+        )
+        .await
+        .unwrap();
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", running.local_addr))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+        let mut client = proto::external_scaler_client::ExternalScalerClient::new(channel);
+        let answer = client
+            .is_active(proto::ScaledObjectRef {
+                name: "x".into(),
+                namespace: "default".into(),
+                scaler_metadata: Default::default(),
+            })
+            .await;
+        // Served (the metadata is wrong on purpose: any gRPC answer shows the server is up).
+        assert_eq!(answer.unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert!(!running.task.is_finished());
+        stop.cancel();
+        tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(5), running.task)
+            .await
+            .expect("the KEDA server still runs after its token was cancelled")
+            .unwrap()
+            .unwrap();
+        drop(client);
     }
 }

@@ -3,11 +3,13 @@
 use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use futures_util::Stream;
 use milvus_signals::{Reading, SnapshotStore};
 use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status};
 
 use crate::metadata::{MetadataError, Trigger, metric_value_int, target_size_int};
@@ -28,17 +30,17 @@ struct Inner {
     store: Arc<SnapshotStore>,
     instances: BTreeSet<String>,
     keepalive: Duration,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 }
 
 impl KedaScaler {
     /// A scaler answering for the configured `instances`; streams repeat their state every
-    /// `keepalive` and end when `stop` turns true.
+    /// `keepalive` and end when `stop` is cancelled.
     pub fn new(
         store: Arc<SnapshotStore>,
         instances: impl IntoIterator<Item = String>,
         keepalive: Duration,
-        stop: watch::Receiver<bool>,
+        stop: CancellationToken,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -209,7 +211,7 @@ struct StreamState {
     scaler: KedaScaler,
     trigger: Trigger,
     rounds: watch::Receiver<u64>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     last: Option<bool>,
     keepalive_due: bool,
     finished: bool,
@@ -261,7 +263,7 @@ fn activity_stream(
         }
         let keepalive = st.scaler.inner.keepalive;
         loop {
-            if *st.stop.borrow() {
+            if st.stop.is_cancelled() {
                 return None;
             }
             let active = match st.scaler.reading(&st.trigger) {
@@ -286,7 +288,7 @@ fn activity_stream(
                     }
                 }
                 _ = tokio::time::sleep(keepalive) => st.keepalive_due = true,
-                _ = st.stop.changed() => {}
+                () = st.stop.cancelled() => return None,
             }
         }
     })
@@ -343,11 +345,11 @@ mod tests {
         }
     }
 
-    fn scaler(keepalive: Duration) -> (Arc<SnapshotStore>, KedaScaler, watch::Sender<bool>) {
+    fn scaler(keepalive: Duration) -> (Arc<SnapshotStore>, KedaScaler, CancellationToken) {
         let store = Arc::new(SnapshotStore::default());
-        let (tx, rx) = watch::channel(false);
-        let s = KedaScaler::new(store.clone(), ["prod".to_string()], keepalive, rx);
-        (store, s, tx)
+        let stop = CancellationToken::new();
+        let s = KedaScaler::new(store.clone(), ["prod".to_string()], keepalive, stop.clone());
+        (store, s, stop)
     }
 
     const META: &[(&str, &str)] = &[
@@ -471,7 +473,7 @@ mod tests {
             .unwrap()
             .into_inner();
         assert!(stream.next().await.unwrap().unwrap().result);
-        stop.send(true).unwrap();
+        stop.cancel();
         let end = tokio::time::timeout(next(100), stream.next())
             .await
             .unwrap();

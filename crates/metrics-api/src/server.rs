@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
@@ -19,8 +19,9 @@ use milvus_signals::SnapshotStore;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::api::{self, ApiError};
@@ -53,10 +54,16 @@ pub enum ServerError {
 }
 
 impl ServerError {
-    /// Whether the deployment is wrong (no token mounted, RBAC missing, the ConfigMap without
-    /// the CA) rather than something down: the process exits 2 for these, 1 for the rest.
+    /// Whether the configuration or the deployment is wrong (a TLS file missing, unreadable,
+    /// not PEM, or a key that does not match its certificate; no token mounted, RBAC missing,
+    /// the ConfigMap without the CA, or with one that is not a CA) rather than something down:
+    /// the process exits 2 for these, 1 for the rest.
     pub fn is_config(&self) -> bool {
-        matches!(self, Self::ClusterCa(e) if !e.is_transient())
+        match self {
+            Self::Tls(e) => e.is_config(),
+            Self::ClusterCa(e) => !e.is_transient(),
+            Self::Bind { .. } => false,
+        }
     }
 }
 
@@ -358,19 +365,20 @@ impl MetricsApiServer {
         self.listener.local_addr()
     }
 
-    /// Accepts and serves connections until `stop` turns true (or its sender is dropped), then
-    /// lets in-flight requests finish for up to five seconds.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    /// Accepts and serves connections until `stop` is cancelled, then lets in-flight requests
+    /// finish for up to five seconds. The certificate reloader and the cluster CA refresh stop
+    /// with it.
+    pub async fn run(self, stop: CancellationToken) {
         let config = self.tls.shared();
         let switch = self.tls.client_ca_switch();
         let mut reloader = self.tls.reloader;
         let every = self.reload_every;
-        let mut reload_stop = stop.clone();
+        let reload_stop = stop.clone();
         let reload = tokio::spawn(async move {
             loop {
                 tokio::select! {
+                    () = reload_stop.cancelled() => return,
                     () = tokio::time::sleep(every) => {}
-                    _ = reload_stop.changed() => return,
                 }
                 // Two stat calls every interval (and a read when they changed): small enough
                 // to run inline on this timer task, never on a request.
@@ -386,14 +394,11 @@ impl MetricsApiServer {
         let refresh = self
             .cluster
             .map(|cluster| tokio::spawn(refresh_client_ca(cluster, switch, stop.clone())));
-        let stopped = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
         let router = self.router;
         shutdown_signal::serve(
             "external metrics",
             self.listener,
-            stopped,
+            stop.cancelled_owned(),
             Duration::from_secs(5),
             move |tcp, remote| {
                 let _ = tcp.set_nodelay(true);
@@ -439,12 +444,12 @@ impl MetricsApiServer {
 async fn refresh_client_ca(
     mut cluster: ClusterRefresh,
     switch: tls::ClientCaSwitch,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     loop {
         tokio::select! {
+            () = stop.cancelled() => return,
             () = tokio::time::sleep(cluster.every) => {}
-            _ = stop.changed() => return,
         }
         let read = cluster.reader.read().await;
         let ca = match read {

@@ -42,6 +42,17 @@ pub enum TlsError {
     Rustls(String),
 }
 
+impl TlsError {
+    /// Whether what was configured is wrong (a file, or the cluster's client CA) rather than
+    /// this process failing (generating a certificate, building the rustls configuration).
+    pub fn is_config(&self) -> bool {
+        match self {
+            Self::File { .. } | Self::ClientCa(_) => true,
+            Self::SelfSigned(_) | Self::Rustls(_) => false,
+        }
+    }
+}
+
 /// Names in the generated self-signed certificate.
 pub const SELF_SIGNED_NAMES: [&str; 5] = [
     "localhost",
@@ -377,6 +388,8 @@ mod reload_tests {
         let served = |r: &CertReloader| r.current.load().cert[0].to_vec();
         assert_eq!(served(&reloader), first);
         assert!(!reloader.check().unwrap());
+        // A plain test thread, no runtime: lets the file's mtime move on (coarse clocks).
+        #[allow(clippy::disallowed_methods)]
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(dir.join("tls.key"), "garbage").unwrap();
         assert!(reloader.check().is_err());

@@ -26,7 +26,7 @@ use milvus_signals::SnapshotStore;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 const TOKEN: &str = "fake-service-account-token";
@@ -251,14 +251,14 @@ fn live(refresh: Duration) -> ExternalMetricsConfig {
 async fn serve(
     cfg: &ExternalMetricsConfig,
     reader: ClusterCaReader,
-) -> (String, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+) -> (String, CancellationToken, tokio::task::JoinHandle<()>) {
     let server =
         MetricsApiServer::bind_with_reader(cfg, Arc::new(SnapshotStore::default()), Some(reader))
             .await
             .unwrap();
     let addr = server.local_addr().unwrap();
-    let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(server.run(rx));
+    let tx = CancellationToken::new();
+    let task = tokio::spawn(server.run(tx.clone()));
     (
         format!(
             "https://127.0.0.1:{}/apis/external.metrics.k8s.io/v1beta1",
@@ -346,7 +346,7 @@ async fn first_read_then_rotation_without_restart() {
         Some(200),
         "names refreshed too"
     );
-    let _ = stop.send(true);
+    stop.cancel();
     task.await.unwrap();
 }
 
@@ -387,7 +387,7 @@ async fn a_failing_refresh_keeps_the_last_good_ca() {
             "still the last good CA"
         );
     }
-    let _ = stop.send(true);
+    stop.cancel();
     task.await.unwrap();
 }
 

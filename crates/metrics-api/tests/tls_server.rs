@@ -16,7 +16,7 @@ use metrics_api::config::{ClientAuthConfig, ClientCaSource, ExternalMetricsConfi
 use milvus_signals::unknown::TargetFailure;
 use milvus_signals::{InstanceSnapshot, Reading, Signal, SignalKey, SnapshotStore, Unknown};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 struct Pki {
     /// Removed (with the files in it) when the test's Pki is dropped.
@@ -135,14 +135,14 @@ fn store() -> Arc<SnapshotStore> {
 
 async fn start(
     cfg: ExternalMetricsConfig,
-) -> (String, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+) -> (String, CancellationToken, tokio::task::JoinHandle<()>) {
     let server = MetricsApiServer::bind(&cfg, store())
         .await
         .unwrap()
         .with_cert_reload_interval(Duration::from_millis(100));
     let addr = server.local_addr().unwrap();
-    let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(server.run(rx));
+    let tx = CancellationToken::new();
+    let task = tokio::spawn(server.run(tx.clone()));
     (format!("https://localhost:{}", addr.port()), tx, task)
 }
 
@@ -316,7 +316,7 @@ async fn every_route_and_error_shape_over_mutual_tls() {
         assert_eq!(code, 200, "{path}: {body}");
     }
 
-    stop.send(true).unwrap();
+    stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), task)
         .await
         .unwrap()
@@ -353,7 +353,7 @@ async fn front_proxy_authentication() {
     // The right certificate.
     let (code, _, body) = get(&client(&p, Some(&p.client_identity_pem)), &path).await;
     assert_eq!(code, 200, "{body}");
-    stop.send(true).unwrap();
+    stop.cancel();
     task.await.unwrap();
 
     // allowed_names empty: any certificate from the CA.
@@ -366,7 +366,7 @@ async fn front_proxy_authentication() {
         200
     );
     assert_eq!(get(&client(&p, None), &path).await.0, 401);
-    stop.send(true).unwrap();
+    stop.cancel();
     task.await.unwrap();
 }
 
@@ -398,7 +398,7 @@ async fn self_signed_without_tls_and_open_without_client_auth() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    stop.send(true).unwrap();
+    stop.cancel();
     task.await.unwrap();
 }
 
@@ -447,6 +447,6 @@ async fn serving_certificate_is_reloaded_when_its_files_change() {
         client(&p, None).get(&path).send().await.is_err(),
         "old CA still accepted"
     );
-    stop.send(true).unwrap();
+    stop.cancel();
     task.await.unwrap();
 }

@@ -15,7 +15,7 @@ use milvus_signals::SnapshotStore;
 use milvus_signals::source::prometheus::PrometheusSource;
 use milvus_signals::source::scrape::ScrapeSource;
 use milvus_signals::source::{InstanceMeta, run_poller};
-use tokio::sync::watch;
+use shutdown_signal::CancellationToken;
 use tokio::task::JoinSet;
 
 /// Histogram buckets (seconds) for request, scrape and round durations: 100 µs to 10 s.
@@ -242,17 +242,21 @@ fn main() -> ExitCode {
 }
 
 /// 2 when what the user wrote is wrong (a configuration file, or the HPA, model or trace file a
-/// command reads, or the external metrics API's cluster access), wherever in the chain of
+/// command reads, a TLS file it names, or the external metrics API's cluster access), wherever in the chain of
 /// contexts that error is; 1 for everything else (a port taken, a source down, an API call
 /// failing).
 fn exit_code(e: &anyhow::Error) -> ExitCode {
     let bad_input = e.chain().any(|cause| {
         cause.is::<ConfigError>()
                 || cause.is::<loop_sim::cli::SimulateError>()
-                // The deployment, not an outage: no token mounted, RBAC, no CA in the cluster.
+                // The deployment, not an outage: a TLS file, no token mounted, RBAC, no CA in
+                // the cluster.
                 || cause
                     .downcast_ref::<metrics_api::ServerError>()
                     .is_some_and(metrics_api::ServerError::is_config)
+                || cause
+                    .downcast_ref::<keda_scaler::KedaError>()
+                    .is_some_and(keda_scaler::KedaError::is_config)
     });
     if bad_input {
         ExitCode::from(2)
@@ -392,11 +396,11 @@ async fn local_hpa(args: LocalHpaArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts one poller per instance; they stop when `shutdown` turns true.
+/// Starts one poller per instance; they stop when `shutdown` is cancelled.
 fn start_pollers(
     cfg: &Config,
     store: &Arc<SnapshotStore>,
-    shutdown: &watch::Receiver<bool>,
+    shutdown: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
     for instance in &cfg.milvus {
@@ -423,7 +427,7 @@ fn spawn_poller(
     meta: InstanceMeta,
     signals: &SignalsConfig,
     store: Arc<SnapshotStore>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<()> {
     let (interval, timeout) = (instance.source.interval(), instance.source.timeout());
@@ -471,17 +475,17 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         metric_names::describe(list);
     }
     let store = Arc::new(SnapshotStore::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
+    // Every part of the server stops with the process's token: nothing stops alone.
     let mut tasks = JoinSet::new();
-    start_pollers(&cfg, &store, &stop_rx, &mut tasks)?;
+    start_pollers(&cfg, &store, &shutdown, &mut tasks)?;
 
     let upkeep = handle.clone();
-    let mut upkeep_stop = stop_rx.clone();
+    let upkeep_stop = shutdown.clone();
     tasks.spawn(async move {
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(5)) => upkeep.run_upkeep(),
-                _ = upkeep_stop.changed() => return,
+                () = upkeep_stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(5)) => upkeep.run_upkeep(),
             }
         }
     });
@@ -494,7 +498,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             runner,
             store.clone(),
             interval,
-            stop_rx.clone(),
+            shutdown.clone(),
         ));
     }
 
@@ -511,12 +515,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             .await
             .context("starting the external metrics API")?;
         tracing::info!(listen = %em.listen, "external metrics API serving (external.metrics.k8s.io/v1beta1)");
-        tasks.spawn(api.run(stop_rx.clone()));
+        tasks.spawn(api.run(shutdown.clone()));
     }
     let keda = match &cfg.keda {
         Some(keda_cfg) => {
             let names = cfg.milvus.iter().map(|m| m.name.clone()).collect();
-            let running = keda_scaler::start(keda_cfg, store.clone(), names, stop_rx.clone())
+            let running = keda_scaler::start(keda_cfg, store.clone(), names, shutdown.clone())
                 .await
                 .context("starting the KEDA external scaler")?;
             Some(running.task)
@@ -533,7 +537,6 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while tasks.join_next().await.is_some() {}
     })
@@ -554,9 +557,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 async fn signals(cfg: Config, watch_mode: bool, refresh: Duration) -> anyhow::Result<()> {
     let shutdown = shutdown_signal::install();
     let store = Arc::new(SnapshotStore::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
+    // The pollers stop on a signal, or alone once the table is printed.
+    let stop = shutdown.child_token();
     let mut tasks = JoinSet::new();
-    start_pollers(&cfg, &store, &stop_rx, &mut tasks)?;
+    start_pollers(&cfg, &store, &stop, &mut tasks)?;
     wait_for_rounds(&cfg, &store).await;
     let terminal = std::io::stdout().is_terminal();
     loop {
@@ -573,7 +577,7 @@ async fn signals(cfg: Config, watch_mode: bool, refresh: Duration) -> anyhow::Re
             () = shutdown.cancelled() => break,
         }
     }
-    let _ = stop_tx.send(true);
+    stop.cancel();
     while tasks.join_next().await.is_some() {}
     Ok(())
 }
@@ -633,12 +637,13 @@ async fn plan_nodes(
     }
     let mut runner = node_groups_runner(&ng).await;
     let store = Arc::new(SnapshotStore::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
+    // Not the process's token: a one-shot command leaves SIGTERM its default action (exit).
+    let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    start_pollers(&cfg, &store, &stop_rx, &mut tasks)?;
+    start_pollers(&cfg, &store, &stop, &mut tasks)?;
     wait_for_rounds(&cfg, &store).await;
     let outcomes = runner.round(&store.load(), SystemTime::now(), apply).await;
-    let _ = stop_tx.send(true);
+    stop.cancel();
     while tasks.join_next().await.is_some() {}
     println!(
         "mode: {}\n",

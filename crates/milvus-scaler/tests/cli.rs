@@ -326,3 +326,159 @@ fn simulate_with_a_bad_headroom_file_exits_2_naming_the_file_and_key() {
     assert_config_error(&args, "floor: 8 is above cap 2");
     assert_config_error(&args, path);
 }
+
+/// Runs `serve` with `config` and returns its exit code and stderr. A `serve` that starts
+/// instead of failing would run forever: it is killed (by its own handle) after 60 s and the
+/// test fails.
+fn serve_exit(config: &str) -> (Option<i32>, String) {
+    use std::io::Read;
+    let f = config_file(config);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_milvus-scaler"))
+        .args(["serve", "--config", f.to_str().unwrap()])
+        .env("RUST_LOG", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run milvus-scaler");
+    let deadline = std::time::Duration::from_secs(60);
+    let mut waited = std::time::Duration::ZERO;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for milvus-scaler") {
+            break status;
+        }
+        if waited >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("milvus-scaler serve still running after {deadline:?} with {config}");
+        }
+        // A plain test thread (no runtime): std's sleep is right here.
+        #[allow(clippy::disallowed_methods)]
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        waited += std::time::Duration::from_millis(50);
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status.code(), stderr)
+}
+
+/// How one server section names its TLS files in the configuration and in its errors.
+struct TlsSection {
+    /// The section: `external_metrics` or `keda`.
+    name: &'static str,
+    /// The prefix of the serving pair's keys in error messages.
+    key_prefix: &'static str,
+    /// The YAML that makes `path` the client CA file: (inside `tls: {...}`, after it).
+    client_ca: fn(&str) -> (String, String),
+    /// The client CA file's key in error messages.
+    client_ca_key: &'static str,
+}
+
+/// The TLS files of one server section, each broken in every way a user can break it: the
+/// server must not start, and the one error line names the key and the file (exit 2, like
+/// every configuration error). Files are generated in a temporary directory.
+fn bad_tls_files_exit_2(section: &TlsSection) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pair = |cn: &str| rcgen::generate_simple_self_signed(vec![cn.to_string()]).unwrap();
+    let good = pair("localhost");
+    let other = pair("other");
+    std::fs::write(d.join("tls.crt"), good.cert.pem()).unwrap();
+    std::fs::write(d.join("tls.key"), good.signing_key.serialize_pem()).unwrap();
+    std::fs::write(d.join("other.key"), other.signing_key.serialize_pem()).unwrap();
+    std::fs::write(d.join("garbage.pem"), "this is not PEM\n").unwrap();
+    // A key where a certificate belongs: PEM, but no CERTIFICATE block.
+    std::fs::write(d.join("key-as-cert.pem"), good.signing_key.serialize_pem()).unwrap();
+    // A directory in place of a file: unreadable even for root (chmod 000 is not).
+    std::fs::create_dir(d.join("a-directory")).unwrap();
+    let path = |name: &str| d.join(name).display().to_string();
+    let (crt, key) = (path("tls.crt"), path("tls.key"));
+    let serving = |bad_key: &str| format!("{}{bad_key}", section.key_prefix);
+    // (cert_file, key_file, client CA file, the key and file the error must name)
+    let mut cases = vec![];
+    for name in [
+        "missing.crt",
+        "a-directory",
+        "garbage.pem",
+        "key-as-cert.pem",
+    ] {
+        cases.push((
+            path(name),
+            key.clone(),
+            None,
+            serving("cert_file"),
+            path(name),
+        ));
+    }
+    // The last: a well-formed key of another certificate.
+    for name in ["missing.key", "a-directory", "garbage.pem", "other.key"] {
+        cases.push((
+            crt.clone(),
+            path(name),
+            None,
+            serving("key_file"),
+            path(name),
+        ));
+    }
+    // With the good pair, a bad client CA: the error names the CA, so the pair passed (the
+    // cases above fail for the file they break, not for something else).
+    for name in [
+        "missing.crt",
+        "a-directory",
+        "garbage.pem",
+        "key-as-cert.pem",
+    ] {
+        let ca = Some(path(name));
+        let bad = section.client_ca_key.to_string();
+        cases.push((crt.clone(), key.clone(), ca, bad, path(name)));
+    }
+    for (cert_file, key_file, ca, bad_key, bad_path) in cases {
+        let (inside, after) = ca.as_deref().map(section.client_ca).unwrap_or_default();
+        let config = format!(
+            "{GOOD}telemetry: {{ listen: \"127.0.0.1:0\" }}\n{}:\n  listen: 127.0.0.1:0\n  tls: {{ cert_file: \"{cert_file}\", key_file: \"{key_file}\"{inside} }}\n{after}",
+            section.name
+        );
+        let (code, stderr) = serve_exit(&config);
+        let what = format!("{} with {bad_key} = {bad_path}", section.name);
+        assert_eq!(code, Some(2), "{what}: {stderr}");
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{what}: one line: {stderr}"
+        );
+        assert!(stderr.starts_with("error: "), "{what}: {stderr}");
+        let named = format!("{bad_key}: {bad_path}");
+        assert!(
+            stderr.contains(&named),
+            "{what}: expected {named:?} in {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    }
+}
+
+#[test]
+fn bad_external_metrics_tls_files_exit_2_naming_key_and_path() {
+    bad_tls_files_exit_2(&TlsSection {
+        name: "external_metrics",
+        key_prefix: "external_metrics.tls.",
+        client_ca: |p| {
+            let after = format!("  client_auth: {{ client_ca: {{ file: \"{p}\" }} }}\n");
+            (String::new(), after)
+        },
+        client_ca_key: "external_metrics.client_auth.client_ca_file",
+    });
+}
+
+#[test]
+fn bad_keda_tls_files_exit_2_naming_key_and_path() {
+    bad_tls_files_exit_2(&TlsSection {
+        name: "keda",
+        key_prefix: "keda.tls.",
+        client_ca: |p| (format!(", client_ca_file: \"{p}\""), String::new()),
+        client_ca_key: "keda.tls.client_ca_file",
+    });
+}

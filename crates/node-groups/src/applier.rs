@@ -12,9 +12,9 @@ use aws_sdk_autoscaling::config::http::HttpResponse;
 use aws_sdk_autoscaling::error::{ProvideErrorMetadata, SdkError};
 use milvus_signals::{Signal, SignalKey, Snapshot, SnapshotStore};
 use thiserror::Error;
-use tokio::sync::watch;
 // tokio's clock, not std's: a test pauses and advances it to cross `min_change_interval`.
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Mode, NodeGroupsConfig, PoolState, RetryConfig, WarmPoolConfig};
 use crate::group::{NodeGroups, ResolvedGroup};
@@ -565,25 +565,27 @@ pub fn export_plan(plan: &GroupPlan) {
     }
 }
 
-/// Runs a round every `interval` until `stop` turns true. Errors are reported (logs, metrics)
-/// and the loop goes on.
+/// Runs a round every `interval` until `stop` is cancelled (also mid-round: a round waiting on
+/// a slow API call is dropped). Errors are reported (logs, metrics) and the loop goes on.
 pub async fn run_loop<C: AutoScaling>(
     mut runner: Runner<C>,
     store: Arc<SnapshotStore>,
     interval: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let apply = runner.mode() == Mode::Apply;
     loop {
         let snapshot = store.load();
         let round = runner.round(&snapshot, SystemTime::now(), apply);
         tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
             _ = round => {}
-            _ = stop.wait_for(|s| *s) => return,
         }
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            biased;
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
         }
     }
 }
@@ -680,11 +682,16 @@ mod tests {
         groups: Mutex<HashMap<String, AsgState>>,
         fail_next: Mutex<VecDeque<ApiError>>,
         calls: Mutex<Vec<String>>,
+        /// Every call (after being counted) waits forever: an API that never answers.
+        hang: std::sync::atomic::AtomicBool,
     }
 
     impl Scripted {
-        fn take_failure(&self, action: &str) -> Result<(), ApiError> {
+        async fn take_failure(&self, action: &str) -> Result<(), ApiError> {
             self.calls.lock().unwrap().push(action.to_string());
+            if self.hang.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(std::future::pending::<ApiError>().await);
+            }
             match self.fail_next.lock().unwrap().pop_front() {
                 Some(e) => Err(e),
                 None => Ok(()),
@@ -705,21 +712,21 @@ mod tests {
 
     impl AutoScaling for Scripted {
         async fn describe_groups(&self, names: &[String]) -> Result<Vec<AsgState>, ApiError> {
-            self.take_failure("DescribeAutoScalingGroups")?;
+            self.take_failure("DescribeAutoScalingGroups").await?;
             let g = self.groups.lock().unwrap();
             Ok(names.iter().filter_map(|n| g.get(n).cloned()).collect())
         }
         async fn describe_warm_pool(&self, asg: &str) -> Result<Option<WarmPoolState>, ApiError> {
-            self.take_failure("DescribeWarmPool")?;
+            self.take_failure("DescribeWarmPool").await?;
             Ok(self.groups.lock().unwrap()[asg].warm_pool.clone())
         }
         async fn set_desired_capacity(&self, asg: &str, desired: u32) -> Result<(), ApiError> {
-            self.take_failure("SetDesiredCapacity")?;
+            self.take_failure("SetDesiredCapacity").await?;
             self.groups.lock().unwrap().get_mut(asg).unwrap().desired = desired;
             Ok(())
         }
         async fn put_warm_pool(&self, asg: &str, pool: &WarmPoolConfig) -> Result<(), ApiError> {
-            self.take_failure("PutWarmPool")?;
+            self.take_failure("PutWarmPool").await?;
             self.groups.lock().unwrap().get_mut(asg).unwrap().warm_pool = Some(WarmPoolState {
                 min_size: pool.min_size,
                 pool_state: Some(pool.pool_state),
@@ -911,5 +918,51 @@ groups:
                 .desired_reason
                 .contains("no change")
         );
+    }
+
+    /// The loop behind `milvus-scaler serve`: a round at once, then one per interval, and
+    /// nothing more once the token is cancelled (paused clock: the interval passes instantly).
+    #[tokio::test(start_paused = true)]
+    async fn run_loop_rounds_every_interval_and_stops_when_cancelled() {
+        let (r, api) = setup(1, 10);
+        let store = Arc::new(SnapshotStore::default());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_loop(r, store, Duration::from_secs(15), stop.clone()));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(api.count("DescribeAutoScalingGroups"), 1);
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        assert_eq!(api.count("DescribeAutoScalingGroups"), 2);
+        stop.cancel();
+        // Mid-sleep (14 s of the interval left): ends at once, not after the interval.
+        tokio::time::timeout(Duration::from_millis(1), task)
+            .await
+            .expect("run_loop still running 1 ms after the token was cancelled")
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(api.count("DescribeAutoScalingGroups"), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn run_loop_stops_mid_round_when_cancelled() {
+        let (r, api) = setup(1, 10);
+        api.hang.store(true, std::sync::atomic::Ordering::SeqCst);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_loop(
+            r,
+            Arc::new(SnapshotStore::default()),
+            Duration::from_secs(15),
+            stop.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(
+            api.count("DescribeAutoScalingGroups"),
+            1,
+            "the round is waiting on the API"
+        );
+        stop.cancel();
+        tokio::time::timeout(Duration::from_millis(1), task)
+            .await
+            .expect("run_loop still waiting on a hung API call after the token was cancelled")
+            .unwrap();
     }
 }

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::catalogue::SignalKey;
 use crate::engine::SignalValues;
@@ -103,14 +103,15 @@ pub fn to_snapshot(meta: &InstanceMeta, source: String, outcome: PollOutcome) ->
     snapshot
 }
 
-/// Polls `source` every `interval` and publishes each round into `store`, until `shutdown`
-/// becomes true. Rounds never overlap; a round that overruns the interval delays the next.
+/// Polls `source` every `interval` and publishes each round into `store`, until `shutdown` is
+/// cancelled (also mid-round: a round still waiting on a slow target is dropped, not published).
+/// Rounds never overlap; a round that overruns the interval delays the next.
 pub async fn run_poller<S: MetricsSource>(
     mut source: S,
     meta: InstanceMeta,
     interval: Duration,
     store: Arc<SnapshotStore>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     store.publish(InstanceSnapshot::pending(
         &meta.name,
@@ -122,14 +123,16 @@ pub async fn run_poller<S: MetricsSource>(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
-            _ = shutdown.changed() => {}
         }
-        if *shutdown.borrow() {
-            return;
-        }
-        let started = std::time::Instant::now();
-        let outcome = source.poll().await;
+        let started = tokio::time::Instant::now();
+        let outcome = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return,
+            outcome = source.poll() => outcome,
+        };
         let failed = outcome.targets.iter().filter(|t| t.error.is_some()).count();
         metrics::histogram!(crate::metric_names::ROUND_DURATION, "milvus" => meta.name.clone())
             .record(started.elapsed().as_secs_f64());
@@ -144,5 +147,152 @@ pub async fn run_poller<S: MetricsSource>(
             record_scale_out(&meta.name, round);
         }
         store.publish(to_snapshot(&meta, source.describe(), outcome));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A stand-in source that only counts its rounds (what is tested here is the poller's
+    /// schedule and stop, not a source); `hang` makes every round wait forever.
+    struct Counting {
+        polls: Arc<AtomicUsize>,
+        hang: bool,
+    }
+
+    impl MetricsSource for Counting {
+        async fn poll(&mut self) -> PollOutcome {
+            self.polls.fetch_add(1, Ordering::SeqCst);
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
+            PollOutcome {
+                at: SystemTime::now(),
+                values: SignalValues::new(),
+                targets: vec![],
+                window: Duration::from_secs(10),
+            }
+        }
+        fn describe(&self) -> String {
+            "counting".into()
+        }
+    }
+
+    fn meta() -> InstanceMeta {
+        InstanceMeta {
+            name: "prod".into(),
+            namespace: "default".into(),
+            stale_after: Duration::from_secs(10),
+        }
+    }
+
+    /// Paused clock: the intervals pass instantly, and a loop that ignored the token would still
+    /// be asleep when the 1 ms timeout fires.
+    #[tokio::test(start_paused = true)]
+    async fn polls_every_interval_and_stops_between_rounds_when_cancelled() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let source = Counting {
+            polls: polls.clone(),
+            hang: false,
+        };
+        let store = Arc::new(SnapshotStore::default());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_poller(
+            source,
+            meta(),
+            Duration::from_secs(5),
+            store.clone(),
+            stop.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            1,
+            "the first round runs at once"
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
+        // The pending entry and two rounds.
+        assert_eq!(*store.subscribe().borrow(), 3);
+        stop.cancel();
+        tokio::time::timeout(Duration::from_millis(1), task)
+            .await
+            .expect("the poller still runs 1 ms after its token was cancelled")
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_round_in_flight_is_dropped_when_cancelled() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let source = Counting {
+            polls: polls.clone(),
+            hang: true,
+        };
+        let store = Arc::new(SnapshotStore::default());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_poller(
+            source,
+            meta(),
+            Duration::from_secs(5),
+            store.clone(),
+            stop.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(polls.load(Ordering::SeqCst), 1, "the round is in flight");
+        stop.cancel();
+        tokio::time::timeout(Duration::from_millis(1), task)
+            .await
+            .expect("the poller still waits on its round after its token was cancelled")
+            .unwrap();
+        // Only the pending entry: the dropped round published nothing.
+        assert_eq!(*store.subscribe().borrow(), 1);
+        assert!(store.load().instances["prod"].round_at.is_none());
+    }
+
+    /// The real scrape source against a loopback server that accepts and never answers (a
+    /// target hung mid-response): cancelling stops the poller long before the scrape timeout.
+    #[tokio::test]
+    async fn a_hung_scrape_does_not_delay_the_stop() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+        let (accepted_tx, accepted) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let _ = accepted_tx.send(());
+            // Hold the connection open, answering nothing.
+            std::future::pending::<()>().await;
+            drop(socket);
+        });
+        let target: scrape::TargetSpec = url.parse().unwrap();
+        let source = scrape::ScrapeSource::new(
+            vec![target],
+            Duration::from_secs(600),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let store = Arc::new(SnapshotStore::default());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_poller(
+            source,
+            meta(),
+            Duration::from_secs(1),
+            store.clone(),
+            stop.clone(),
+        ));
+        tokio::time::timeout(Duration::from_secs(10), accepted)
+            .await
+            .expect("the poller never connected to the target")
+            .unwrap();
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the poller waited on a hung scrape after its token was cancelled")
+            .unwrap();
+        assert!(store.load().instances["prod"].round_at.is_none());
+        server.abort();
     }
 }
