@@ -188,15 +188,14 @@ mod tests {
         }
     }
 
-    /// Paused clock: the intervals pass instantly, and a loop that ignored the token would still
-    /// be asleep when the 1 ms timeout fires.
-    #[tokio::test(start_paused = true)]
-    async fn polls_every_interval_and_stops_between_rounds_when_cancelled() {
-        let polls = Arc::new(AtomicUsize::new(0));
-        let source = Counting {
-            polls: polls.clone(),
-            hang: false,
-        };
+    /// A poller of `source` every 5 s, with its store, token and task.
+    fn spawn_poller<S: MetricsSource>(
+        source: S,
+    ) -> (
+        Arc<SnapshotStore>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
         let store = Arc::new(SnapshotStore::default());
         let stop = CancellationToken::new();
         let task = tokio::spawn(run_poller(
@@ -206,6 +205,31 @@ mod tests {
             store.clone(),
             stop.clone(),
         ));
+        (store, stop, task)
+    }
+
+    /// A counting poller: its poll count and the rest of [`spawn_poller`].
+    fn spawn_counting(
+        hang: bool,
+    ) -> (
+        Arc<AtomicUsize>,
+        Arc<SnapshotStore>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let (store, stop, task) = spawn_poller(Counting {
+            polls: polls.clone(),
+            hang,
+        });
+        (polls, store, stop, task)
+    }
+
+    /// Paused clock: the intervals pass instantly, and a loop that ignored the token would still
+    /// be asleep when the 1 ms timeout fires.
+    #[tokio::test(start_paused = true)]
+    async fn polls_every_interval_and_stops_between_rounds_when_cancelled() {
+        let (polls, store, stop, task) = spawn_counting(false);
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(
             polls.load(Ordering::SeqCst),
@@ -227,20 +251,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_round_in_flight_is_dropped_when_cancelled() {
-        let polls = Arc::new(AtomicUsize::new(0));
-        let source = Counting {
-            polls: polls.clone(),
-            hang: true,
-        };
-        let store = Arc::new(SnapshotStore::default());
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(run_poller(
-            source,
-            meta(),
-            Duration::from_secs(5),
-            store.clone(),
-            stop.clone(),
-        ));
+        let (polls, store, stop, task) = spawn_counting(true);
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(polls.load(Ordering::SeqCst), 1, "the round is in flight");
         stop.cancel();
@@ -274,15 +285,7 @@ mod tests {
             Duration::from_secs(10),
         )
         .unwrap();
-        let store = Arc::new(SnapshotStore::default());
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(run_poller(
-            source,
-            meta(),
-            Duration::from_secs(1),
-            store.clone(),
-            stop.clone(),
-        ));
+        let (store, stop, task) = spawn_poller(source);
         tokio::time::timeout(Duration::from_secs(10), accepted)
             .await
             .expect("the poller never connected to the target")
