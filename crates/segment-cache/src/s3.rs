@@ -2,6 +2,7 @@
 //! single-flight), every other operation forwarded upstream through s3s-aws's proxy (re-signed
 //! with the sidecar's credentials); writes and deletes invalidate the cached key.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -252,10 +253,8 @@ macro_rules! forward_ops {
                 Self: 'async_trait,
             {
                 Box::pin(async move {
-                    let t = Instant::now();
-                    let r = self.proxy()?.$name(req).await.map_err(fix_status);
-                    self.forwarded(stringify!($name), t, r.is_ok());
-                    r
+                    let call = self.proxy()?.$name(req);
+                    self.forward(stringify!($name), async { call.await.map_err(fix_status) }).await
                 })
             }
         )*
@@ -301,6 +300,33 @@ impl CacheS3 {
                 "segment-cache has no upstream to forward this request to"
             )
         })
+    }
+
+    /// Awaits `call`, a request forwarded to the upstream as is, timed and counted as `op`.
+    async fn forward<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = S3Result<T>>,
+    ) -> S3Result<T> {
+        let t = Instant::now();
+        let r = call.await;
+        self.forwarded(op, t, r.is_ok());
+        r
+    }
+
+    /// [`Self::forward`] for a write, then drops `keys` from the cache whatever the answer (a
+    /// write that failed on the way back may still have reached the upstream).
+    async fn write_through<T>(
+        &self,
+        op: &'static str,
+        keys: impl IntoIterator<Item = String>,
+        call: impl Future<Output = S3Result<T>>,
+    ) -> S3Result<T> {
+        let r = self.forward(op, call).await;
+        for key in keys {
+            self.invalidate(&key).await;
+        }
+        r
     }
 
     #[allow(clippy::unused_self)]
@@ -548,10 +574,9 @@ impl S3 for CacheS3 {
             || i.response_content_language.is_some()
             || i.response_expires.is_some()
         {
-            let t = Instant::now();
-            let r = self.proxy()?.get_object(req).await;
-            self.forwarded("get_object", t, r.is_ok());
-            return r;
+            return self
+                .forward("get_object", self.proxy()?.get_object(req))
+                .await;
         }
         let key = i.key.clone();
         let (entry, file, result) = match self.cached_or_fetch(&key).await {
@@ -655,11 +680,8 @@ impl S3 for CacheS3 {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let key = req.input.key.clone();
-        let t = Instant::now();
-        let r = self.proxy()?.put_object(req).await;
-        self.forwarded("put_object", t, r.is_ok());
-        self.invalidate(&key).await;
-        r
+        self.write_through("put_object", [key], self.proxy()?.put_object(req))
+            .await
     }
 
     async fn delete_object(
@@ -667,11 +689,8 @@ impl S3 for CacheS3 {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let key = req.input.key.clone();
-        let t = Instant::now();
-        let r = self.proxy()?.delete_object(req).await;
-        self.forwarded("delete_object", t, r.is_ok());
-        self.invalidate(&key).await;
-        r
+        self.write_through("delete_object", [key], self.proxy()?.delete_object(req))
+            .await
     }
 
     async fn delete_objects(
@@ -685,13 +704,8 @@ impl S3 for CacheS3 {
             .iter()
             .map(|o| o.key.clone())
             .collect();
-        let t = Instant::now();
-        let r = self.proxy()?.delete_objects(req).await;
-        self.forwarded("delete_objects", t, r.is_ok());
-        for k in keys {
-            self.invalidate(&k).await;
-        }
-        r
+        self.write_through("delete_objects", keys, self.proxy()?.delete_objects(req))
+            .await
     }
 
     async fn copy_object(
@@ -699,11 +713,8 @@ impl S3 for CacheS3 {
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let key = req.input.key.clone();
-        let t = Instant::now();
-        let r = self.proxy()?.copy_object(req).await;
-        self.forwarded("copy_object", t, r.is_ok());
-        self.invalidate(&key).await;
-        r
+        self.write_through("copy_object", [key], self.proxy()?.copy_object(req))
+            .await
     }
 
     async fn complete_multipart_upload(
