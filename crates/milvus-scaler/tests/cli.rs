@@ -482,3 +482,101 @@ fn bad_keda_tls_files_exit_2_naming_key_and_path() {
         client_ca_key: "keda.tls.client_ca_file",
     });
 }
+
+/// The positive side of the TLS cases above, and the one stop token: with a good pair for both
+/// servers `serve` starts every part (pollers, telemetry, external metrics API, KEDA), and one
+/// SIGTERM (sent by PID) stops them all and exits 0. A part that ignored the token would hold
+/// the exit for its 5 s join timeout; a healthy stop takes milliseconds, so the bound is 4 s.
+#[test]
+fn serve_with_good_tls_starts_everything_and_sigterm_stops_it() {
+    use std::io::BufRead;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&crt, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    let tls = format!(
+        "tls: {{ cert_file: \"{}\", key_file: \"{}\" }}",
+        crt.display(),
+        key.display()
+    );
+    let f = config_file(&format!(
+        "{GOOD}telemetry: {{ listen: \"127.0.0.1:0\" }}\nexternal_metrics:\n  listen: 127.0.0.1:0\n  {tls}\nkeda:\n  listen: 127.0.0.1:0\n  {tls}\n"
+    ));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_milvus-scaler"))
+        .args(["serve", "--config", f.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run milvus-scaler");
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Stops the child by its own handle if an assertion below fails first.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Kill(child);
+    let mut seen = vec![];
+    let wanted = [
+        "external metrics API serving",
+        "KEDA external scaler serving",
+        "milvus-scaler serving",
+    ];
+    while !wanted
+        .iter()
+        .all(|w| seen.iter().any(|l: &String| l.contains(w)))
+    {
+        match lines.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => seen.push(line),
+            Err(e) => panic!(
+                "serve did not start every part ({e}); its log:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+    let pid = child.0.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill (procps) to send SIGTERM");
+    assert!(sent.success(), "kill -TERM {pid}");
+    // A plain test thread measuring a child process: std's clock is the right one here.
+    #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "serve still running {:?} after SIGTERM; its log:\n{}",
+            started.elapsed(),
+            seen.join("\n")
+        );
+        #[allow(clippy::disallowed_methods)]
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    reader.join().unwrap();
+    seen.extend(lines.try_iter());
+    assert_eq!(status.code(), Some(0), "log:\n{}", seen.join("\n"));
+    assert!(
+        seen.iter().any(|l| l.contains("shutting down")),
+        "log:\n{}",
+        seen.join("\n")
+    );
+}
