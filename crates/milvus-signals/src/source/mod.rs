@@ -173,6 +173,7 @@ mod tests {
                 values: SignalValues::new(),
                 targets: vec![],
                 window: Duration::from_secs(10),
+                scale_out: None,
             }
         }
         fn describe(&self) -> String {
