@@ -203,12 +203,17 @@ impl HeadroomSection {
                     ));
                 }
                 let mut seen = BTreeSet::new();
+                for (i, g) in a.groups.iter().enumerate() {
+                    if !seen.insert(g.as_str()) {
+                        return Err(Invalid::new(
+                            format!("holder.asg.groups[{i}]"),
+                            format!("group {g:?} is listed twice"),
+                        ));
+                    }
+                }
                 let n = a.groups.len() as f64;
                 for (i, g) in a.groups.iter().enumerate() {
                     let key = format!("holder.asg.groups[{i}]");
-                    if !seen.insert(g.as_str()) {
-                        return Err(Invalid::new(key, format!("group {g:?} is listed twice")));
-                    }
                     let Some(ng) = node_groups else {
                         return Err(Invalid::new(
                             key,
