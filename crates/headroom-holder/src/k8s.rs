@@ -31,11 +31,24 @@ pub fn client(mut config: kube::Config) -> Result<kube::Client, kube::Error> {
     kube::Client::try_from(config)
 }
 
+/// Why no Kubernetes client could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Not in a pod: no ServiceAccount token/CA mounted or no `KUBERNETES_SERVICE_HOST`. The
+    /// deployment's fault, not an outage.
+    #[error(
+        "headroom: not running in a Kubernetes pod with a ServiceAccount token (mount it: automountServiceAccountToken, and KUBERNETES_SERVICE_HOST/PORT): {0}"
+    )]
+    NotInCluster(String),
+    /// The client could not be built from the configuration found.
+    #[error("headroom: building the Kubernetes client: {0}")]
+    Client(String),
+}
+
 /// The in-cluster client: `KUBERNETES_SERVICE_HOST`/`_PORT`, the ServiceAccount's token and CA.
-pub fn incluster_client() -> Result<kube::Client, String> {
-    let config = kube::Config::incluster()
-        .map_err(|e| format!("not running in a Kubernetes pod (no ServiceAccount token or KUBERNETES_SERVICE_HOST): {e}"))?;
-    client(config).map_err(|e| format!("building the Kubernetes client: {e}"))
+pub fn incluster_client() -> Result<kube::Client, ClientError> {
+    let config = kube::Config::incluster().map_err(|e| ClientError::NotInCluster(e.to_string()))?;
+    client(config).map_err(|e| ClientError::Client(e.to_string()))
 }
 
 /// The merge patch that sets a scale's `spec.replicas` (sent to `deployments/<name>/scale`).
