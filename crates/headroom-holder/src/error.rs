@@ -30,14 +30,15 @@ impl fmt::Display for ObjectRef {
     }
 }
 
-/// A failed round of a holder or of the workload read.
+/// A failed round of a holder or of the workload read. (The object is boxed: it is most of
+/// the error's size, and errors travel through every `Result` of a round.)
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum HoldError {
     /// 404: the object (or, for a CapacityBuffer, its CRD) does not exist. Holders never create it.
     #[error("{object}: not found (HTTP 404: {message}); {hint}")]
     NotFound {
         /// The object.
-        object: ObjectRef,
+        object: Box<ObjectRef>,
         /// What the API server said.
         message: String,
         /// What to do about it.
@@ -50,7 +51,7 @@ pub enum HoldError {
     )]
     Forbidden {
         /// The object.
-        object: ObjectRef,
+        object: Box<ObjectRef>,
         /// The verb refused: `get` or `patch`.
         verb: &'static str,
         /// What the API server said.
@@ -60,7 +61,7 @@ pub enum HoldError {
     #[error("{object}: {verb} conflicted (HTTP 409: {message}); read again next round")]
     Conflict {
         /// The object.
-        object: ObjectRef,
+        object: Box<ObjectRef>,
         /// The verb.
         verb: &'static str,
         /// What the API server said.
@@ -70,7 +71,7 @@ pub enum HoldError {
     #[error("{object}: {verb} failed: the API server answered HTTP {code} {reason}: {message}")]
     Api {
         /// The object.
-        object: ObjectRef,
+        object: Box<ObjectRef>,
         /// The verb.
         verb: &'static str,
         /// HTTP status.
@@ -84,7 +85,7 @@ pub enum HoldError {
     #[error("{object}: {verb} failed: {message}")]
     Unreachable {
         /// The object.
-        object: ObjectRef,
+        object: Box<ObjectRef>,
         /// The verb.
         verb: &'static str,
         /// The client's error.
@@ -95,7 +96,7 @@ pub enum HoldError {
     #[error("{object}: {message}")]
     Unexpected {
         /// The object.
-        object: ObjectRef,
+        object: Box<ObjectRef>,
         /// What was expected and what was found.
         message: String,
     },
@@ -130,7 +131,7 @@ impl HoldError {
         not_found_hint: &str,
         e: kube::Error,
     ) -> Self {
-        let object = object.clone();
+        let object = Box::new(object.clone());
         match e {
             kube::Error::Api(status) => {
                 let message = status.message.clone();

@@ -87,7 +87,7 @@ fn deployment_scale(d: &DeploymentRef) -> ObjectRef {
 fn scale_replicas(object: &ObjectRef, scale: &Scale) -> Result<u32, HoldError> {
     let n = scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
     u32::try_from(n).map_err(|_| HoldError::Unexpected {
-        object: object.clone(),
+        object: Box::new(object.clone()),
         message: format!("expected spec.replicas >= 0, the API server answered {n}"),
     })
 }
@@ -160,7 +160,7 @@ impl HeadroomHolder for PlaceholderDeployment {
         let to = scale_replicas(&self.object, &after)?;
         if to != pods {
             return Err(HoldError::Unexpected {
-                object: self.object.clone(),
+                object: Box::new(self.object.clone()),
                 message: format!(
                     "patched spec.replicas to {pods}, the API server answered spec.replicas {to}"
                 ),
@@ -223,7 +223,7 @@ impl CapacityBufferHolder {
                     .and_then(|n| u32::try_from(n).ok())
                     .map(Some)
                     .ok_or_else(|| HoldError::Unexpected {
-                        object: self.object.clone(),
+                        object: Box::new(self.object.clone()),
                         message: format!(
                             "expected {section}.replicas to be an integer >= 0, the API server answered {v}"
                         ),
@@ -278,7 +278,7 @@ impl HeadroomHolder for CapacityBufferHolder {
         let (to, observed) = self.replicas(&after)?;
         if to != Some(pods) {
             return Err(HoldError::Unexpected {
-                object: self.object.clone(),
+                object: Box::new(self.object.clone()),
                 message: format!(
                     "patched spec.replicas to {pods}, the API server answered spec.replicas {to:?}"
                 ),
