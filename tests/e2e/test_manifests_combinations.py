@@ -45,6 +45,12 @@ COMBINATIONS = [
     ("overlays/eks", [], None, True, True),
     ("overlays/eks-external-metrics", [], "external-metrics", True, True),
     ("overlays/eks-keda", [], "keda", True, True),
+    # Node headroom (docs/headroom.md): placeholder Deployment, or CapacityBuffer (after components/headroom).
+    ("overlays/external-metrics", ["headroom"], "external-metrics", False, False),
+    ("overlays/keda", ["headroom"], "keda", False, False),
+    ("overlays/keda", ["headroom", "headroom-capacity-buffer"], "keda", False, False),
+    ("overlays/eks-keda", ["headroom"], "keda", True, True),
+    ("overlays/eks-external-metrics", ["headroom", "headroom-capacity-buffer"], "external-metrics", True, True),
 ]
 
 
@@ -121,7 +127,9 @@ def test_combination_renders_validates_and_keeps_every_section(combo):
         for section in yaml.safe_load(text) or {}:
             assert section not in sections, f"{where}: section {section} in {sections[section]} and {path}"
             sections[section] = path
+    headroom = "headroom" in components
     expected = BASE_SECTIONS | ({MODE_SECTION[mode]} if mode else set()) | ({"node_groups"} if node_groups else set())
+    expected |= {"headroom"} if headroom else set()
     assert set(sections) == expected, f"{where}: config sections {sorted(sections)}, expected {sorted(expected)}"
 
     # The real binary on the files the pod would get (merged by top-level section).
@@ -147,12 +155,13 @@ def test_combination_renders_validates_and_keeps_every_section(combo):
         assert len(dashboards) == GRAFANA_DASHBOARDS
     else:
         assert "ServiceMonitor" not in kinds and "PrometheusRule" not in kinds
-    # L5/L6: no API token except in external-metrics mode (M5: it reads the front-proxy CA from the API), PSA
+    # L5/L6: no API token except in external-metrics mode (M5: it reads the front-proxy CA from the API) and with
+    # headroom (it reads and sets scales or a CapacityBuffer through the API), PSA
     # "restricted" on the namespace, and every container port that serves is admitted by a NetworkPolicy
     # selecting the pod.
     dep = one(docs, "Deployment", "milvus-scaler", "milvus-scaler")
     pod = dep["spec"]["template"]
-    assert pod["spec"]["automountServiceAccountToken"] is (mode == "external-metrics"), where
+    assert pod["spec"]["automountServiceAccountToken"] is (mode == "external-metrics" or headroom), where
     if mode != "external-metrics":
         assert not [x for x in docs if x["kind"] in ("Role", "RoleBinding")
                     and x["metadata"].get("namespace") == "kube-system"], where
