@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,8 +17,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.services import cargo_bin, run_dir  # noqa: E402
-from test_manifests_combinations import build, config_files, one, validate_strict  # noqa: E402
+from test_manifests_combinations import build, check_config, config_files, one, validate_strict  # noqa: E402
 from test_manifests_eks import (CAPACITY_BUFFER_CRD, MANIFESTS, REPO, capacity_buffer_errors,  # noqa: E402
                                 post_rendered_querynode)
 
@@ -175,15 +173,6 @@ def test_the_capacity_buffer_patch_validates_against_the_crd_schema():
 
 
 def test_rendered_headroom_configuration_is_accepted_by_milvus_scaler():
-    for components in (PLACEHOLDER, BUFFER):
-        files = config_files(build("overlays/keda", components))
-        d = run_dir("headroom-config")
-        argv = [cargo_bin("milvus-scaler"), "check-config"]
-        for i, (path, text) in enumerate(files.items()):
-            f = d / f"{i}-{Path(path).name}"
-            f.write_text(text)
-            argv += ["--config", str(f)]
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stderr
-        holder = "placeholder" if components == PLACEHOLDER else "capacity_buffer"
-        assert f"headroom: {holder}" in r.stdout, r.stdout
+    for components, holder in ((PLACEHOLDER, "placeholder"), (BUFFER, "capacity_buffer")):
+        out = check_config(config_files(build("overlays/keda", components)), "+".join(components))
+        assert f"headroom: {holder}" in out, out

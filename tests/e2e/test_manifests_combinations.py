@@ -97,6 +97,20 @@ def config_files(docs) -> dict[str, str]:
     return files
 
 
+def check_config(files: dict[str, str], where: str) -> str:
+    """`milvus-scaler check-config` on the files the pod would get; its stdout."""
+    d = run_dir("combo-config")
+    argv = [cargo_bin("milvus-scaler"), "check-config"]
+    for i, (path, text) in enumerate(files.items()):
+        f = d / f"{i}-{Path(path).name}"
+        f.write_text(text)
+        argv += ["--config", str(f)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, f"{where}: check-config failed:\n{r.stderr}"
+    assert "valid" in r.stdout, r.stdout
+    return r.stdout
+
+
 def validate_strict(docs, where: str) -> None:
     import kubernetes_validate
     errors = []
@@ -133,15 +147,7 @@ def test_combination_renders_validates_and_keeps_every_section(combo):
     assert set(sections) == expected, f"{where}: config sections {sorted(sections)}, expected {sorted(expected)}"
 
     # The real binary on the files the pod would get (merged by top-level section).
-    d = run_dir("combo-config")
-    argv = [cargo_bin("milvus-scaler"), "check-config"]
-    for i, (path, text) in enumerate(files.items()):
-        f = d / f"{i}-{Path(path).name}"
-        f.write_text(text)
-        argv += ["--config", str(f)]
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, f"{where}: check-config failed:\n{r.stderr}"
-    assert "valid" in r.stdout, r.stdout
+    check_config(files, where)
 
     kinds = [x["kind"] for x in docs]
     if grafana:

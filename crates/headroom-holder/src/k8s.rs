@@ -2,6 +2,7 @@
 //! subresource, a CapacityBuffer's `spec.replicas`, and the query-node Deployment's scale.
 //! Each call is one request; retries are the next round's.
 
+use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -59,6 +60,55 @@ pub fn scale_patch(replicas: u32) -> Value {
 /// The merge patch that sets a CapacityBuffer's `spec.replicas`.
 pub fn buffer_patch(replicas: u32) -> Value {
     json!({ "spec": { "replicas": to_i32(replicas) } })
+}
+
+/// `(spec.replicas, status.replicas)` of a held object, as read or as answered to a write
+/// (`None`: the object sets none).
+type Replicas = (Option<u32>, Option<u32>);
+
+/// The round every Kubernetes holder makes: nothing at all on unknown demand; a `read`; no write
+/// when it already holds `pods` or in dry-run; else `write(pods)`, whose answer must show `pods`.
+async fn hold_replicas<R, RF, W, WF>(
+    object: &ObjectRef,
+    demand: Demand,
+    apply: bool,
+    read: R,
+    write: W,
+) -> Result<Held, HoldError>
+where
+    R: FnOnce() -> RF,
+    RF: Future<Output = Result<Replicas, HoldError>>,
+    W: FnOnce(u32) -> WF,
+    WF: Future<Output = Result<Replicas, HoldError>>,
+{
+    let Demand::Pods(pods) = demand else {
+        return Ok(Held::Blind);
+    };
+    let (from, observed) = read().await?;
+    if from == Some(pods) {
+        return Ok(Held::Unchanged {
+            held: pods,
+            observed,
+        });
+    }
+    if !apply {
+        return Ok(Held::DryRun { from, to: pods });
+    }
+    let (to, observed) = write(pods).await?;
+    if to != Some(pods) {
+        return Err(HoldError::Unexpected {
+            object: Box::new(object.clone()),
+            message: format!(
+                "patched spec.replicas to {pods}, the API server answered spec.replicas {}",
+                to.map_or_else(|| "unset".to_string(), |n| n.to_string())
+            ),
+        });
+    }
+    Ok(Held::Changed {
+        from,
+        to: pods,
+        observed,
+    })
 }
 
 /// A merge patch's parameters: our field manager, no server-side apply, no force.
@@ -125,52 +175,36 @@ impl HeadroomHolder for PlaceholderDeployment {
     }
 
     async fn hold(&mut self, demand: Demand, apply: bool) -> Result<Held, HoldError> {
-        let Demand::Pods(pods) = demand else {
-            return Ok(Held::Blind);
+        let hint = &self.not_found_hint();
+        let (api, object) = (&self.api, &self.object);
+        let replicas = |scale: Scale| -> Result<Replicas, HoldError> {
+            let status = scale.status.as_ref().map(|s| s.replicas.max(0) as u32);
+            Ok((Some(scale_replicas(object, &scale)?), status))
         };
-        let hint = self.not_found_hint();
-        let now = self
-            .api
-            .get_scale(&self.object.name)
-            .await
-            .map_err(|e| HoldError::from_kube(&self.object, "get", &hint, e))?;
-        let from = scale_replicas(&self.object, &now)?;
-        let observed = now.status.as_ref().map(|s| s.replicas.max(0) as u32);
-        if from == pods {
-            return Ok(Held::Unchanged {
-                held: from,
-                observed,
-            });
-        }
-        if !apply {
-            return Ok(Held::DryRun {
-                from: Some(from),
-                to: pods,
-            });
-        }
-        let after = self
-            .api
-            .patch_scale(
-                &self.object.name,
-                &patch_params(),
-                &Patch::Merge(&scale_patch(pods)),
-            )
-            .await
-            .map_err(|e| HoldError::from_kube(&self.object, "patch", &hint, e))?;
-        let to = scale_replicas(&self.object, &after)?;
-        if to != pods {
-            return Err(HoldError::Unexpected {
-                object: Box::new(self.object.clone()),
-                message: format!(
-                    "patched spec.replicas to {pods}, the API server answered spec.replicas {to}"
-                ),
-            });
-        }
-        Ok(Held::Changed {
-            from: Some(from),
-            to,
-            observed: after.status.as_ref().map(|s| s.replicas.max(0) as u32),
-        })
+        hold_replicas(
+            object,
+            demand,
+            apply,
+            || async {
+                let scale = api
+                    .get_scale(&object.name)
+                    .await
+                    .map_err(|e| HoldError::from_kube(object, "get", hint, e))?;
+                replicas(scale)
+            },
+            |pods| async move {
+                let scale = api
+                    .patch_scale(
+                        &object.name,
+                        &patch_params(),
+                        &Patch::Merge(&scale_patch(pods)),
+                    )
+                    .await
+                    .map_err(|e| HoldError::from_kube(object, "patch", hint, e))?;
+                replicas(scale)
+            },
+        )
+        .await
     }
 }
 
@@ -214,7 +248,7 @@ impl CapacityBufferHolder {
     }
 
     /// `(spec.replicas, status.replicas)` of a buffer; an absent `spec.replicas` is `None`.
-    fn replicas(&self, obj: &DynamicObject) -> Result<(Option<u32>, Option<u32>), HoldError> {
+    fn replicas(&self, obj: &DynamicObject) -> Result<Replicas, HoldError> {
         let field = |section: &str| -> Result<Option<u32>, HoldError> {
             match obj.data.get(section).and_then(|s| s.get("replicas")) {
                 None | Some(Value::Null) => Ok(None),
@@ -247,48 +281,34 @@ impl HeadroomHolder for CapacityBufferHolder {
     }
 
     async fn hold(&mut self, demand: Demand, apply: bool) -> Result<Held, HoldError> {
-        let Demand::Pods(pods) = demand else {
-            return Ok(Held::Blind);
-        };
-        let hint = self.not_found_hint();
-        let now = self
-            .api
-            .get(&self.object.name)
-            .await
-            .map_err(|e| HoldError::from_kube(&self.object, "get", &hint, e))?;
-        let (from, observed) = self.replicas(&now)?;
-        if from == Some(pods) {
-            return Ok(Held::Unchanged {
-                held: pods,
-                observed,
-            });
-        }
-        if !apply {
-            return Ok(Held::DryRun { from, to: pods });
-        }
-        let after = self
-            .api
-            .patch(
-                &self.object.name,
-                &patch_params(),
-                &Patch::Merge(&buffer_patch(pods)),
-            )
-            .await
-            .map_err(|e| HoldError::from_kube(&self.object, "patch", &hint, e))?;
-        let (to, observed) = self.replicas(&after)?;
-        if to != Some(pods) {
-            return Err(HoldError::Unexpected {
-                object: Box::new(self.object.clone()),
-                message: format!(
-                    "patched spec.replicas to {pods}, the API server answered spec.replicas {to:?}"
-                ),
-            });
-        }
-        Ok(Held::Changed {
-            from,
-            to: pods,
-            observed,
-        })
+        let hint = &self.not_found_hint();
+        let this = &*self;
+        hold_replicas(
+            &this.object,
+            demand,
+            apply,
+            || async {
+                let obj = this
+                    .api
+                    .get(&this.object.name)
+                    .await
+                    .map_err(|e| HoldError::from_kube(&this.object, "get", hint, e))?;
+                this.replicas(&obj)
+            },
+            |pods| async move {
+                let obj = this
+                    .api
+                    .patch(
+                        &this.object.name,
+                        &patch_params(),
+                        &Patch::Merge(&buffer_patch(pods)),
+                    )
+                    .await
+                    .map_err(|e| HoldError::from_kube(&this.object, "patch", hint, e))?;
+                this.replicas(&obj)
+            },
+        )
+        .await
     }
 }
 

@@ -513,41 +513,30 @@ fn demand_store(value: Option<f64>) -> Arc<SnapshotStore> {
     store
 }
 
-/// A planner of 60 nq/s per pod, floor 1, cap 8.
-fn planner() -> headroom::Planner {
-    headroom::Planner::new(planner_config())
-}
-
-fn planner_config() -> headroom::HeadroomConfig {
-    headroom::HeadroomConfig::try_from(headroom::HeadroomSpec {
-        pod_capacity: 60.0,
-        hpa_tolerance: 0.1,
-        time_to_ready: headroom::TimeToReadySpec {
-            node_launch: Duration::from_secs(100),
-            load: Duration::from_secs(20),
-        },
-        growth_window: Duration::from_secs(300),
-        hold: Duration::from_secs(600),
-        step_down_interval: Duration::from_secs(60),
-        floor: 1,
-        cap: 8,
-        peak_lead: None,
-        peaks: vec![],
-    })
-    .unwrap()
+/// A round of placeholder holding over `api`, planning 60 nq/s per pod (floor 1, cap 8) on the
+/// demand in `store`.
+fn placeholder_loop(
+    api: &FakeApiServer,
+    store: Arc<SnapshotStore>,
+) -> HeadroomLoop<PlaceholderDeployment, WorkloadScale> {
+    let config: headroom::HeadroomConfig = yaml_config::from_str(
+        "{pod_capacity: 60, time_to_ready: {node_launch: 100s, load: 20s}, growth_window: 5m, hold: 10m, step_down_interval: 1m, floor: 1, cap: 8}",
+    )
+    .unwrap();
+    HeadroomLoop::new(
+        headroom::Planner::new(config),
+        PlaceholderDeployment::new(api.client(), &placeholder_ref()),
+        WorkloadScale::new(api.client(), &workload_ref()),
+        store,
+        "prod",
+    )
 }
 
 #[tokio::test]
 async fn a_round_plans_from_demand_and_workload_and_writes_the_placeholder() {
     let api = FakeApiServer::start().await;
     // 420 nq/s at 60 per pod = 7 pods of room; the workload runs 4: 3 pods of headroom.
-    let mut lp = HeadroomLoop::new(
-        planner(),
-        PlaceholderDeployment::new(api.client(), &placeholder_ref()),
-        WorkloadScale::new(api.client(), &workload_ref()),
-        demand_store(Some(420.0)),
-        "prod",
-    );
+    let mut lp = placeholder_loop(&api, demand_store(Some(420.0)));
     let o = lp.round(SystemTime::now(), true).await;
     assert!(!o.failed(), "{o:?}");
     assert_eq!(o.plan.as_ref().unwrap().headroom_pods, 3, "{o:?}");
@@ -559,13 +548,7 @@ async fn a_round_plans_from_demand_and_workload_and_writes_the_placeholder() {
 #[tokio::test]
 async fn a_round_with_unknown_demand_writes_nothing() {
     let api = FakeApiServer::start().await;
-    let mut lp = HeadroomLoop::new(
-        planner(),
-        PlaceholderDeployment::new(api.client(), &placeholder_ref()),
-        WorkloadScale::new(api.client(), &workload_ref()),
-        demand_store(None),
-        "prod",
-    );
+    let mut lp = placeholder_loop(&api, demand_store(None));
     let o = lp.round(SystemTime::now(), true).await;
     assert!(o.demand.is_err(), "{o:?}");
     assert_eq!(o.result, Ok(Held::Blind));
@@ -579,13 +562,7 @@ async fn a_round_with_unknown_demand_writes_nothing() {
 
     // The workload unreadable: no plan, no write, a failed round.
     api.fail_next(Method::GET, 403, "Forbidden");
-    let mut lp = HeadroomLoop::new(
-        planner(),
-        PlaceholderDeployment::new(api.client(), &placeholder_ref()),
-        WorkloadScale::new(api.client(), &workload_ref()),
-        demand_store(Some(420.0)),
-        "prod",
-    );
+    let mut lp = placeholder_loop(&api, demand_store(Some(420.0)));
     let o = lp.round(SystemTime::now(), true).await;
     assert!(o.failed() && o.plan.is_none(), "{o:?}");
     assert_eq!(o.result, Ok(Held::Blind));

@@ -10,6 +10,17 @@ fn run(args: &[&str]) -> std::process::Output {
         .expect("run milvus-scaler")
 }
 
+/// [`run`] as outside a pod, whatever the machine running the test is.
+fn run_outside_a_cluster(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_milvus-scaler"))
+        .args(args)
+        .env("RUST_LOG", "off")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .output()
+        .expect("run milvus-scaler")
+}
+
 /// A temporary file holding `text`, removed when dropped.
 fn config_file(text: &str) -> tempfile::TempPath {
     let file = tempfile::Builder::new()
@@ -202,14 +213,7 @@ fn live_front_proxy_ca_outside_a_cluster_exits_2_saying_what_to_mount() {
     let f = config_file(&format!(
         "{GOOD}telemetry: {{ listen: \"127.0.0.1:0\" }}\nexternal_metrics:\n  listen: 127.0.0.1:0\n  client_auth: {{ client_ca: {{ from_cluster: true }} }}\n"
     ));
-    let out = Command::new(env!("CARGO_BIN_EXE_milvus-scaler"))
-        .args(["serve", "--config", f.to_str().unwrap()])
-        .env("RUST_LOG", "off")
-        // Not in a pod, whatever the machine running the test is.
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env_remove("KUBERNETES_SERVICE_PORT")
-        .output()
-        .expect("run milvus-scaler");
+    let out = run_outside_a_cluster(&["serve", "--config", f.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("client_ca.from_cluster"), "{stderr}");
@@ -254,13 +258,7 @@ fn a_headroom_section_is_checked_and_its_errors_name_the_key() {
 #[test]
 fn headroom_outside_a_cluster_exits_2_saying_what_to_mount() {
     let f = config_file(&format!("{GOOD}{HEADROOM}"));
-    let out = Command::new(env!("CARGO_BIN_EXE_milvus-scaler"))
-        .args(["plan-nodes", "--config", f.to_str().unwrap()])
-        .env("RUST_LOG", "off")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env_remove("KUBERNETES_SERVICE_PORT")
-        .output()
-        .expect("run milvus-scaler");
+    let out = run_outside_a_cluster(&["plan-nodes", "--config", f.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
