@@ -35,20 +35,37 @@ pub fn client(mut config: kube::Config) -> Result<kube::Client, kube::Error> {
 /// Why no Kubernetes client could be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// Not in a pod: no ServiceAccount token/CA mounted or no `KUBERNETES_SERVICE_HOST`. The
-    /// deployment's fault, not an outage.
+    /// Neither in a pod (no ServiceAccount token/CA mounted or no `KUBERNETES_SERVICE_HOST`) nor
+    /// given a kubeconfig. The deployment's fault, not an outage.
     #[error(
-        "headroom: not running in a Kubernetes pod with a ServiceAccount token (mount it: automountServiceAccountToken, and KUBERNETES_SERVICE_HOST/PORT): {0}"
+        "headroom: not running in a Kubernetes pod with a ServiceAccount token (mount it: automountServiceAccountToken, and KUBERNETES_SERVICE_HOST/PORT) ({in_cluster}), and no usable kubeconfig (KUBECONFIG or ~/.kube/config: {kubeconfig})"
     )]
-    NotInCluster(String),
+    NotInCluster {
+        /// Why the in-cluster configuration failed.
+        in_cluster: String,
+        /// Why the kubeconfig failed.
+        kubeconfig: String,
+    },
     /// The client could not be built from the configuration found.
     #[error("headroom: building the Kubernetes client: {0}")]
     Client(String),
 }
 
-/// The in-cluster client: `KUBERNETES_SERVICE_HOST`/`_PORT`, the ServiceAccount's token and CA.
-pub fn incluster_client() -> Result<kube::Client, ClientError> {
-    let config = kube::Config::incluster().map_err(|e| ClientError::NotInCluster(e.to_string()))?;
+/// The client of the pod's ServiceAccount (`KUBERNETES_SERVICE_HOST`/`_PORT`, its token and CA);
+/// outside a pod, the kubeconfig's current context (`KUBECONFIG` or `~/.kube/config`), as
+/// kubectl would use it (`plan-nodes` from a workstation, and the binary's tests).
+pub async fn cluster_client() -> Result<kube::Client, ClientError> {
+    let config = match kube::Config::incluster() {
+        Ok(c) => c,
+        Err(in_cluster) => {
+            kube::Config::from_kubeconfig(&kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|kubeconfig| ClientError::NotInCluster {
+                    in_cluster: in_cluster.to_string(),
+                    kubeconfig: kubeconfig.to_string(),
+                })?
+        }
+    };
     client(config).map_err(|e| ClientError::Client(e.to_string()))
 }
 

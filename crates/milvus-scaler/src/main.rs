@@ -251,7 +251,7 @@ fn exit_code(e: &anyhow::Error) -> ExitCode {
                     .is_some_and(metrics_api::ServerError::is_config)
                 || matches!(
                     cause.downcast_ref::<headroom_holder::k8s::ClientError>(),
-                    Some(headroom_holder::k8s::ClientError::NotInCluster(_))
+                    Some(headroom_holder::k8s::ClientError::NotInCluster { .. })
                 )
     });
     if bad_input {
@@ -727,14 +727,14 @@ enum AnyHeadroomLoop {
     Asg(HeadroomLoop<AsgHolder<node_groups::applier::SdkAutoScaling>, WorkloadScale>),
 }
 
-/// The planner, the configured holder and the workload read of `h`, on the in-cluster
-/// Kubernetes client (and, for the `asg` holder, the node groups' Auto Scaling client).
+/// The planner, the configured holder and the workload read of `h`, on the pod's (or the
+/// kubeconfig's) Kubernetes client (and, for the `asg` holder, the node groups' Auto Scaling client).
 async fn headroom_loop(
     cfg: &Config,
     h: &HeadroomSection,
     store: Arc<SnapshotStore>,
 ) -> anyhow::Result<AnyHeadroomLoop> {
-    let client = headroom_holder::k8s::incluster_client()?;
+    let client = headroom_holder::k8s::cluster_client().await?;
     let planner = headroom::Planner::new(h.planner.clone());
     let workload = WorkloadScale::new(client.clone(), &h.workload);
     Ok(match &h.holder {

@@ -17,6 +17,8 @@ fn run_outside_a_cluster(args: &[&str]) -> std::process::Output {
         .env("RUST_LOG", "off")
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env_remove("KUBERNETES_SERVICE_PORT")
+        // Nor a kubeconfig (headroom would use one).
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
         .output()
         .expect("run milvus-scaler")
 }
