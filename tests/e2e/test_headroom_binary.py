@@ -1,4 +1,4 @@
-"""`milvus-scaler plan-nodes` holding node headroom, end to end through the real binary: signals scraped from a
+"""`milvus-scaler plan-nodes` and `serve` holding node headroom, end to end through the real binary: signals scraped from a
 scripted Milvus /metrics endpoint (a real 2.3.5 capture, tests/e2e/node_groups_support.py), the headroom planner,
 and the placeholder holder writing a Deployment's scale through kube-rs.
 
@@ -22,8 +22,9 @@ import yaml
 
 from harness.kube_fakes import _status
 from harness.procs import send_json
-from harness.services import cargo_bin, run_dir
-from node_groups_support import ScriptedMilvusMetrics
+from harness.procs import wait_until
+from harness.services import Scaler, cargo_bin, run_dir
+from node_groups_support import ScriptedMilvusMetrics, metric
 
 WORKLOAD = "/apis/apps/v1/namespaces/milvus/deployments/milvus-querynode/scale"
 PLACEHOLDER = "/apis/apps/v1/namespaces/milvus/deployments/milvus-querynode-headroom/scale"
@@ -104,29 +105,35 @@ def milvus_metrics():
     s.stop()
 
 
-def plan_nodes(api: FakeScales, metrics_url: str, *extra: str) -> subprocess.CompletedProcess:
-    d = Path(run_dir("headroom-plan-nodes"))
-    kubeconfig = d / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
+def kubeconfig(api: FakeScales) -> Path:
+    path = Path(run_dir("headroom-kubeconfig")) / "kubeconfig"
+    path.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "fake",
         "clusters": [{"name": "fake", "cluster": {"server": api.url}}],
         "users": [{"name": "fake", "user": {"token": TOKEN}}],
         "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}]}))
-    cfg = {
+    return path
+
+
+def config(metrics_url: str, mode: str = "dry-run") -> dict:
+    return {
         "milvus": [{"name": "prod", "namespace": "milvus", "scrape": {"targets": [metrics_url], "interval": "500ms"}}],
         "signals": {"window": "10s", "stale_after": "5s"},
         "headroom": {
-            "milvus": "prod", "mode": "dry-run",
+            "milvus": "prod", "mode": mode, "interval": "1s",
             "workload": {"namespace": "milvus", "deployment": "milvus-querynode"},
             "planner": {"pod_capacity": 60, "time_to_ready": {"node_launch": "100s", "load": "20s"},
                         "growth_window": "5m", "hold": "10m", "step_down_interval": "1m", "floor": 2, "cap": 8},
             "holder": {"placeholder": {"namespace": "milvus", "deployment": "milvus-querynode-headroom"}},
         },
     }
-    path = d / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+
+
+def plan_nodes(api: FakeScales, metrics_url: str, *extra: str) -> subprocess.CompletedProcess:
+    path = Path(run_dir("headroom-plan-nodes")) / "config.yaml"
+    path.write_text(yaml.safe_dump(config(metrics_url)))
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_SERVICE")}
-    env.update(KUBECONFIG=str(kubeconfig), RUST_LOG="warn")
+    env.update(KUBECONFIG=str(kubeconfig(api)), RUST_LOG="warn")
     return subprocess.run([cargo_bin("milvus-scaler"), "plan-nodes", "--config", str(path), *extra],
                           capture_output=True, text=True, timeout=120, env=env)
 
@@ -184,3 +191,31 @@ def test_a_missing_placeholder_fails_saying_to_apply_the_component(scales, milvu
     assert r.returncode == 1, r.stderr + r.stdout
     assert "not found (HTTP 404" in r.stdout and "manifests/components/headroom" in r.stdout, r.stdout
     assert "the headroom could not be read or held" in r.stderr, r.stderr
+
+
+def test_serve_holds_the_headroom_every_interval_and_exports_it(scales, milvus_metrics):
+    assert "KUBERNETES_SERVICE_HOST" not in os.environ, "this test runs outside a pod"
+    scaler = Scaler(config(milvus_metrics.url, mode="apply"), env={"KUBECONFIG": str(kubeconfig(scales))})
+    try:
+        wait_until(lambda: scales.replicas[PLACEHOLDER] >= 2, 30, "the placeholder's replicas set",
+                   proc=scaler.service)
+        n = scales.replicas[PLACEHOLDER]
+        holder = "Deployment milvus/milvus-querynode-headroom"
+        wait_until(lambda: metric(scaler.metrics_text(), "milvus_scaler_headroom_applied", holder=holder,
+                                  unit="pods") == n, 10, "applied exported")
+        text = scaler.metrics_text()
+        assert metric(text, "milvus_scaler_headroom_planned_pods", holder=holder) == n, text
+        assert metric(text, "milvus_scaler_headroom_workload_pods", holder=holder) == 4, text
+        assert metric(text, "milvus_scaler_headroom_changes_total", holder=holder, direction="up") == 1, text
+        # Rounds go on (reads every interval) and write nothing more while the plan holds.
+        scales.take()
+        wait_until(lambda: sum(x["path"] == PLACEHOLDER for x in scales.requests) >= 2, 10, "two more rounds")
+        assert not [x for x in scales.take() if x["method"] == "PATCH"]
+        # Blind: Milvus down -> the rounds count as blind and nothing is written.
+        milvus_metrics.set_down(True)
+        wait_until(lambda: (metric(scaler.metrics_text(), "milvus_scaler_headroom_blind_rounds_total",
+                                   holder=holder) or 0) >= 1, 30, "a blind round", proc=scaler.service)
+        assert not [x for x in scales.take() if x["method"] == "PATCH"]
+        assert scales.replicas[PLACEHOLDER] == n
+    finally:
+        assert scaler.stop() == 0, "serve stops on SIGTERM (the CancellationToken ends the headroom loop)"
