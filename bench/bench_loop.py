@@ -265,6 +265,15 @@ def main() -> int:
                          "unit": "%", "ours": 100 * shipped["slo_fraction"], "baseline": 100 * s["slo_fraction"],
                          "baseline_name": s["name"], "ratio": ratio(shipped["slo_fraction"], s["slo_fraction"]),
                          "better": "higher"})
+        if shipped.get("spike_slo_fraction") is not None:
+            for s in sims[2:]:
+                # The goal as the issue states it: p99 within the SLO for >= 95 % of the spike after 2 min.
+                rows.append({"metric": f"simulated {tname}: share of the spike after its first 2 min with p99 "
+                                       f"within the SLO, shipped vs {s['name']}", "unit": "%",
+                             "ours": 100 * shipped["spike_slo_fraction"], "baseline": 100 * s["spike_slo_fraction"],
+                             "baseline_name": s["name"],
+                             "ratio": ratio(shipped["spike_slo_fraction"], s["spike_slo_fraction"]),
+                             "better": "higher (goal >= 95 %)"})
         rows.append({"metric": f"simulated {tname}: node-hours vs static peak provisioning", "unit": "node-h",
                      "ours": shipped["node_hours"], "baseline": static["node_hours"], "baseline_name": static["name"],
                      "ratio": ratio(shipped["node_hours"], static["node_hours"]), "better": "lower"})

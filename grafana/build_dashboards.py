@@ -557,6 +557,23 @@ def autoscaling_events():
            "limited {{horizontalpodautoscaler}}"),
           (f'kube_horizontalpodautoscaler_status_condition{{{hpa},condition="AbleToScale",status="false"}} == 1',
            "unable {{horizontalpodautoscaler}}")], unit="short", w=12)
+    d.row("Scale-out: time to useful capacity")
+    phase_s = "milvus_scaler_scale_out_phase_seconds"
+    d.panel("table", "Scale-out phase times in range", f"milvus-scaler ({phase_s}; scrape source)",
+            "For query nodes that appeared after milvus-scaler started: seconds from the node's scrape target "
+            "being listed (its pod in DNS) to each phase: up (first successful scrape), registered (a node_id), "
+            "first_segment (a sealed segment loaded), settled (segment count stable and no segment/channel moves), "
+            "serving (its first search). Mean and p90 over the selected range, and how many nodes completed each "
+            "phase. The per-node times are in milvus-scaler's log (\"scale-out phase completed\").",
+            [(f'sum by (phase) (increase({phase_s}_sum{{{sig}}}[$__range])) / '
+              f'sum by (phase) (increase({phase_s}_count{{{sig}}}[$__range]))', "mean"),
+             (f'histogram_quantile(0.9, sum by (le, phase) (increase({phase_s}_bucket{{{sig}}}[$__range])))', "p90"),
+             (f'sum by (phase) (increase({phase_s}_count{{{sig}}}[$__range]))', "nodes")],
+            unit="s", w=12, instant=True)
+    d.ts("New query nodes by phase reached", "milvus-scaler (milvus_scaler_scale_out_nodes; scrape source)",
+         "Query nodes that appeared after milvus-scaler started and are still listed, counted in every phase they "
+         "completed: a gap between `up` and `serving` is capacity added but not yet useful.",
+         [(f'milvus_scaler_scale_out_nodes{{{sig}}}', "{{milvus}} {{phase}}")], unit="short", w=12, min_=0)
     d.row("Signal health")
     d.ts("Signal age", "milvus-scaler (milvus_scaler_signal_age_seconds)",
          "Seconds since each signal was last computed; past `signals.stale_after` a signal turns unknown and the "

@@ -10,7 +10,9 @@ kube-apiserver's scale subresource, which starts and gracefully stops real query
 
 Then it refreshes a view every second: sparklines (one column per second) of the search rate, the
 `search_demand` signal the HPA follows, desired and serving query nodes, queue depth and p99 latency,
-the last scale events with local-hpa's reasons, and the segment-caches' hit ratio. `make load` in
+the last scale events with local-hpa's reasons and, for each query node added, the seconds to each
+scale-out phase as milvus-scaler times them from its scrapes (up, registered, first segment, settled,
+serving; from its log), and the segment-caches' hit ratio. `make load` in
 another terminal drives quiet → 10x spike → cool-down; capacity follows load.
 
 `--standalone` keeps the earlier view: one Milvus standalone behind segment-cache, milvus-scaler with
@@ -210,6 +212,80 @@ def read_load_status() -> dict | None:
 
 
 # ---------------------------------------------------------------------------------------------------
+# scale-out phases (milvus-scaler's log: one JSON line per phase a new query node completes)
+
+SCALE_OUT_MESSAGE = "scale-out phase completed"
+# The order a node usually completes them in, with the words the view uses.
+PHASES = (("up", "up"), ("registered", "registered"), ("first_segment", "first segment"),
+          ("settled", "settled"), ("serving", "serving"))
+
+
+class ScaleOutLog:
+    """Reads milvus-scaler's JSON log as it grows and keeps, per query-node target, the phases it has
+    completed: {target: {"node_id", "time" (first phase's log time), "phases": {phase: seconds}}}. A target
+    that restarts under a new node_id starts a new entry (the old one's phases belong to the old node)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._offset = 0
+        self._partial = b""
+        self.nodes: dict[str, dict] = {}
+        self.finished: list[dict] = []  # entries replaced by a restart of their target, oldest first
+
+    def poll(self) -> dict[str, dict]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except OSError:
+            return self.nodes
+        self._offset += len(data)
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            self.add_line(line.decode(errors="replace"))
+        return self.nodes
+
+    def add_line(self, line: str) -> None:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return
+        fields = entry.get("fields") if isinstance(entry, dict) else None
+        if not isinstance(fields, dict) or fields.get("message") != SCALE_OUT_MESSAGE:
+            return
+        target, node_id, phase = fields.get("target"), str(fields.get("node_id", "")), fields.get("phase")
+        try:
+            seconds = float(fields.get("seconds"))
+        except (TypeError, ValueError):
+            return
+        if not target or not phase:
+            return
+        node = self.nodes.get(target)
+        if node is not None and node["node_id"] != node_id:
+            self.finished.append(node)
+            node = None
+        if node is None:
+            node = self.nodes[target] = {"target": target, "node_id": node_id,
+                                         "time": parse_time(entry.get("timestamp")), "phases": {}}
+        node["phases"].setdefault(phase, seconds)
+
+
+def node_names(cluster) -> dict[str, str]:
+    """A `MilvusCluster`'s query-node metrics URL → node name, running and stopped nodes (milvus-scaler's
+    log names the URL)."""
+    return {n.proc.metrics_url: n.name for n in list(cluster.gone) + list(cluster.nodes.values())}
+
+
+def scale_out_line(name: str, node: dict) -> str:
+    """`querynode-3 (node 7) scale-out: up 2.1 s, registered 2.5 s, first segment 6.3 s, settled 11.0 s,
+    serving 11.4 s`: the phases completed in seconds from its target being listed, … for those still to come."""
+    phases = node.get("phases", {})
+    parts = [f"{word} {phases[key]:.1f} s" if key in phases else f"{word} …" for key, word in PHASES]
+    who = f"{name} (node {node['node_id']})" if node.get("node_id") else name
+    return f"{who} scale-out: " + ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------------
 # the cluster demo
 
 
@@ -224,6 +300,7 @@ class ClusterDemo:
         self.cluster = self.loop = None
         self.history: deque[dict] = deque(maxlen=self.ROWS)
         self.nodes_detail: dict[str, dict] = {}
+        self.scale_out: ScaleOutLog | None = None  # milvus-scaler's log, once the loop runs
         self._detail_at = 0.0
         self._load_seen = False
 
@@ -286,6 +363,7 @@ class ClusterDemo:
         self.loop = ClosedLoop(self.cluster, self.hpa, instance=INSTANCE, window=args.window, stale_after="5s",
                                sync_period=f"{sync}s", max_replicas=args.max_replicas,
                                demand_drain=args.demand_drain)
+        self.scale_out = ScaleOutLog(self.loop.scaler.service.log_path)
         self.kubeconfig = self.loop.pki.kubeconfig(self.loop.api_port, "client")
         self.api_url = f"https://127.0.0.1:{self.loop.api_port}"
         path = (f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/milvus_search_demand"
@@ -492,8 +570,23 @@ class ClusterDemo:
                                        f"{e.get('exit', '')} in {e.get('seconds', 0):.1f}s ({e['reason']})"))
             elif e["action"] == "error":
                 out.append((e["time"], f"{hhmmss(e['time'])}  endpoint   error: {e['reason'][:300]}"))
+        out.extend(self.scale_out_events())
         out.sort(key=lambda x: x[0])
         return [text for _, text in out]
+
+    def scale_out_events(self) -> list[tuple[float, str]]:
+        """One line per query node added since milvus-scaler started, with the phases it completed so far
+        (as milvus-scaler timed them from its scrapes), at the time of its first phase."""
+        if self.scale_out is None:
+            return []
+        self.scale_out.poll()
+        names = node_names(self.cluster)
+        out = []
+        for node in self.scale_out.finished + list(self.scale_out.nodes.values()):
+            t = node.get("time") or 0
+            line = scale_out_line(names.get(node["target"], node["target"]), node)
+            out.append((t, f"{hhmmss(t)}  scaler     {line}"))
+        return out
 
     def cache_line(self) -> str:
         hit = miss = 0.0

@@ -17,6 +17,8 @@ about 2x one node's capacity → quiet. Asserted, by cause and effect (no wall-c
   hidden. Without retries, one run saw 10 such errors, all within 1.1 s of one leader's exit, and
   with a single retry after 0.5 s another still lost 9; removing non-leader nodes gave none
   (tests/e2e/test_cluster.py asserts 0 without any retry);
+- milvus-scaler timed each added query node's scale-out phases from its scrapes (up, registered, first
+  sealed segment, serving: `milvus_scaler_scale_out_phase_seconds`, and one log line per phase);
 - when the signals go blind (no target scraped), the HPA holds its replicas.
 """
 from __future__ import annotations
@@ -30,7 +32,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import workload  # noqa: E402
+import demo  # noqa: E402
+from harness import promtext, workload  # noqa: E402
 from harness.cluster import MilvusCluster, metric_sum  # noqa: E402
 from harness.loop import ClosedLoop, hpa_manifest  # noqa: E402
 from harness.procs import REPO, wait_until  # noqa: E402
@@ -140,6 +143,20 @@ def test_spike_scales_query_nodes_out_and_back_in_without_flapping_or_failed_sea
                 print(f"spike {spike:.1f}/s: settled at {plateau} query nodes; p99 first 15 s {early:.3f}s, "
                       f"last 30 s {late:.3f}s; segments {[cluster.sealed_segments(n) for n in cluster.query_nodes()]}")
                 assert plateau >= 2 and added
+                # ---- the added nodes' scale-out phases, as milvus-scaler timed them from its scrapes ------
+                phases_log = demo.ScaleOutLog(loop.scaler.service.log_path).poll()
+                names = demo.node_names(cluster)
+                for url, entry in phases_log.items():
+                    print(demo.scale_out_line(names.get(url, url), entry))
+                scaler_text = loop.scaler.metrics_text()
+                for phase in ("up", "registered", "first_segment", "serving"):
+                    count = promtext.first_value(scaler_text, "milvus_scaler_scale_out_phase_seconds_count",
+                                                 milvus="demo", phase=phase) or 0
+                    assert count >= len(added), (phase, count, added, phases_log)
+                added_urls = {cluster.nodes[n].proc.metrics_url for n in added if n in cluster.nodes}
+                assert added_urls <= set(phases_log), (added_urls, phases_log)
+                assert cluster.nodes[cluster.query_nodes()[0]].proc.metrics_url not in phases_log, \
+                    "the query node running before milvus-scaler started was reported as a scale-out"
                 assert changes_after == changes_before, "the replicas changed at constant load: flapping"
                 assert late < early, "latency did not fall once the added query nodes served"
 

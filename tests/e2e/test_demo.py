@@ -83,3 +83,56 @@ def test_make_run_standalone_still_shows_the_stack_view():
     assert "ready:" in text and "get --raw" in text and "GetMetrics" in text, text
     assert "search_queue_depth" in text and "would ask for" in text, text
     assert "stopped." in text
+
+
+# -- the scale-out lines of the view (no Milvus: milvus-scaler's log lines as the binary writes them; the
+# real binary writing them is tests/e2e/test_scale_out_phases.py) ---------------------------------------
+
+def _phase_line(target: str, node_id: str, phase: str, seconds: float, stamp: str) -> str:
+    return json.dumps({"timestamp": stamp, "level": "INFO", "target": "milvus_signals::source",
+                       "fields": {"message": "scale-out phase completed", "milvus": "demo", "target": target,
+                                  "node_id": node_id, "phase": phase, "seconds": seconds}})
+
+
+def test_the_view_shows_each_added_query_node_phases_as_they_complete(tmp_path):
+    sys.path.insert(0, str(REPO / "tests"))
+    import types
+
+    import demo
+
+    url2, url3 = "http://127.0.0.1:4002/metrics", "http://127.0.0.1:4003/metrics"
+    log = tmp_path / "scaler.log"
+    log.write_text(_phase_line(url2, "7", "up", 2.1, "2026-12-03T10:00:02.100000Z") + "\n"
+                   + '{"fields": {"message": "target failed"}}\nnot json at all\n'
+                   + _phase_line(url2, "7", "registered", 2.5, "2026-12-03T10:00:02.500000Z") + "\n"
+                   # half a line: the rest is not written yet
+                   + _phase_line(url3, "8", "up", 1.0, "2026-12-03T10:00:09Z")[:40])
+    # A stand-in for the harness's MilvusCluster: only what maps a metrics URL to a node's name.
+    node = lambda name, url: types.SimpleNamespace(name=name, proc=types.SimpleNamespace(metrics_url=url))  # noqa: E731
+    view = demo.ClusterDemo.__new__(demo.ClusterDemo)
+    view.cluster = types.SimpleNamespace(nodes={"querynode-2": node("querynode-2", url2)}, gone=[])
+    view.scale_out = demo.ScaleOutLog(log)
+
+    lines = [text for _, text in view.scale_out_events()]
+    assert len(lines) == 1, lines
+    assert lines[0].endswith("querynode-2 (node 7) scale-out: up 2.1 s, registered 2.5 s, first segment …, "
+                             "settled …, serving …"), lines
+    # More phases arrive (and the half line is completed): each node's line fills in, in phase order.
+    with open(log, "a") as f:
+        f.write(_phase_line(url3, "8", "up", 1.0, "2026-12-03T10:00:09Z")[40:] + "\n")
+        for phase, s in (("first_segment", 6.3), ("serving", 11.4), ("settled", 11.0)):
+            f.write(_phase_line(url2, "7", phase, s, "2026-12-03T10:00:12Z") + "\n")
+    lines = [text for _, text in view.scale_out_events()]
+    assert lines[0].endswith("querynode-2 (node 7) scale-out: up 2.1 s, registered 2.5 s, first segment 6.3 s, "
+                             "settled 11.0 s, serving 11.4 s"), lines
+    # A target no node of the cluster has (any more) is shown by its URL.
+    assert lines[1].endswith(f"{url3} (node 8) scale-out: up 1.0 s, registered …, first segment …, settled …, "
+                             "serving …"), lines
+    # The same address under a new node_id is a new node: the old one's line stays, a new line starts.
+    with open(log, "a") as f:
+        f.write(_phase_line(url2, "9", "up", 0.4, "2026-12-03T10:01:00Z") + "\n")
+    lines = [text for _, text in view.scale_out_events()]
+    assert sum("querynode-2 (node 7)" in x for x in lines) == 1 and any(
+        x.endswith("querynode-2 (node 9) scale-out: up 0.4 s, registered …, first segment …, settled …, serving …")
+        for x in lines), lines
+    assert max(len(x) for x in lines) <= 140, lines

@@ -50,9 +50,9 @@ FEATURES = {
                                 "the query nodes' replicas)"),
 }
 
-# Counters that exist only once the event they count has happened (the Prometheus exporter creates a
-# series on its first increment): empty on a healthy system, so no live test can expect data from them.
-# docs/grafana.md repeats this table.
+# Counters and histograms that exist only once the event they count has happened (the Prometheus exporter
+# creates a series on its first increment or observation): empty on a healthy system or one that has not
+# scaled out, so no live test can expect data from them. docs/grafana.md repeats this table.
 ON_EVENT = {
     "segment_cache_access_log_dropped_total":
         "the access-log queue overflowing (a disk that cannot keep up with the reads)",
@@ -60,6 +60,8 @@ ON_EVENT = {
         "a front-proxy CA change read from the cluster (`client_ca: { from_cluster: true }`)",
     "milvus_scaler_external_metrics_client_ca_refresh_failures_total":
         "a failed refresh of the front-proxy CA from the cluster",
+    "milvus_scaler_scale_out_phase_seconds":
+        "a query node added after milvus-scaler started completing a scale-out phase",
 }
 
 # Names only newer Milvus releases export; a panel that uses one has a 2.3.5 sibling query.

@@ -3,10 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::SimError;
+use crate::headroom_source::{HeadroomSource, PlannedHeadroom};
 use crate::hpa_controller::HpaController;
 use crate::model::SimConfig;
 use crate::report::{NamedRun, static_peak, table};
-use crate::sim::run;
+use crate::sim::run_with_headroom;
 use crate::trace::LoadTrace;
 
 /// What to simulate.
@@ -18,6 +19,9 @@ pub struct SimulateArgs {
     pub trace: PathBuf,
     /// One or more `autoscaling/v2` HPA files, each run on the trace.
     pub hpas: Vec<PathBuf>,
+    /// Node-headroom planner configurations (YAML, [`headroom::HeadroomConfig`]): every HPA also
+    /// runs once with each, its placeholder pods holding room on machines.
+    pub headrooms: Vec<PathBuf>,
     /// Replicas at the start of the trace.
     pub initial_replicas: u32,
     /// The HPA's sync period, seconds.
@@ -64,7 +68,14 @@ fn read(path: &Path) -> Result<String, SimulateError> {
     })
 }
 
-/// Runs every HPA (and the static baseline) on the trace.
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// Runs every HPA (and the static baseline) on the trace, each also with every headroom planner.
 pub fn simulate(args: &SimulateArgs) -> Result<(SimConfig, Vec<NamedRun>), SimulateError> {
     let invalid = |path: &Path, e: SimError| match e {
         SimError::Invalid { key, message } => {
@@ -91,26 +102,37 @@ pub fn simulate(args: &SimulateArgs) -> Result<(SimConfig, Vec<NamedRun>), Simul
             outcome,
         });
     }
+    let mut headrooms = Vec::new();
+    for path in &args.headrooms {
+        let headroom: headroom::HeadroomConfig = yaml_config::read(path)?;
+        headrooms.push((file_name(path), headroom));
+    }
     for path in &args.hpas {
         let spec = hpa::HpaSpec::from_yaml(&read(path)?).map_err(|source| SimulateError::Hpa {
             path: path.clone(),
             source,
         })?;
-        let mut controller = HpaController::new(spec, args.options, args.sync_period_seconds)?;
-        let outcome = run(
-            &config,
-            &trace,
-            &mut controller,
-            args.initial_replicas,
-            args.sample_every_seconds,
-        )?;
-        runs.push(NamedRun {
-            name: path.file_name().map_or_else(
-                || path.display().to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            ),
-            outcome,
-        });
+        // Without headroom first (the provisioner alone), then with each headroom planner.
+        let variants = std::iter::once(None).chain(headrooms.iter().map(Some));
+        for variant in variants {
+            let mut controller =
+                HpaController::new(spec.clone(), args.options, args.sync_period_seconds)?;
+            let mut planned = variant
+                .map(|(_, config)| PlannedHeadroom::new(config.clone(), args.sync_period_seconds));
+            let outcome = run_with_headroom(
+                &config,
+                &trace,
+                &mut controller,
+                planned.as_mut().map(|p| p as &mut dyn HeadroomSource),
+                args.initial_replicas,
+                args.sample_every_seconds,
+            )?;
+            let name = match variant {
+                None => file_name(path),
+                Some((headroom_name, _)) => format!("{} + {headroom_name}", file_name(path)),
+            };
+            runs.push(NamedRun { name, outcome });
+        }
     }
     Ok((config, runs))
 }

@@ -74,7 +74,7 @@ pub fn table(runs: &[NamedRun], slo_p99_seconds: f64) -> String {
     let base = runs.first().map(|r| r.outcome.summary.node_hours);
     let _ = writeln!(
         out,
-        "{:<34} {:>9} {:>9} {:>8} {:>9} {:>12} {:>9} {:>9} {:>8} {:>10}",
+        "{:<34} {:>9} {:>9} {:>8} {:>9} {:>12} {:>9} {:>9} {:>9} {:>8} {:>7} {:>9} {:>9} {:>6} {:>10}",
         "policy",
         "pod-h",
         "node-h",
@@ -82,8 +82,13 @@ pub fn table(runs: &[NamedRun], slo_p99_seconds: f64) -> String {
         "reversals",
         "steady ch/h",
         format!("p99<={}s", slo_p99_seconds),
+        "in spike",
         "max pods",
         "failed",
+        "waited",
+        "longest",
+        "balloon-h",
+        "churn",
         "node-h ×"
     );
     for r in runs {
@@ -92,12 +97,15 @@ pub fn table(runs: &[NamedRun], slo_p99_seconds: f64) -> String {
             Some(b) if b > 0.0 => format!("{:.2}", s.node_hours / b),
             _ => "-".into(),
         };
+        let in_spike = s
+            .spike_slo_fraction
+            .map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
         let steady = s
             .steady_changes_per_hour
             .map_or("-".to_string(), |v| format!("{v:.1}"));
         let _ = writeln!(
             out,
-            "{:<34} {:>9.1} {:>9.1} {:>8} {:>9} {:>12} {:>8.1}% {:>9} {:>8.0} {:>10}",
+            "{:<34} {:>9.1} {:>9.1} {:>8} {:>9} {:>12} {:>8.1}% {:>9} {:>9} {:>8.0} {:>7} {:>8.0}s {:>9.1} {:>6} {:>10}",
             truncate(&r.name, 34),
             s.pod_hours,
             s.node_hours,
@@ -105,8 +113,13 @@ pub fn table(runs: &[NamedRun], slo_p99_seconds: f64) -> String {
             s.reversals,
             steady,
             100.0 * s.slo_fraction,
+            in_spike,
             s.max_pods,
             s.failed_searches,
+            s.pods_waited_for_node,
+            s.longest_node_wait_seconds,
+            s.headroom_pod_hours,
+            s.machines_churned,
             ratio
         );
     }

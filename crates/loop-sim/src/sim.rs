@@ -157,6 +157,10 @@ pub struct Summary {
     pub reversals: u32,
     /// Fraction of searches (by count) served in a second whose p99 was within the SLO.
     pub slo_fraction: f64,
+    /// For a spike trace, the share of the judged part of the spike
+    /// ([`LoadTrace::judged_spike`]: after its first 2 minutes) whose seconds had a p99 within
+    /// the SLO (the closed loop's goal: at least 0.95). `None` for other traces.
+    pub spike_slo_fraction: Option<f64>,
     /// Searches that failed (no query node serving).
     pub failed_searches: f64,
     /// Most pods at once.
@@ -291,6 +295,8 @@ pub fn run_with_headroom(
     let mut steady_seconds = 0.0;
     let mut within_slo = 0.0;
     let mut served_total = 0.0;
+    let judged_spike = trace.judged_spike();
+    let (mut spike_seconds, mut spike_seconds_within) = (0u32, 0u32);
     let mut failed = 0.0;
     let mut max_pods = pods.len() as u32;
     let mut first_scale_up: Option<f64> = None;
@@ -442,10 +448,13 @@ pub fn run_with_headroom(
         };
         served_total += served;
         let p99_now = mixture_quantile(&[latency], 0.99);
-        if let Some(p) = p99_now
-            && p <= config.slo_p99_seconds
-        {
+        let p99_within = p99_now.is_some_and(|p| p <= config.slo_p99_seconds);
+        if p99_within {
             within_slo += served;
+        }
+        if judged_spike.is_some_and(|(from, to)| now >= from && now < to) {
+            spike_seconds += 1;
+            spike_seconds_within += u32::from(p99_within);
         }
 
         for pod in &mut pods {
@@ -604,6 +613,8 @@ pub fn run_with_headroom(
             } else {
                 1.0
             },
+            spike_slo_fraction: (spike_seconds > 0)
+                .then(|| f64::from(spike_seconds_within) / f64::from(spike_seconds)),
             failed_searches: failed,
             max_pods,
             first_added_serving_seconds: first_added_serving,

@@ -4,6 +4,10 @@ use serde::Deserialize;
 
 use crate::SimError;
 
+/// Seconds from the start of a spike's ramp that its SLO goal does not judge
+/// ([`LoadTrace::judged_spike`]).
+pub const SPIKE_GRACE_SECONDS: f64 = 120.0;
+
 /// Offered search load (searches per second) as a function of time since the start.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -127,6 +131,26 @@ impl LoadTrace {
                 ..
             } => quiet_seconds + 2.0 * ramp_seconds + spike_seconds + cooldown_seconds,
             LoadTrace::Diurnal { days, .. } => days * 86_400.0,
+        }
+    }
+
+    /// For a [`LoadTrace::Spike`], the part of the spike its SLO goal judges: from
+    /// [`SPIKE_GRACE_SECONDS`] after the ramp starts to the end of the top. Capacity cannot follow
+    /// a step in load faster than pods and machines start, so the goal (p99 within the SLO for at
+    /// least 95 % of the spike after its first 2 minutes) leaves the first minutes out. `None`
+    /// for other traces.
+    pub fn judged_spike(&self) -> Option<(f64, f64)> {
+        match self {
+            LoadTrace::Spike {
+                quiet_seconds,
+                ramp_seconds,
+                spike_seconds,
+                ..
+            } => Some((
+                quiet_seconds + SPIKE_GRACE_SECONDS,
+                quiet_seconds + ramp_seconds + spike_seconds,
+            )),
+            _ => None,
         }
     }
 

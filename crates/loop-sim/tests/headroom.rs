@@ -11,29 +11,9 @@ use loop_sim::{
     run_with_headroom,
 };
 
-const MODEL: &str = include_str!("fixtures/milvus-2.3.5-harness-2026-11-29.yaml");
-const SHIPPED: &str = include_str!("../../../manifests/examples/hpa-querynode.yaml");
+mod common;
 
-fn model() -> SimConfig {
-    yaml_config::from_str(MODEL).unwrap()
-}
-
-/// The HPA's target per pod: 60 % of one node's measured capacity, as in tests/policies.rs.
-fn target_per_pod(m: &SimConfig) -> f64 {
-    0.6 * m.service.node_capacity_qps
-}
-
-fn shipped(m: &SimConfig) -> String {
-    let text = SHIPPED.replace(
-        "averageValue: \"60\"",
-        &format!("averageValue: \"{:.1}\"", target_per_pod(m)),
-    );
-    assert_ne!(
-        text, SHIPPED,
-        "the shipped example's target moved: update this test"
-    );
-    text.replace("maxReplicas: 20", "maxReplicas: 40")
-}
+use common::{model, shipped, target_per_pod};
 
 fn day(m: &SimConfig) -> LoadTrace {
     LoadTrace::Diurnal {

@@ -6,31 +6,14 @@
 //! per-node target set as its comment says: 60 % of one node's measured capacity.
 
 use loop_sim::report::static_peak;
-use loop_sim::{HpaController, LoadTrace, Outcome, SimConfig, run};
+use loop_sim::{HpaController, LoadTrace, Outcome, run};
 
-const MODEL: &str = include_str!("fixtures/milvus-2.3.5-harness-2026-11-29.yaml");
-const SHIPPED: &str = include_str!("../../../manifests/examples/hpa-querynode.yaml");
+mod common;
+
+use common::{model, shipped, spike_10x};
+
 const FIRST: &str = include_str!("../../../bench/policies/hpa-first-example.yaml");
 const HELM_CPU: &str = include_str!("../../../bench/policies/hpa-helm-cpu.yaml");
-
-fn model() -> SimConfig {
-    yaml_config::from_str(MODEL).unwrap()
-}
-
-/// The shipped HPA with its target at 60 % of the model's per-node capacity, at the scale of the
-/// traces (max 40).
-fn shipped(model: &SimConfig) -> String {
-    let target = 0.6 * model.service.node_capacity_qps;
-    let text = SHIPPED.replace(
-        "averageValue: \"60\"",
-        &format!("averageValue: \"{target:.1}\""),
-    );
-    assert_ne!(
-        text, SHIPPED,
-        "the shipped example's target moved: update this test"
-    );
-    text.replace("maxReplicas: 20", "maxReplicas: 40")
-}
 
 fn sim(hpa_yaml: &str, trace: &LoadTrace, initial: u32) -> Outcome {
     let spec = hpa::HpaSpec::from_yaml(hpa_yaml).unwrap();
@@ -41,18 +24,6 @@ fn sim(hpa_yaml: &str, trace: &LoadTrace, initial: u32) -> Outcome {
 fn steady(qps: f64, seconds: f64) -> LoadTrace {
     LoadTrace::Points {
         points: vec![[0.0, qps], [seconds, qps]],
-    }
-}
-
-/// bench/traces/spike-10x.yaml's shape at the model's scale: one node's capacity, then ten.
-fn spike_10x(m: &SimConfig) -> LoadTrace {
-    LoadTrace::Spike {
-        quiet_qps: m.service.node_capacity_qps,
-        spike_qps: 10.0 * m.service.node_capacity_qps,
-        quiet_seconds: 1200.0,
-        ramp_seconds: 120.0,
-        spike_seconds: 1800.0,
-        cooldown_seconds: 2400.0,
     }
 }
 
@@ -81,26 +52,11 @@ fn shipped_policy_settles_at_constant_load_and_stays() {
     assert_eq!(out.summary.failed_searches, 0.0);
 }
 
-/// Share of the spike's samples (after its first 2 minutes) whose p99 is within the SLO.
-fn slo_share_during_spike(out: &Outcome, slo: f64) -> f64 {
-    let (quiet_s, ramp_s, spike_s) = (1200.0, 120.0, 1800.0);
-    let during: Vec<_> = out
-        .samples
-        .iter()
-        .filter(|s| s.t >= quiet_s + 120.0 && s.t < quiet_s + ramp_s + spike_s)
-        .collect();
-    let ok = during
-        .iter()
-        .filter(|s| s.p99_seconds.is_some_and(|p| p <= slo))
-        .count();
-    ok as f64 / during.len() as f64
-}
-
 #[test]
 fn shipped_policy_follows_a_spike_within_the_slo_and_gives_capacity_back() {
     let m = model();
     let out = sim(&shipped(&m), &spike_10x(&m), 2);
-    let share = slo_share_during_spike(&out, m.slo_p99_seconds);
+    let share = out.summary.spike_slo_fraction.unwrap();
     // Machines boot in 90 s: the spike's ramp outruns them for a minute or two.
     assert!(share >= 0.9, "{share}");
     let peak = out.samples.iter().map(|s| s.desired).max().unwrap();
@@ -118,7 +74,7 @@ fn with_machines_ready_the_spike_stays_within_the_slo_95_percent_of_the_time() {
     let spec = hpa::HpaSpec::from_yaml(&shipped(&m)).unwrap();
     let mut controller = HpaController::new(spec, hpa::Options::default(), 15.0).unwrap();
     let out = run(&m, &spike_10x(&m), &mut controller, 2, 15.0).unwrap();
-    let share = slo_share_during_spike(&out, m.slo_p99_seconds);
+    let share = out.summary.spike_slo_fraction.unwrap();
     eprintln!("within the SLO with ready machines: {share:.3}");
     assert!(share >= 0.95, "{share}");
 }

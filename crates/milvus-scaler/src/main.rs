@@ -28,6 +28,12 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
+/// Histogram buckets (seconds) for the scale-out phases of a new query node: 0.5 s to 20 min.
+const SCALE_OUT_BUCKETS: &[f64] = &[
+    0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0,
+    1200.0,
+];
+
 #[derive(Parser)]
 #[command(
     name = "milvus-scaler",
@@ -142,6 +148,10 @@ struct SimulateCli {
     /// An autoscaling/v2 HPA to run (repeat to compare several side by side).
     #[arg(long, value_name = "FILE")]
     hpa: Vec<PathBuf>,
+    /// A node-headroom planner configuration (YAML, docs/headroom.md; see bench/policies/headroom-*.yaml):
+    /// every HPA also runs with it, its placeholder pods holding machine room (repeat to compare).
+    #[arg(long, value_name = "FILE")]
+    headroom: Vec<PathBuf>,
     /// Query-node replicas at the start of the trace.
     #[arg(long, default_value_t = 2)]
     initial_replicas: u32,
@@ -343,6 +353,7 @@ fn simulate(args: SimulateCli) -> anyhow::Result<()> {
         model: args.model,
         trace: args.trace,
         hpas: args.hpa,
+        headrooms: args.headroom,
         initial_replicas: args.initial_replicas,
         sync_period_seconds: args.sync_period.as_secs_f64(),
         options,
@@ -451,6 +462,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         // Real histograms (not summaries), so Prometheus can aggregate and take quantiles.
         .set_buckets(LATENCY_BUCKETS)
         .context("configuring histogram buckets")?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(
+                milvus_signals::metric_names::SCALE_OUT_PHASE_SECONDS.to_string(),
+            ),
+            SCALE_OUT_BUCKETS,
+        )
+        .context("configuring the scale-out histogram buckets")?
         // Only histograms: a per-target histogram is ~15 series, and pod IPs churn. Gauges are
         // kept (some are moved by increments, which idle removal would reset).
         .idle_timeout(

@@ -268,4 +268,111 @@ fn headroom_outside_a_cluster_exits_2_saying_what_to_mount() {
         "{stderr}"
     );
     assert!(stderr.contains("automountServiceAccountToken"), "{stderr}");
+    assert!(stderr.contains("no usable kubeconfig"), "{stderr}");
+}
+
+/// The repository's own files, as a user runs `simulate` from a checkout.
+fn repo_file(path: &str) -> String {
+    format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn simulate_runs_every_hpa_alone_and_with_each_headroom() {
+    // A short spike keeps the test quick; the shipped files as they are.
+    let trace = config_file(
+        "kind: spike\nquiet_qps: 40\nspike_qps: 400\nquiet_seconds: 300\nramp_seconds: 60\nspike_seconds: 600\ncooldown_seconds: 300\n",
+    );
+    let (model, hpa) = (
+        repo_file("bench/models/milvus-2.3.5-harness.yaml"),
+        repo_file("manifests/examples/hpa-querynode.yaml"),
+    );
+    let (fixed, floor) = (
+        repo_file("bench/policies/headroom-fixed-2.yaml"),
+        repo_file("bench/policies/headroom-floor-6.yaml"),
+    );
+    let out = run(&[
+        "simulate",
+        "--model",
+        &model,
+        "--trace",
+        trace.to_str().unwrap(),
+        "--hpa",
+        &hpa,
+        "--headroom",
+        &fixed,
+        "--headroom",
+        &floor,
+        "--static-up-to",
+        "0",
+        "--output",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "hpa-querynode.yaml",
+            "hpa-querynode.yaml + headroom-fixed-2.yaml",
+            "hpa-querynode.yaml + headroom-floor-6.yaml"
+        ]
+    );
+    let placeholder_hours: Vec<f64> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r["outcome"]["summary"]["headroom_pod_hours"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    // Alone: no placeholders; the floor of 6 holds more room than 2 fixed.
+    assert_eq!(placeholder_hours[0], 0.0);
+    assert!(
+        placeholder_hours[1] > 0.0 && placeholder_hours[2] > placeholder_hours[1],
+        "{placeholder_hours:?}"
+    );
+    for r in runs.as_array().unwrap() {
+        assert!(
+            r["outcome"]["summary"]["spike_slo_fraction"].is_f64(),
+            "a spike trace is judged: {r}"
+        );
+    }
+}
+
+#[test]
+fn simulate_with_a_bad_headroom_file_exits_2_naming_the_file_and_key() {
+    let headroom = config_file(
+        "pod_capacity: 60\nhpa_tolerance: 0.1\ntime_to_ready: {node_launch: 115s, load: 35s}\ngrowth_window: 5m\nhold: 5m\nstep_down_interval: 1m\nfloor: 8\ncap: 2\npeaks: []\n",
+    );
+    let path = headroom.to_str().unwrap();
+    let (model, trace, hpa) = (
+        repo_file("bench/models/milvus-2.3.5-harness.yaml"),
+        repo_file("bench/traces/spike-10x.yaml"),
+        repo_file("manifests/examples/hpa-querynode.yaml"),
+    );
+    let args = [
+        "simulate",
+        "--model",
+        &model,
+        "--trace",
+        &trace,
+        "--hpa",
+        &hpa,
+        "--headroom",
+        path,
+    ];
+    assert_config_error(&args, "floor: 8 is above cap 2");
+    assert_config_error(&args, path);
 }

@@ -8,6 +8,7 @@ pub mod exposition;
 pub mod metric_names;
 pub mod milvus;
 pub mod quantile;
+pub mod scale_out;
 pub mod snapshot;
 pub mod source;
 pub mod unknown;

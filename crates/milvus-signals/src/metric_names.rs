@@ -13,4 +13,10 @@
     /// Whether the target's last scrape succeeded (1) or failed (0).
     TARGET_UP: Gauge = "milvus_scaler_target_up", labels ["target"],
         help "1 when the last scrape of this target succeeded, 0 when it failed.";
+    /// Seconds from a new query node's target being listed to each scale-out phase.
+    SCALE_OUT_PHASE_SECONDS: Histogram = "milvus_scaler_scale_out_phase_seconds", labels ["milvus", "phase"],
+        help "Seconds from a new query node's scrape target being listed to the node completing a scale-out phase (up, registered, first_segment, settled, serving).";
+    /// New query nodes currently listed that completed each phase.
+    SCALE_OUT_NODES: Gauge = "milvus_scaler_scale_out_nodes", labels ["milvus", "phase"],
+        help "Query nodes that appeared after milvus-scaler started, are still listed, and completed this scale-out phase.";
 }

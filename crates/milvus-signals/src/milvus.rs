@@ -8,7 +8,7 @@
 //! `datacoord_task_count{task_type,task_state}`, which has no `collection_id`, from 2.5.5.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::exposition::{self, Exposition, Limits, ParseError, Sample};
 
@@ -103,6 +103,18 @@ pub struct TargetSample {
     /// `milvus_datacoord_task_count` index-job series without `collection_id` (Milvus 2.5.5+)
     /// and no `milvus_datacoord_index_task_count`.
     pub index_builds_instance_only: bool,
+    /// The `node_id` labels of the query-node series read (read-task gauges, entity and segment
+    /// counts, request counters): a query node has one once it registered with the coordinator,
+    /// and a restarted one gets a new one.
+    pub querynode_ids: BTreeSet<String>,
+    /// Sealed segments the target's query node holds: the sum of
+    /// `milvus_querynode_segment_num{segment_state="Sealed"}`; `None` when the target exports no
+    /// such series (a query node creates them with its first sealed segment).
+    pub sealed_segments: Option<f64>,
+    /// Search requests the target's query node received: the sum of
+    /// `milvus_querynode_sq_req_count{query_type="search",status="total"}` over its scopes;
+    /// `None` when it exports none (a query node creates them on its first search).
+    pub querynode_searches: Option<f64>,
 }
 
 impl TargetSample {
@@ -130,6 +142,8 @@ pub const METRICS_READ: &[&str] = &[
     "milvus_proxy_collection_sq_latency_count",
     "milvus_querycoord_task_num",
     "milvus_querynode_stopping_balance_node_num",
+    "milvus_querynode_segment_num",
+    "milvus_querynode_sq_req_count",
 ];
 
 /// Parses a Milvus `/metrics` body and extracts the load figures from it.
@@ -156,6 +170,11 @@ pub fn extract(exposition: &Exposition) -> TargetSample {
         // NaN gauges or counters carry no information; skipping them keeps sums meaningful.
         if sample.value.is_nan() {
             continue;
+        }
+        if sample.name.starts_with("milvus_querynode_")
+            && let Some(node) = sample.label("node_id").filter(|n| !n.is_empty())
+        {
+            out.querynode_ids.insert(node.to_string());
         }
         match sample.name.as_str() {
             "milvus_querynode_read_task_unsolved_len" | "milvus_querynode_read_task_ready_len" => {
@@ -236,6 +255,16 @@ pub fn extract(exposition: &Exposition) -> TargetSample {
                 }
             }
             "milvus_querynode_stopping_balance_node_num" => out.balance_tasks += sample.value,
+            "milvus_querynode_segment_num" => {
+                let sealed = sample.label("segment_state") == Some("Sealed");
+                *out.sealed_segments.get_or_insert(0.0) += if sealed { sample.value } else { 0.0 };
+            }
+            "milvus_querynode_sq_req_count"
+                if sample.label("query_type") == Some("search")
+                    && sample.label("status") == Some("total") =>
+            {
+                *out.querynode_searches.get_or_insert(0.0) += sample.value;
+            }
             "milvus_proxy_collection_sq_latency_count" => {
                 if let (Some("search"), Some(collection)) =
                     (sample.label("query_type"), sample.label("collection_name"))
@@ -335,6 +364,11 @@ mod tests {
             s.counters
                 .contains_key(&(Counter::SearchRequests, Some("bench128".into())))
         );
+        // What the scale-out tracker reads: node 3 registered, 6 sealed segments, and 971
+        // searches counted on it as shard leader plus 971 as the leader's sub-request.
+        assert_eq!(s.querynode_ids, BTreeSet::from(["3".to_string()]));
+        assert_eq!(s.sealed_segments, Some(6.0));
+        assert_eq!(s.querynode_searches, Some(1942.0));
     }
 
     #[test]
@@ -357,6 +391,9 @@ mod tests {
             s.read_tasks_in_flight,
             BTreeMap::from([("1".to_string(), 0.0)])
         );
+        // Registered as node 1, but no sealed segment and no search yet: both series absent.
+        assert_eq!(s.querynode_ids, BTreeSet::from(["1".to_string()]));
+        assert_eq!((s.sealed_segments, s.querynode_searches), (None, None));
     }
 
     #[test]

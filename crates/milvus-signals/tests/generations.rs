@@ -94,6 +94,7 @@ fn run(generation: &str, targets: &[&str]) -> InstanceSnapshot {
         values: engine.compute(),
         targets: Vec::new(),
         window: WINDOW,
+        scale_out: None,
     };
     to_snapshot(&meta, "constructed bodies".into(), outcome)
 }

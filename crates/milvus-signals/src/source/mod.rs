@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::catalogue::SignalKey;
 use crate::engine::SignalValues;
+use crate::scale_out::{PhaseCounts, PhaseEvent};
 use crate::snapshot::{InstanceSnapshot, Reading, SnapshotStore, TargetHealth};
 use crate::unknown::Unknown;
 
@@ -25,6 +26,40 @@ pub struct PollOutcome {
     pub targets: Vec<TargetHealth>,
     /// The window rates and quantiles were computed over.
     pub window: Duration,
+    /// New query nodes' scale-out phases, for a source that sees each target (the scrape);
+    /// `None` for one that does not (PromQL).
+    pub scale_out: Option<ScaleOutRound>,
+}
+
+/// What the scale-out tracker saw in one round.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScaleOutRound {
+    /// Phases completed in this round.
+    pub events: Vec<PhaseEvent>,
+    /// New query nodes listed now that completed each phase.
+    pub counts: PhaseCounts,
+}
+
+/// Exports a round's scale-out phases of instance `milvus`: each event into the phase histogram
+/// and a log line, and the per-phase node counts as gauges.
+pub fn record_scale_out(milvus: &str, round: &ScaleOutRound) {
+    use crate::metric_names::{SCALE_OUT_NODES, SCALE_OUT_PHASE_SECONDS};
+    for e in &round.events {
+        metrics::histogram!(SCALE_OUT_PHASE_SECONDS, "milvus" => milvus.to_string(), "phase" => e.phase.name())
+            .record(e.seconds);
+        tracing::info!(
+            milvus,
+            target = %e.target,
+            node_id = %e.node_id,
+            phase = e.phase.name(),
+            seconds = e.seconds,
+            "scale-out phase completed"
+        );
+    }
+    for (phase, count) in &round.counts {
+        metrics::gauge!(SCALE_OUT_NODES, "milvus" => milvus.to_string(), "phase" => phase.name())
+            .set(*count as f64);
+    }
 }
 
 /// A source of Milvus signals: direct scrape of `/metrics`, or PromQL against a Prometheus.
@@ -104,6 +139,9 @@ pub async fn run_poller<S: MetricsSource>(
             for t in outcome.targets.iter().filter(|t| t.error.is_some()) {
                 tracing::warn!(milvus = %meta.name, target = %t.target, error = ?t.error, "target failed");
             }
+        }
+        if let Some(round) = &outcome.scale_out {
+            record_scale_out(&meta.name, round);
         }
         store.publish(to_snapshot(&meta, source.describe(), outcome));
     }

@@ -473,6 +473,7 @@ impl MetricsSource for PrometheusSource {
             values,
             targets: health,
             window: self.window,
+            scale_out: None,
         }
     }
 

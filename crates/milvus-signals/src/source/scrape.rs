@@ -12,11 +12,12 @@ use serde::Deserialize;
 use thiserror::Error;
 use tokio::task::JoinSet;
 
-use super::{MetricsSource, PollOutcome};
+use super::{MetricsSource, PollOutcome, ScaleOutRound};
 use crate::engine::SignalEngine;
 use crate::exposition::Limits;
 use crate::exposition::StreamParser;
 use crate::milvus::{METRICS_READ, TargetSample, extract};
+use crate::scale_out::ScaleOutTracker;
 use crate::snapshot::TargetHealth;
 use crate::unknown::{TargetFailure, Unknown};
 
@@ -151,6 +152,7 @@ pub struct ScrapeSource {
     timeout: Duration,
     limits: Limits,
     engine: SignalEngine,
+    scale_out: ScaleOutTracker,
 }
 
 impl ScrapeSource {
@@ -174,6 +176,7 @@ impl ScrapeSource {
             timeout,
             limits: Limits::default(),
             engine: SignalEngine::new(window),
+            scale_out: ScaleOutTracker::default(),
         })
     }
 
@@ -324,6 +327,7 @@ impl MetricsSource for ScrapeSource {
     async fn poll(&mut self) -> PollOutcome {
         let at = SystemTime::now();
         let (urls, mut health) = self.resolve().await;
+        let listed: BTreeSet<String> = urls.iter().cloned().collect();
         let mut tasks = JoinSet::new();
         for url in urls {
             let client = self.client.clone();
@@ -371,6 +375,14 @@ impl MetricsSource for ScrapeSource {
                     .collect(),
             )
         });
+        let complete = health
+            .iter()
+            .all(|h| h.error.is_none() || listed.contains(&h.target));
+        let events = self.scale_out.observe(at, &listed, complete, &samples);
+        let scale_out = Some(ScaleOutRound {
+            events,
+            counts: self.scale_out.counts(),
+        });
         self.engine.observe(at, samples);
         let mut values = self.engine.compute();
         if let Some(reason) = all_failed_reason {
@@ -383,6 +395,7 @@ impl MetricsSource for ScrapeSource {
             values,
             targets: health,
             window: self.engine.window(),
+            scale_out,
         }
     }
 
@@ -559,5 +572,154 @@ mod tests {
         let source = source.with_demand_drain(Duration::from_secs(20));
         assert_eq!(source.engine.demand_drain(), Duration::from_secs(20));
         assert_eq!(source.engine.window(), Duration::from_secs(10));
+    }
+
+    /// A loopback HTTP server answering every request with the status and body it holds now,
+    /// which the test changes between rounds: a scripted Milvus `/metrics` endpoint.
+    struct Endpoint {
+        url: String,
+        reply: std::sync::Arc<std::sync::Mutex<(u16, String)>>,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        addr: std::net::SocketAddr,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Endpoint {
+        fn start(status: u16, body: &str) -> Self {
+            use std::io::{Read, Write};
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let reply = std::sync::Arc::new(std::sync::Mutex::new((status, body.to_string())));
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (r, s) = (reply.clone(), stop.clone());
+            let thread = std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if s.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(mut conn) = conn else { continue };
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let (status, body) = r.lock().unwrap().clone();
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+            });
+            Self {
+                url: format!("http://{addr}/metrics"),
+                reply,
+                stop,
+                addr,
+                thread: Some(thread),
+            }
+        }
+
+        fn set(&self, status: u16, body: &str) {
+            *self.reply.lock().unwrap() = (status, body.to_string());
+        }
+    }
+
+    impl Drop for Endpoint {
+        fn drop(&mut self) {
+            self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            // Wakes the accept loop so it sees the flag.
+            let _ = std::net::TcpStream::connect(self.addr);
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    fn phases(outcome: &PollOutcome) -> Vec<(String, crate::scale_out::Phase)> {
+        let round = outcome
+            .scale_out
+            .as_ref()
+            .expect("the scrape tracks scale-out");
+        round
+            .events
+            .iter()
+            .map(|e| (e.target.clone(), e.phase))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_query_node_added_to_the_target_file_reports_its_phases() {
+        use crate::scale_out::Phase;
+        let querycoord = Endpoint::start(
+            200,
+            "milvus_querycoord_querynode_num 1\nmilvus_querycoord_task_num{querycoord_task_type=\"segment_move\"} 0\n",
+        );
+        // The node's process is not serving yet: its pod is listed before it answers.
+        let node = Endpoint::start(503, "");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("targets.txt");
+        std::fs::write(&path, format!("{}\n", querycoord.url)).unwrap();
+        let mut source = ScrapeSource::new(
+            vec![TargetSpec::File(path.clone())],
+            Duration::from_secs(2),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert_eq!(phases(&source.poll().await), vec![]);
+        std::fs::write(&path, format!("{}\n{}\n", querycoord.url, node.url)).unwrap();
+        assert_eq!(
+            phases(&source.poll().await),
+            vec![],
+            "listed, not answering"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let registered = "milvus_querynode_read_task_ready_len{node_id=\"4\"} 0\n";
+        node.set(200, registered);
+        let n = node.url.clone();
+        let up = source.poll().await;
+        assert_eq!(
+            phases(&up),
+            vec![(n.clone(), Phase::Up), (n.clone(), Phase::Registered)]
+        );
+        let event = &up.scale_out.as_ref().unwrap().events[0];
+        assert_eq!(event.node_id, "4");
+        assert!(
+            event.seconds >= 0.05,
+            "timed from the round it was listed: {}",
+            event.seconds
+        );
+        node.set(
+            200,
+            &format!(
+                "{registered}milvus_querynode_segment_num{{node_id=\"4\",segment_state=\"Sealed\"}} 2\n\
+                 milvus_querynode_sq_req_count{{node_id=\"4\",query_type=\"search\",scope=\"FromLeader\",status=\"total\"}} 1\n"
+            ),
+        );
+        assert_eq!(
+            phases(&source.poll().await),
+            vec![
+                (n.clone(), Phase::FirstSegment),
+                (n.clone(), Phase::Serving)
+            ]
+        );
+        // Settled after DEFAULT_SETTLE_ROUNDS stable rounds (this one included).
+        for _ in 1..crate::scale_out::DEFAULT_SETTLE_ROUNDS - 1 {
+            assert_eq!(phases(&source.poll().await), vec![]);
+        }
+        let settled = source.poll().await;
+        assert_eq!(phases(&settled), vec![(n.clone(), Phase::Settled)]);
+        let counts = &settled.scale_out.as_ref().unwrap().counts;
+        assert!(Phase::ALL.iter().all(|p| counts[p] == 1), "{counts:?}");
+        // The pod leaves the list: forgotten, no longer counted.
+        std::fs::write(&path, format!("{}\n", querycoord.url)).unwrap();
+        let gone = source.poll().await;
+        assert!(
+            gone.scale_out.unwrap().counts.values().all(|c| *c == 0),
+            "a node that left is not counted"
+        );
     }
 }
