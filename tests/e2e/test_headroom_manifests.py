@@ -176,3 +176,23 @@ def test_rendered_headroom_configuration_is_accepted_by_milvus_scaler():
     for components, holder in ((PLACEHOLDER, "placeholder"), (BUFFER, "capacity_buffer")):
         out = check_config(config_files(build("overlays/keda", components)), "+".join(components))
         assert f"headroom: {holder}" in out, out
+
+
+def test_every_simulated_headroom_file_is_a_planner_section_milvus_scaler_accepts():
+    """docs/headroom.md: `planner:` takes the keys of `simulate --headroom` files, so a setting tried in the
+    simulation is pasted as is."""
+    files = sorted((REPO / "bench" / "policies").glob("headroom-*.yaml"))
+    assert files, "bench/policies/headroom-*.yaml are gone: update docs/headroom.md"
+    base = yaml.safe_load(build_config_text())
+    for f in files:
+        cfg = {**base, "headroom": {**base["headroom"], "planner": yaml.safe_load(f.read_text())}}
+        out = check_config({"headroom.yaml": yaml.safe_dump(cfg)}, f.name)
+        assert "headroom: placeholder" in out, out
+
+
+def build_config_text() -> str:
+    """The shipped placeholder mode's configuration, merged into one document."""
+    merged: dict = {}
+    for text in config_files(build("overlays/keda", PLACEHOLDER)).values():
+        merged.update(yaml.safe_load(text))
+    return yaml.safe_dump(merged)
