@@ -89,6 +89,10 @@ def requests_of(spec: dict) -> dict:
     return {res: sum(parse_quantity(c["resources"]["requests"][res]) for c in running) for res in ("cpu", "memory")}
 
 
+def pod_labels(deployment: dict) -> dict:
+    return deployment["spec"]["template"]["metadata"]["labels"]
+
+
 def test_placeholders_are_shaped_like_a_query_node_pod():
     querynode = post_rendered_querynode()["spec"]["template"]["spec"]
     docs = build("overlays/keda", PLACEHOLDER)
@@ -109,10 +113,19 @@ def test_placeholders_are_shaped_like_a_query_node_pod():
     assert pdb["spec"] == {"maxUnavailable": "100%",
                            "selector": {"matchLabels": dep["spec"]["selector"]["matchLabels"]}}
 
+    # Placeholders need no network: a deny-all policy selects them (in both modes).
+    pol = one(docs, "NetworkPolicy", "milvus-querynode-headroom", "milvus")
+    assert pol["spec"]["podSelector"]["matchLabels"].items() <= pod_labels(dep).items()
+    assert set(pol["spec"]["policyTypes"]) == {"Ingress", "Egress"} and "ingress" not in pol["spec"] \
+        and "egress" not in pol["spec"]
+
     buf = build("overlays/keda", BUFFER)
     tmpl = one(buf, "PodTemplate", "milvus-querynode-headroom", "milvus")["template"]["spec"]
     assert requests_of(tmpl) == requests_of(querynode)
     assert tmpl["nodeSelector"] == querynode["nodeSelector"] and tmpl["tolerations"] == querynode["tolerations"]
+    pol = one(buf, "NetworkPolicy", "milvus-querynode-headroom", "milvus")
+    assert pol["spec"]["podSelector"]["matchLabels"].items() <= one(
+        buf, "PodTemplate", "milvus-querynode-headroom", "milvus")["template"]["metadata"]["labels"].items()
     cb = one(buf, "CapacityBuffer", "milvus-querynode-headroom", "milvus")
     assert cb["spec"]["podTemplateRef"]["name"] == "milvus-querynode-headroom"
     assert "replicas" not in cb["spec"], "milvus-scaler owns spec.replicas"
