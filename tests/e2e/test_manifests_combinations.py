@@ -45,6 +45,12 @@ COMBINATIONS = [
     ("overlays/eks", [], None, True, True),
     ("overlays/eks-external-metrics", [], "external-metrics", True, True),
     ("overlays/eks-keda", [], "keda", True, True),
+    # Node headroom (docs/headroom.md): placeholder Deployment, or CapacityBuffer (after components/headroom).
+    ("overlays/external-metrics", ["headroom"], "external-metrics", False, False),
+    ("overlays/keda", ["headroom"], "keda", False, False),
+    ("overlays/keda", ["headroom", "headroom-capacity-buffer"], "keda", False, False),
+    ("overlays/eks-keda", ["headroom"], "keda", True, True),
+    ("overlays/eks-external-metrics", ["headroom", "headroom-capacity-buffer"], "external-metrics", True, True),
 ]
 
 
@@ -91,6 +97,20 @@ def config_files(docs) -> dict[str, str]:
     return files
 
 
+def check_config(files: dict[str, str], where: str) -> str:
+    """`milvus-scaler check-config` on the files the pod would get; its stdout."""
+    d = run_dir("combo-config")
+    argv = [cargo_bin("milvus-scaler"), "check-config"]
+    for i, (path, text) in enumerate(files.items()):
+        f = d / f"{i}-{Path(path).name}"
+        f.write_text(text)
+        argv += ["--config", str(f)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, f"{where}: check-config failed:\n{r.stderr}"
+    assert "valid" in r.stdout, r.stdout
+    return r.stdout
+
+
 def validate_strict(docs, where: str) -> None:
     import kubernetes_validate
     errors = []
@@ -121,19 +141,13 @@ def test_combination_renders_validates_and_keeps_every_section(combo):
         for section in yaml.safe_load(text) or {}:
             assert section not in sections, f"{where}: section {section} in {sections[section]} and {path}"
             sections[section] = path
+    headroom = "headroom" in components
     expected = BASE_SECTIONS | ({MODE_SECTION[mode]} if mode else set()) | ({"node_groups"} if node_groups else set())
+    expected |= {"headroom"} if headroom else set()
     assert set(sections) == expected, f"{where}: config sections {sorted(sections)}, expected {sorted(expected)}"
 
     # The real binary on the files the pod would get (merged by top-level section).
-    d = run_dir("combo-config")
-    argv = [cargo_bin("milvus-scaler"), "check-config"]
-    for i, (path, text) in enumerate(files.items()):
-        f = d / f"{i}-{Path(path).name}"
-        f.write_text(text)
-        argv += ["--config", str(f)]
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, f"{where}: check-config failed:\n{r.stderr}"
-    assert "valid" in r.stdout, r.stdout
+    check_config(files, where)
 
     kinds = [x["kind"] for x in docs]
     if grafana:
@@ -147,12 +161,13 @@ def test_combination_renders_validates_and_keeps_every_section(combo):
         assert len(dashboards) == GRAFANA_DASHBOARDS
     else:
         assert "ServiceMonitor" not in kinds and "PrometheusRule" not in kinds
-    # L5/L6: no API token except in external-metrics mode (M5: it reads the front-proxy CA from the API), PSA
+    # L5/L6: no API token except in external-metrics mode (M5: it reads the front-proxy CA from the API) and with
+    # headroom (it reads and sets scales or a CapacityBuffer through the API), PSA
     # "restricted" on the namespace, and every container port that serves is admitted by a NetworkPolicy
     # selecting the pod.
     dep = one(docs, "Deployment", "milvus-scaler", "milvus-scaler")
     pod = dep["spec"]["template"]
-    assert pod["spec"]["automountServiceAccountToken"] is (mode == "external-metrics"), where
+    assert pod["spec"]["automountServiceAccountToken"] is (mode == "external-metrics" or headroom), where
     if mode != "external-metrics":
         assert not [x for x in docs if x["kind"] in ("Role", "RoleBinding")
                     and x["metadata"].get("namespace") == "kube-system"], where

@@ -81,6 +81,8 @@ CRD_KINDS = {
     ("cert-manager.io/v1", "Issuer"): "cert-manager CRD (external-metrics CA)",
     ("cert-manager.io/v1", "ClusterIssuer"): "cert-manager CRD (KEDA-mode CA: signs in two namespaces)",
     ("milvus.io/v1beta1", "Milvus"): "milvus-operator CRD (segment-cache's operator patch)",
+    ("autoscaling.x-k8s.io/v1beta1", "CapacityBuffer"): "Cluster Autoscaler CRD (components/headroom-capacity-"
+                                                        "buffer; validated against the vendored CRD's schema)",
 }
 
 # checkov: checks skipped everywhere, with the reason.
@@ -327,6 +329,44 @@ def check_crd(doc: dict, where: str) -> None:
         assert spec.get("secretName") and spec.get("issuerRef", {}).get("name"), f"{where}: Certificate"
     elif kind in ("Issuer", "ClusterIssuer"):
         assert spec.get("ca") or "selfSigned" in spec, f"{where}: {kind} must be ca or selfSigned"
+    elif kind == "CapacityBuffer":
+        errors = capacity_buffer_errors(doc)
+        assert not errors, f"{where}: " + "; ".join(errors)
+
+
+CAPACITY_BUFFER_CRD = MANIFESTS / "vendor" / "autoscaler" / "autoscaling.x-k8s.io_capacitybuffers.yaml"
+
+
+def strict(schema: dict) -> dict:
+    """The CRD schema as `kubectl --validate=strict` applies it: an unknown field is an error (the API server
+    would prune it silently), except under metadata and free-form maps."""
+    out = dict(schema)
+    if "properties" in out:
+        out["properties"] = {k: (v if k == "metadata" else strict(v)) for k, v in out["properties"].items()}
+        out.setdefault("additionalProperties", False)
+    for key in ("items", "additionalProperties"):
+        if isinstance(out.get(key), dict):
+            out[key] = strict(out[key])
+    return out
+
+
+def capacity_buffer_errors(doc: dict) -> list[str]:
+    """A CapacityBuffer against the vendored CRD's openAPIV3Schema of its version (jsonschema), plus the CRD's two
+    CEL rules (x-kubernetes-validations, which jsonschema cannot evaluate) written out."""
+    import jsonschema
+    crd = load_yaml(CAPACITY_BUFFER_CRD)
+    group, version = doc["apiVersion"].split("/")
+    assert group == crd["spec"]["group"], doc["apiVersion"]
+    (v,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
+    schema = strict(v["schema"]["openAPIV3Schema"])
+    errors = [f"{'/'.join(map(str, e.path))}: {e.message}"
+              for e in jsonschema.Draft7Validator(schema).iter_errors(doc)]
+    spec = doc.get("spec") or {}
+    if "podTemplateRef" in spec and not ("replicas" in spec or "limits" in spec):
+        errors.append("spec: a podTemplateRef needs replicas or limits (CRD rule)")
+    if "podTemplateRef" in spec and "scalableRef" in spec:
+        errors.append("spec: podTemplateRef and scalableRef together (CRD rule)")
+    return errors
 
 
 @pytest.mark.parametrize("kdir", buildable_kustomizations(), ids=lambda p: str(p.relative_to(MANIFESTS)))

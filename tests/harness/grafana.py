@@ -46,6 +46,8 @@ FEATURES = {
     "milvus_scaler_grpc_": ("keda", "the KEDA external scaler (`keda:` in the config) after its first call"),
     "milvus_scaler_keda_": ("keda", "the KEDA external scaler (`keda:` in the config) with a StreamIsActive client"),
     "milvus_scaler_nodegroup_": ("node-groups", "node-group sizing (`node_groups:` in the config)"),
+    "milvus_scaler_headroom_": ("headroom", "node headroom (`headroom:` in the config; needs the Kubernetes API for "
+                                "the query nodes' replicas)"),
 }
 
 # Counters and histograms that exist only once the event they count has happened (the Prometheus exporter

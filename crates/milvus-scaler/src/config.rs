@@ -28,6 +28,8 @@ pub struct Config {
     pub external_metrics: Option<metrics_api::ExternalMetricsConfig>,
     /// KEDA external scaler (gRPC); not served when absent.
     pub keda: Option<keda_scaler::KedaConfig>,
+    /// Node headroom for the query nodes (docs/headroom.md), validated; off when absent.
+    pub headroom: Option<headroom_holder::HeadroomSection>,
 }
 
 /// The configuration file as written (docs/configuration.md): what serde checks by type.
@@ -51,6 +53,9 @@ pub struct ConfigFile {
     /// KEDA external scaler (gRPC); not served when absent.
     #[serde(default)]
     pub keda: Option<keda_scaler::KedaConfig>,
+    /// Node headroom for the query nodes (docs/headroom.md); off when absent.
+    #[serde(default)]
+    pub headroom: Option<headroom_holder::HeadroomSection>,
 }
 
 /// One Milvus instance and where its metrics come from.
@@ -330,7 +335,13 @@ impl ConfigFile {
             }
             None => None,
         };
+        if let Some(h) = &self.headroom {
+            let names: Vec<&str> = self.milvus.iter().map(|m| m.name.as_str()).collect();
+            h.validate(&names, node_groups.as_ref())
+                .map_err(|e| e.under("headroom"))?;
+        }
         Ok(Config {
+            headroom: self.headroom,
             milvus: self.milvus,
             signals: self.signals,
             telemetry: self.telemetry,

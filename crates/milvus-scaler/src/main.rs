@@ -9,6 +9,10 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use headroom_holder::asg::AsgHolder;
+use headroom_holder::k8s::{CapacityBufferHolder, PlaceholderDeployment, WorkloadScale};
+use headroom_holder::round::HeadroomLoop;
+use headroom_holder::{HeadroomSection, HolderConfig};
 use milvus_scaler::config::{Config, ConfigError, MilvusInstance, SignalsConfig, Source};
 use milvus_scaler::{table, telemetry};
 use milvus_signals::SnapshotStore;
@@ -99,12 +103,14 @@ enum Command {
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         refresh: Duration,
     },
-    /// Plan EC2 node-group capacity from the current signals and print it with reasons
-    /// (dry-run unless --apply). Exit 1 if any group could not be planned or changed.
+    /// Plan EC2 node-group capacity and the query nodes' headroom (`headroom:`) from the current
+    /// signals and print them with reasons (dry-run unless --apply). Exit 1 if any group or the
+    /// headroom could not be planned or changed.
     PlanNodes {
         #[command(flatten)]
         config: ConfigArg,
-        /// Apply the plan once (SetDesiredCapacity / PutWarmPool), whatever `node_groups.mode` says.
+        /// Apply the plan once (SetDesiredCapacity / PutWarmPool, the headroom holder's write),
+        /// whatever `node_groups.mode` and `headroom.mode` say.
         #[arg(long, conflicts_with = "simulate")]
         apply: bool,
         /// Replay a JSON trace of signal values through the planner in simulated time
@@ -257,6 +263,10 @@ fn exit_code(e: &anyhow::Error) -> ExitCode {
                 || cause
                     .downcast_ref::<keda_scaler::KedaError>()
                     .is_some_and(keda_scaler::KedaError::is_config)
+                || matches!(
+                    cause.downcast_ref::<headroom_holder::k8s::ClientError>(),
+                    Some(headroom_holder::k8s::ClientError::NotInCluster { .. })
+                )
     });
     if bad_input {
         ExitCode::from(2)
@@ -297,10 +307,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::CheckConfig { config } => {
             let cfg = config.load()?;
             println!(
-                "{}: valid, {} Milvus instance(s), {} node group(s)",
+                "{}: valid, {} Milvus instance(s), {} node group(s), headroom: {}",
                 config.names(),
                 cfg.milvus.len(),
-                cfg.node_groups.as_ref().map_or(0, |n| n.groups().len())
+                cfg.node_groups.as_ref().map_or(0, |n| n.groups().len()),
+                cfg.headroom.as_ref().map_or("off", |h| h.holder.key())
             );
             Ok(())
         }
@@ -490,7 +501,32 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
     });
 
-    if let Some(ng) = &cfg.node_groups {
+    let headroom_drives_node_groups = cfg
+        .headroom
+        .as_ref()
+        .is_some_and(|h| matches!(h.holder, HolderConfig::Asg(_)));
+    if let Some(h) = &cfg.headroom {
+        let apply = h.mode == node_groups::Mode::Apply;
+        tracing::info!(holder = h.holder.key(), mode = ?h.mode, interval = ?h.interval, "node headroom on");
+        let token = shutdown.clone();
+        match headroom_loop(&cfg, h, store.clone()).await? {
+            AnyHeadroomLoop::Placeholder(lp) => {
+                tasks.spawn(lp.run(h.interval, apply, token));
+            }
+            AnyHeadroomLoop::CapacityBuffer(lp) => {
+                tasks.spawn(lp.run(h.interval, apply, token));
+            }
+            AnyHeadroomLoop::Asg(lp) => {
+                tasks.spawn(lp.run(h.interval, apply, token));
+            }
+        }
+    }
+
+    if let Some(ng) = cfg
+        .node_groups
+        .as_ref()
+        .filter(|_| !headroom_drives_node_groups)
+    {
         let runner = node_groups_runner(ng).await;
         let interval = ng.config().interval;
         tracing::info!(groups = ng.groups().len(), mode = ?ng.config().mode, ?interval, "node-group sizing on");
@@ -609,15 +645,23 @@ async fn plan_nodes(
     apply: bool,
     simulate: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let Some(ng) = cfg.node_groups.clone() else {
+    if cfg.node_groups.is_none() && cfg.headroom.is_none() {
         return Err(ConfigError::invalid(
             &config_names,
             "node_groups",
-            "plan-nodes needs a node_groups section (docs/node-groups.md)",
+            "plan-nodes needs a node_groups section (docs/node-groups.md) or a headroom section (docs/headroom.md)",
         )
         .into());
-    };
+    }
     if let Some(path) = simulate {
+        let Some(ng) = cfg.node_groups.clone() else {
+            return Err(ConfigError::invalid(
+                &config_names,
+                "node_groups",
+                "plan-nodes --simulate replays node groups: it needs a node_groups section (docs/node-groups.md)",
+            )
+            .into());
+        };
         // The trace is this command's input file: a bad one is a configuration error (exit 2).
         let file = path.display().to_string();
         let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
@@ -635,14 +679,37 @@ async fn plan_nodes(
         println!("{out}");
         return Ok(());
     }
-    let mut runner = node_groups_runner(&ng).await;
     let store = Arc::new(SnapshotStore::default());
+    // Built before the pollers start: a configuration the cluster cannot serve (no
+    // ServiceAccount) fails before any waiting.
+    let headroom = match &cfg.headroom {
+        Some(h) => Some(headroom_loop(&cfg, h, store.clone()).await?),
+        None => None,
+    };
+    let standalone_groups = match (&cfg.node_groups, &headroom) {
+        (_, Some(AnyHeadroomLoop::Asg(_))) | (None, _) => None,
+        (Some(ng), _) => Some(node_groups_runner(ng).await),
+    };
     // Not the process's token: a one-shot command leaves SIGTERM its default action (exit).
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     start_pollers(&cfg, &store, &stop, &mut tasks)?;
     wait_for_rounds(&cfg, &store).await;
-    let outcomes = runner.round(&store.load(), SystemTime::now(), apply).await;
+    let now = SystemTime::now();
+    let mut outcomes = Vec::new();
+    if let Some(mut runner) = standalone_groups {
+        outcomes = runner.round(&store.load(), now, apply).await;
+    }
+    let headroom_round = match headroom {
+        Some(AnyHeadroomLoop::Placeholder(mut lp)) => Some(lp.round(now, apply).await),
+        Some(AnyHeadroomLoop::CapacityBuffer(mut lp)) => Some(lp.round(now, apply).await),
+        Some(AnyHeadroomLoop::Asg(mut lp)) => {
+            let round = lp.round(now, apply).await;
+            outcomes = lp.holder().last_outcomes().to_vec();
+            Some(round)
+        }
+        None => None,
+    };
     stop.cancel();
     while tasks.join_next().await.is_some() {}
     println!(
@@ -650,10 +717,19 @@ async fn plan_nodes(
         if apply {
             "apply (--apply)"
         } else {
-            "dry-run (add --apply to change the groups)"
+            "dry-run (add --apply to change the groups and the headroom)"
         }
     );
-    print!("{}", node_groups::applier::render(&outcomes));
+    if !outcomes.is_empty() {
+        print!("{}", node_groups::applier::render(&outcomes));
+    }
+    if let Some(round) = &headroom_round {
+        if !outcomes.is_empty() {
+            println!();
+        }
+        println!("headroom:");
+        print!("{}", headroom_holder::round::render(round));
+    }
     let failed = outcomes
         .iter()
         .filter(|o| matches!(o.action, node_groups::applier::Action::Failed(_)))
@@ -661,5 +737,58 @@ async fn plan_nodes(
     if failed > 0 {
         anyhow::bail!("{failed} node group(s) could not be planned or changed (see above)");
     }
+    if headroom_round.as_ref().is_some_and(|r| r.failed()) {
+        anyhow::bail!("the headroom could not be read or held (see above)");
+    }
     Ok(())
+}
+
+/// The headroom loop of the configured holder (one type per holder).
+enum AnyHeadroomLoop {
+    Placeholder(HeadroomLoop<PlaceholderDeployment, WorkloadScale>),
+    CapacityBuffer(HeadroomLoop<CapacityBufferHolder, WorkloadScale>),
+    Asg(HeadroomLoop<AsgHolder<node_groups::applier::SdkAutoScaling>, WorkloadScale>),
+}
+
+/// The planner, the configured holder and the workload read of `h`, on the pod's (or the
+/// kubeconfig's) Kubernetes client (and, for the `asg` holder, the node groups' Auto Scaling client).
+async fn headroom_loop(
+    cfg: &Config,
+    h: &HeadroomSection,
+    store: Arc<SnapshotStore>,
+) -> anyhow::Result<AnyHeadroomLoop> {
+    let client = headroom_holder::k8s::cluster_client().await?;
+    let planner = headroom::Planner::new(h.planner.clone());
+    let workload = WorkloadScale::new(client.clone(), &h.workload);
+    Ok(match &h.holder {
+        HolderConfig::Placeholder(d) => AnyHeadroomLoop::Placeholder(HeadroomLoop::new(
+            planner,
+            PlaceholderDeployment::new(client, d),
+            workload,
+            store,
+            &h.milvus,
+        )),
+        HolderConfig::CapacityBuffer(b) => AnyHeadroomLoop::CapacityBuffer(HeadroomLoop::new(
+            planner,
+            CapacityBufferHolder::new(client, b),
+            workload,
+            store,
+            &h.milvus,
+        )),
+        HolderConfig::Asg(a) => {
+            // Validated at load: the asg holder comes with a node_groups section.
+            let ng = cfg
+                .node_groups
+                .as_ref()
+                .context("headroom.holder.asg needs a node_groups section")?;
+            let runner = node_groups_runner(ng).await;
+            AnyHeadroomLoop::Asg(HeadroomLoop::new(
+                planner,
+                AsgHolder::new(runner, a, store.clone()),
+                workload,
+                store,
+                &h.milvus,
+            ))
+        }
+    })
 }

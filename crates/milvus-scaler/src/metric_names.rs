@@ -20,6 +20,7 @@ pub const EVERY_LIST: &[&[::metric_names::MetricName]] = &[
     metrics_api::metric_names::ALL,
     keda_scaler::metric_names::ALL,
     node_groups::metric_names::ALL,
+    headroom_holder::metric_names::ALL,
     ALL,
 ];
 

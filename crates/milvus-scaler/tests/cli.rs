@@ -10,6 +10,19 @@ fn run(args: &[&str]) -> std::process::Output {
         .expect("run milvus-scaler")
 }
 
+/// [`run`] as outside a pod, whatever the machine running the test is.
+fn run_outside_a_cluster(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_milvus-scaler"))
+        .args(args)
+        .env("RUST_LOG", "off")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        // Nor a kubeconfig (headroom would use one).
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .output()
+        .expect("run milvus-scaler")
+}
+
 /// A temporary file holding `text`, removed when dropped.
 fn config_file(text: &str) -> tempfile::TempPath {
     let file = tempfile::Builder::new()
@@ -202,14 +215,7 @@ fn live_front_proxy_ca_outside_a_cluster_exits_2_saying_what_to_mount() {
     let f = config_file(&format!(
         "{GOOD}telemetry: {{ listen: \"127.0.0.1:0\" }}\nexternal_metrics:\n  listen: 127.0.0.1:0\n  client_auth: {{ client_ca: {{ from_cluster: true }} }}\n"
     ));
-    let out = Command::new(env!("CARGO_BIN_EXE_milvus-scaler"))
-        .args(["serve", "--config", f.to_str().unwrap()])
-        .env("RUST_LOG", "off")
-        // Not in a pod, whatever the machine running the test is.
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env_remove("KUBERNETES_SERVICE_PORT")
-        .output()
-        .expect("run milvus-scaler");
+    let out = run_outside_a_cluster(&["serve", "--config", f.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("client_ca.from_cluster"), "{stderr}");
@@ -219,6 +225,50 @@ fn live_front_proxy_ca_outside_a_cluster_exits_2_saying_what_to_mount() {
         1,
         "said once: {stderr}"
     );
+}
+
+const HEADROOM: &str = "headroom:\n  milvus: demo\n  workload: { namespace: milvus, deployment: milvus-querynode }\n  planner: { pod_capacity: 60, time_to_ready: { node_launch: 100s, load: 20s }, growth_window: 5m, hold: 10m, step_down_interval: 1m, cap: 8 }\n  holder: { placeholder: { namespace: milvus, deployment: milvus-querynode-headroom } }\n";
+
+#[test]
+fn a_headroom_section_is_checked_and_its_errors_name_the_key() {
+    let f = config_file(&format!("{GOOD}{HEADROOM}"));
+    let out = run(&["check-config", "--config", f.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("headroom: placeholder"), "{stdout}");
+    let bad = config_file(&format!("{GOOD}{HEADROOM}").replace("milvus: demo", "milvus: prod"));
+    assert_config_error(
+        &["check-config", "--config", bad.to_str().unwrap()],
+        "headroom.milvus",
+    );
+    let bad = config_file(&format!("{GOOD}{HEADROOM}").replace("placeholder:", "balloon:"));
+    assert_config_error(
+        &["check-config", "--config", bad.to_str().unwrap()],
+        "headroom.holder",
+    );
+    let bad = config_file(&format!("{GOOD}{HEADROOM}").replace("cap: 8", "cap: 8, floor: 9"));
+    assert_config_error(
+        &["check-config", "--config", bad.to_str().unwrap()],
+        "floor: 9 is above cap 8",
+    );
+}
+
+#[test]
+fn headroom_outside_a_cluster_exits_2_saying_what_to_mount() {
+    let f = config_file(&format!("{GOOD}{HEADROOM}"));
+    let out = run_outside_a_cluster(&["plan-nodes", "--config", f.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("headroom: not running in a Kubernetes pod"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("automountServiceAccountToken"), "{stderr}");
+    assert!(stderr.contains("no usable kubeconfig"), "{stderr}");
 }
 
 /// The repository's own files, as a user runs `simulate` from a checkout.

@@ -377,6 +377,19 @@ impl<C: AutoScaling> Runner<C> {
         self.mode
     }
 
+    /// Sets the `headroom_pods` the group named `group` is planned with from the next round on
+    /// (the headroom planner's figure, when headroom is held as Auto Scaling capacity);
+    /// `false` when no group has that name.
+    pub fn set_headroom_pods(&mut self, group: &str, pods: u32) -> bool {
+        match self.groups.iter_mut().find(|g| g.config.name == group) {
+            Some(g) => {
+                g.config.headroom_pods = pods;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// One round: read every group, plan from `snapshot` at `now`, apply when `apply` (else
     /// log the would-be change), export metrics and log every change with its reason.
     pub async fn round(
