@@ -6,8 +6,10 @@ machine boot, Cluster-Autoscaler-like scan and 10 min unneeded time), at the mod
 target and each headroom file's pod_capacity are 60 % of one node's capacity, peaks 10x one node.
 
 1. A 24 h day with two 10x peaks (bench/traces/diurnal-24h.yaml's shape), side by side: the
-   provisioner alone (Cluster Autoscaler with no headroom), a fixed spare machine (two placeholder
-   pods: the hand-tuned headroom of today, bench/policies/headroom-fixed-2.yaml), the demand-sized
+   provisioner alone (Cluster Autoscaler with no headroom), today's ASG headroom (one spare machine
+   asked for by raising desired capacity: empty, so the provisioner removes it after its unneeded time
+   and it is asked again: `simulate --spare-machines 1`), a fixed spare machine held by two placeholder
+   pods (hand-tuned overprovisioning, bench/policies/headroom-fixed-2.yaml), the demand-sized
    headroom planner (headroom-demand.yaml), and the planner with the two peaks scheduled
    (headroom-scheduled.yaml): node-hours against static peak provisioning, pods that waited for a
    machine and the longest wait, 15 s samples during the peaks with a pod waiting, machines churned
@@ -65,7 +67,8 @@ def scaled_headroom(path: Path, model: dict, d: Path) -> Path:
     return p
 
 
-def simulate(model: dict, trace: dict, headrooms: list[Path], d: Path, static: bool) -> list[dict]:
+def simulate(model: dict, trace: dict, headrooms: list[Path], d: Path, static: bool,
+             spare_machines: int | None = None) -> list[dict]:
     mpath, tpath = d / f"model-{len(list(d.iterdir()))}.yaml", d / "trace.yaml"
     mpath.write_text(yaml.safe_dump(model))
     tpath.write_text(yaml.safe_dump(trace))
@@ -75,6 +78,8 @@ def simulate(model: dict, trace: dict, headrooms: list[Path], d: Path, static: b
            "--hpa", str(scaled_hpa(capacity, d))]
     for h in headrooms:
         cmd += ["--headroom", str(scaled_headroom(h, model, d))]
+    if spare_machines is not None:
+        cmd += ["--spare-machines", str(spare_machines)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     if out.returncode != 0:
         raise SystemExit(f"simulate failed: {out.stderr}")
@@ -92,7 +97,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         names = ["fixed spare machine (2 placeholders)", "demand headroom planner", "planner + 2 peaks scheduled"]
-        runs = simulate(model, day, [HEADROOMS[n] for n in names], d, static=True)
+        runs = simulate(model, day, [HEADROOMS[n] for n in names], d, static=True, spare_machines=1)
+        # Order: static, the HPA alone, with each headroom file, with the spare machine last.
+        names.append("today's ASG headroom (1 spare machine by desired capacity)")
         static, alone, with_headroom = runs[0], runs[1], runs[2:]
         static_nh = static["outcome"]["summary"]["node_hours"]
         half_way = 5.5 * capacity

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::SimError;
-use crate::headroom_source::{HeadroomSource, PlannedHeadroom};
+use crate::headroom_source::{HeadroomSource, PlannedHeadroom, SpareMachines};
 use crate::hpa_controller::HpaController;
 use crate::model::SimConfig;
 use crate::report::{NamedRun, static_peak, table};
@@ -22,6 +22,10 @@ pub struct SimulateArgs {
     /// Node-headroom planner configurations (YAML, [`headroom::HeadroomConfig`]): every HPA also
     /// runs once with each, its placeholder pods holding room on machines.
     pub headrooms: Vec<PathBuf>,
+    /// Also run every HPA with this many spare machines asked of the provisioner directly (EC2
+    /// Auto Scaling desired capacity, the node-group planner's headroom): the provisioner removes
+    /// them when they stay empty and they are asked for again.
+    pub spare_machines: Option<u32>,
     /// Replicas at the start of the trace.
     pub initial_replicas: u32,
     /// The HPA's sync period, seconds.
@@ -132,6 +136,22 @@ pub fn simulate(args: &SimulateArgs) -> Result<(SimConfig, Vec<NamedRun>), Simul
                 Some((headroom_name, _)) => format!("{} + {headroom_name}", file_name(path)),
             };
             runs.push(NamedRun { name, outcome });
+        }
+        if let Some(n) = args.spare_machines {
+            let mut controller =
+                HpaController::new(spec.clone(), args.options, args.sync_period_seconds)?;
+            let outcome = run_with_headroom(
+                &config,
+                &trace,
+                &mut controller,
+                Some(&mut SpareMachines(n)),
+                args.initial_replicas,
+                args.sample_every_seconds,
+            )?;
+            runs.push(NamedRun {
+                name: format!("{} + {n} spare machines", file_name(path)),
+                outcome,
+            });
         }
     }
     Ok((config, runs))

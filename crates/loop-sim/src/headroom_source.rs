@@ -15,12 +15,46 @@ pub struct HeadroomView<'a> {
     pub signals: &'a Signals,
 }
 
-/// Decides how many placeholder pods to hold.
+/// How a headroom source holds its room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadroomKind {
+    /// Placeholder pods: machines hold them, so the provisioner keeps the machines.
+    Placeholders,
+    /// Spare machines beyond what the pods need, asked of the provisioner directly (EC2 Auto
+    /// Scaling desired capacity raised by the node-group planner): nothing runs on them, so a
+    /// Cluster-Autoscaler-like provisioner removes them after its unneeded time and the source asks
+    /// again (the churn of deployment audit M7).
+    SpareMachines,
+}
+
+/// Decides how much headroom to hold.
 pub trait HeadroomSource {
     /// Seconds between two decisions.
     fn sync_period_seconds(&self) -> f64;
-    /// Placeholder pods to hold, decided at `now_seconds` since the start of the run.
+    /// Placeholder pods (or, for [`HeadroomKind::SpareMachines`], spare machines) to hold,
+    /// decided at `now_seconds` since the start of the run.
     fn placeholders(&mut self, now_seconds: f64, view: &HeadroomView<'_>) -> u32;
+    /// How the room is held.
+    fn kind(&self) -> HeadroomKind {
+        HeadroomKind::Placeholders
+    }
+}
+
+/// A constant number of spare machines kept by raising the provisioner's desired capacity: the
+/// node-group planner's headroom before placeholder pods.
+#[derive(Debug, Clone, Copy)]
+pub struct SpareMachines(pub u32);
+
+impl HeadroomSource for SpareMachines {
+    fn sync_period_seconds(&self) -> f64 {
+        15.0
+    }
+    fn placeholders(&mut self, _now_seconds: f64, _view: &HeadroomView<'_>) -> u32 {
+        self.0
+    }
+    fn kind(&self) -> HeadroomKind {
+        HeadroomKind::SpareMachines
+    }
 }
 
 /// A constant number of placeholder pods: hand-tuned overprovisioning.

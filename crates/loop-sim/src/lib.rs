@@ -14,7 +14,9 @@ pub mod report;
 pub mod sim;
 pub mod trace;
 
-pub use headroom_source::{FixedHeadroom, HeadroomSource, HeadroomView, PlannedHeadroom};
+pub use headroom_source::{
+    FixedHeadroom, HeadroomKind, HeadroomSource, HeadroomView, PlannedHeadroom, SpareMachines,
+};
 pub use hpa_controller::HpaController;
 pub use model::SimConfig;
 pub use sim::{

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use serde::Serialize;
 
 use crate::SimError;
-use crate::headroom_source::{HeadroomSource, HeadroomView};
+use crate::headroom_source::{HeadroomKind, HeadroomSource, HeadroomView};
 use crate::model::{LatencySlice, MAX_UTILISATION, SimConfig, mixture_quantile};
 use crate::trace::LoadTrace;
 
@@ -558,6 +558,22 @@ pub fn run_with_headroom(
                 signals: &signals,
             };
             let target = h.placeholders(now, &view) as usize;
+            if h.kind() == HeadroomKind::SpareMachines {
+                // Desired capacity = the machines the pods need + the spares; the provisioner
+                // adds what is missing and, as for any machine, removes the ones left empty.
+                let wanted = pods.len().div_ceil(ppn) + target;
+                for _ in nodes.len()..wanted {
+                    nodes.push(Machine {
+                        created: now,
+                        ready: now + prov.node_boot_seconds,
+                    });
+                }
+            }
+            let target = if h.kind() == HeadroomKind::SpareMachines {
+                0
+            } else {
+                target
+            };
             let total = balloons_bound + balloons_pending.len();
             if target > total {
                 balloons_pending.extend(std::iter::repeat_n(now, target - total));
@@ -967,6 +983,34 @@ mod tests {
         let out = run(&cfg, &steady(20.0, 3600.0), &mut blip, 1, 10.0).unwrap();
         assert_eq!(out.summary.machines_churned, 0, "{:?}", out.summary);
         assert_eq!(out.samples.last().unwrap().nodes, 1);
+    }
+
+    #[test]
+    fn spare_machines_asked_of_the_provisioner_churn_where_placeholders_do_not() {
+        // Today's ASG headroom: one machine beyond what the pods need, by desired capacity. Nothing
+        // runs on it, so the provisioner removes it after its unneeded time and it is asked again.
+        let mut cfg = config();
+        cfg.provisioning.unneeded_seconds = 600.0;
+        let hold = |source: &mut dyn HeadroomSource| {
+            let mut c = Proportional {
+                signal: "search_demand",
+                target: 35.0,
+                max: 8,
+            };
+            run_with_headroom(&cfg, &steady(60.0, 7200.0), &mut c, Some(source), 2, 1.0).unwrap()
+        };
+        let spare = hold(&mut crate::SpareMachines(1));
+        // About one removal per unneeded time + boot + a sync: 10 in 2 h; every one churn.
+        assert!(spare.summary.machines_churned >= 6, "{:?}", spare.summary);
+        assert_eq!(spare.summary.headroom_pod_hours, 0.0);
+        // The same room as placeholder pods (one machine's worth) is kept: no churn.
+        let ppn = cfg.provisioning.pods_per_node;
+        let placeholders = hold(&mut crate::FixedHeadroom(ppn));
+        assert_eq!(
+            placeholders.summary.machines_churned, 0,
+            "{:?}",
+            placeholders.summary
+        );
     }
 
     #[test]

@@ -152,6 +152,11 @@ struct SimulateCli {
     /// every HPA also runs with it, its placeholder pods holding machine room (repeat to compare).
     #[arg(long, value_name = "FILE")]
     headroom: Vec<PathBuf>,
+    /// Also run every HPA with N spare machines kept by raising the provisioner's desired capacity
+    /// (the node-group planner's ASG headroom): a Cluster-Autoscaler-like provisioner removes
+    /// them when they stay empty, and they are asked for again (counted as churn).
+    #[arg(long, value_name = "N")]
+    spare_machines: Option<u32>,
     /// Query-node replicas at the start of the trace.
     #[arg(long, default_value_t = 2)]
     initial_replicas: u32,
@@ -358,6 +363,7 @@ fn simulate(args: SimulateCli) -> anyhow::Result<()> {
         trace: args.trace,
         hpas: args.hpa,
         headrooms: args.headroom,
+        spare_machines: args.spare_machines,
         initial_replicas: args.initial_replicas,
         sync_period_seconds: args.sync_period.as_secs_f64(),
         options,
