@@ -35,6 +35,9 @@ pub struct Planner {
     held: Option<u32>,
     below_since: Option<SystemTime>,
     last_step: Option<SystemTime>,
+    /// The scheduled peak occurrence (index, start of its window in seconds since the epoch) the
+    /// workload has already grown into: its room is not held again until its next day.
+    peak_reached: Option<(usize, u64)>,
 }
 
 /// `later - earlier`, zero when the clock went backwards.
@@ -93,6 +96,7 @@ impl Planner {
             held: None,
             below_since: None,
             last_step: None,
+            peak_reached: None,
         }
     }
 
@@ -104,22 +108,28 @@ impl Planner {
     /// The scheduled peak whose headroom is held at `now` (from its lead time before its start
     /// until its end, every day, UTC), the one expecting the most demand if several are.
     pub fn active_peak(&self, now: SystemTime) -> Option<usize> {
+        self.active_peak_window(now).map(|(i, _)| i)
+    }
+
+    /// [`Planner::active_peak`] with the start of that occurrence's window (lead time included),
+    /// whole seconds since the epoch: what tells one day's peak from the next.
+    fn active_peak_window(&self, now: SystemTime) -> Option<(usize, u64)> {
         let day = DAY_SECONDS as f64;
-        let tod = since(now, SystemTime::UNIX_EPOCH)
-            .as_secs_f64()
-            .rem_euclid(day);
+        let now_seconds = since(now, SystemTime::UNIX_EPOCH).as_secs_f64();
+        let tod = now_seconds.rem_euclid(day);
         let lead = self.config.peak_lead().as_secs_f64();
         self.config
             .peaks()
             .iter()
             .enumerate()
-            .filter(|(_, p)| {
+            .filter_map(|(i, p)| {
                 let from = p.start_seconds() as f64 - lead;
                 let offset = (tod - from).rem_euclid(day);
-                offset < lead + p.duration().as_secs_f64()
+                (offset < lead + p.duration().as_secs_f64())
+                    .then(|| (i, p, (now_seconds - offset).round().max(0.0) as u64))
             })
-            .max_by(|(_, a), (_, b)| a.expected_demand().total_cmp(&b.expected_demand()))
-            .map(|(i, _)| i)
+            .max_by(|(_, a, _), (_, b, _)| a.expected_demand().total_cmp(&b.expected_demand()))
+            .map(|(i, _, start)| (i, start))
     }
 
     /// Decides the headroom at `now` from the demand signal (`None` or a non-finite or negative
@@ -162,10 +172,28 @@ impl Planner {
             );
             (pods, projected)
         });
-        let peak = self.active_peak(now);
+        let window = self.active_peak_window(now);
+        let peak = window.map(|(i, _)| i);
         // Not through the HPA's tolerance: that would make the room for a peak shrink as the
-        // workload grows into it, and the room released be provisioned again.
-        let from_peak = peak.map(|i| pods_for(c.peaks()[i].expected_demand(), c.pod_capacity()));
+        // workload grows into it, and the room released be provisioned again. Once the workload
+        // has grown into it the peak has come: from then on the room follows the demand (and
+        // falls only after the hold), instead of being held for the expected demand while the
+        // peak passes.
+        let mut from_peak = None;
+        if let Some((i, start)) = window
+            && self.peak_reached != Some((i, start))
+        {
+            let expected = c.peaks()[i].expected_demand();
+            let pods = pods_for(expected, c.pod_capacity());
+            // Reached when the HPA would not add a pod for the expected demand: within its
+            // tolerance of the workload, which may settle a pod below `pods`.
+            let serves = f64::from(workload_pods) * c.pod_capacity() * (1.0 + c.hpa_tolerance());
+            if workload_pods >= pods || serves >= expected {
+                self.peak_reached = Some((i, start));
+            } else {
+                from_peak = Some(pods);
+            }
+        }
         // More room than the cap allows beyond today's pods is never used: a burst of demand
         // would otherwise be held for many steps.
         let ceiling = workload_pods.saturating_add(c.cap());
@@ -223,11 +251,15 @@ impl Planner {
                 c.pod_capacity()
             ));
         }
-        if let (Some(i), Some(n)) = (peak, from_peak) {
-            reason.push_str(&format!(
+        match (peak, from_peak) {
+            (Some(i), Some(n)) => reason.push_str(&format!(
                 "; scheduled peak {i} expects {} nq/s = {n} pods",
                 c.peaks()[i].expected_demand()
-            ));
+            )),
+            (Some(i), None) => reason.push_str(&format!(
+                "; scheduled peak {i} reached: the workload has grown into its room"
+            )),
+            _ => {}
         }
         if !why_room.is_empty() {
             reason.push_str("; ");
@@ -414,6 +446,38 @@ mod tests {
         let next = p2.plan(at(DAY_SECONDS + nine - 300), Some(20.0), 2);
         assert_eq!(next.peak, Some(0));
         assert_eq!(next.headroom_pods, 13);
+    }
+
+    #[test]
+    fn a_scheduled_peak_stops_holding_its_room_once_the_workload_has_grown_into_it() {
+        // A peak expecting 150 nq/s = 15 pods of 10, from 09:00 for two hours, a 10 min lead,
+        // a 5 min hold and one pod a minute down, as the test above.
+        let mut p = planner(HeadroomSpec {
+            peak_lead: Some(Duration::from_secs(600)),
+            peaks: vec![PeakSpec {
+                start: "09:00".into(),
+                duration: Duration::from_secs(7200),
+                expected_demand: 150.0,
+            }],
+            ..spec()
+        });
+        let nine = 9 * 3600;
+        assert_eq!(p.plan(at(nine - 600), Some(20.0), 2).headroom_pods, 13);
+        // The workload reaches the 15 pods at 09:40: the peak has come.
+        let reached = p.plan(at(nine + 2400), Some(150.0), 15);
+        assert!(reached.reason.contains("reached"), "{}", reached.reason);
+        // The demand falls while the window is still open: the room follows it after the hold
+        // (10 min here), one pod a minute, instead of holding 15 pods until 11:00.
+        let fall = nine + 2460;
+        assert_eq!(p.plan(at(fall), Some(100.0), 10).room_pods, 15);
+        let stepped = p.plan(at(fall + 600), Some(100.0), 10);
+        assert_eq!(stepped.room_pods, 14, "{}", stepped.reason);
+        let later = p.plan(at(fall + 660), Some(100.0), 10);
+        assert_eq!(later.room_pods, 13, "{}", later.reason);
+        assert_eq!(later.peak, Some(0), "still inside the window");
+        // The next day's occurrence holds its room again, from its lead time.
+        let next = p.plan(at(DAY_SECONDS + nine - 300), Some(20.0), 2);
+        assert_eq!(next.wanted_room_pods, Some(15), "{}", next.reason);
     }
 
     #[test]

@@ -30,7 +30,8 @@ const PLANNER_SYNC_SECONDS: f64 = 15.0;
 
 /// The peaks as a user would schedule them, hours of day: the top 1.5 h of each (from 45 min
 /// before the top to 45 min after), at the top's demand. Longer windows hold more room for longer
-/// (from 09:00 to 11:00: 0.44 of static-peak node-hours; 08:30 to 11:30: 0.49).
+/// (before a peak stopped holding its room once the workload had grown into it: from 09:00 to
+/// 11:00, 0.44 of static-peak node-hours; 08:30 to 11:30, 0.49).
 const SCHEDULED: [(f64, f64); 2] = [(9.25, 10.75), (19.25, 20.75)];
 
 fn planner(m: &SimConfig, scheduled: bool) -> PlannedHeadroom {
@@ -150,10 +151,11 @@ fn scheduled_headroom_keeps_query_nodes_from_waiting_at_the_peaks_without_churn(
     );
     // The goal is <= 0.40 of static-peak node-hours. Not met here: Cluster Autoscaler
     // alone already uses 0.40 on this trace (its pods waiting for machines at every step up),
-    // and room ready before the HPA asks costs a few node-hours more (0.42 measured). What is
-    // held: clearly below today's fixed spare machine, and within 0.45.
+    // and room ready before the HPA asks costs a few node-hours more (0.412 measured; 0.426
+    // before a peak's room was released once the workload grew into it). What is held: clearly
+    // below today's fixed spare machine, and within 0.42.
     let ratio = scheduled.summary.node_hours / static_node_hours;
-    assert!(ratio <= 0.45, "{ratio}");
+    assert!(ratio <= 0.42, "{ratio}");
     assert!(
         scheduled.summary.node_hours < runs[1].1.summary.node_hours,
         "{:?}",
