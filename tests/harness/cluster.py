@@ -416,7 +416,7 @@ class MilvusCluster:
                  dml_channels: int = 2, graceful_stop_timeout: int = 10, session_ttl: int = 10,
                  extra: dict | None = None, query_node_extra: dict | None = None, lock_timeout: float = 1800,
                  shaper: dict | bool | None = None, cache_binary: str | None = None,
-                 cache_extra: dict | None = None):
+                 cache_sections: dict | None = None):
         self.initial_query_nodes = query_nodes
         self.query_node_cpu = query_node_cpu
         self.cache_capacity = cache_capacity
@@ -431,7 +431,7 @@ class MilvusCluster:
         self.shaper_options = ({} if shaper is True else dict(shaper)) if shaper else None
         self.shaper: Shaper | None = None
         self.cache_binary = cache_binary  # None: target/debug/segment-cache
-        self.cache_extra = dict(cache_extra or {})  # the sidecars' `cache:` section additions
+        self.cache_sections = dict(cache_sections or {})  # top-level sections of the sidecars' config, e.g. read_ahead
         self.ports = LowPorts()
         self.dir: Path | None = None
         self.runid = f"{os.getpid()}-{int(time.time())}"
@@ -611,7 +611,7 @@ class MilvusCluster:
             if storage == "cache":
                 cache = SegmentCache(upstream, BUCKET, capacity=self.cache_capacity,
                                      cache_dir=Path(cache_dir) if cache_dir else self.dir / name / "nvme",
-                                     binary=self.cache_binary, extra_cache=self.cache_extra,
+                                     binary=self.cache_binary, extra_sections=self.cache_sections,
                                      port=self.ports.take(), telemetry_port=self.ports.take())
                 s3 = {"address": "127.0.0.1", "port": cache.port, "access_key": ACCESS_KEY, "secret_key": SECRET_KEY}
             else:

@@ -28,7 +28,7 @@ class SegmentCache:
     def __init__(self, upstream_url: str, bucket: str, capacity: str = "2GiB", cache_dir: Path | None = None,
                  warm: dict | None = None, extra_cache: dict | None = None, upstream_extra: dict | None = None,
                  port: int | None = None, wait_ready: bool = True, binary: str | None = None,
-                 telemetry_port: int | None = None):
+                 telemetry_port: int | None = None, extra_sections: dict | None = None):
         self.port = port or free_port()
         self.telemetry_port = telemetry_port or free_port()
         self.run = run_dir("segment-cache")
@@ -38,6 +38,7 @@ class SegmentCache:
         self.bucket = bucket
         cfg = cache_config(upstream_url, bucket, capacity, self.dir, self.port, self.telemetry_port, warm,
                            extra_cache, upstream_extra)
+        cfg.update(extra_sections or {})  # whole top-level sections, e.g. {"read_ahead": {"enabled": False}}
         self.config_path = self.run / "config.yaml"
         self.config_path.write_text(yaml.safe_dump(cfg))
         self.config = cfg
