@@ -16,7 +16,7 @@ After each mode the new node is stopped gracefully and the cluster settles back 
 Env: BENCH_SO_ROWS (default 240000), BENCH_SO_DIM (128), BENCH_SO_SEGMENTS (12 flushes), BENCH_SO_REPEAT (3),
 BENCH_SO_DELAY_MS (30), BENCH_SO_MIBPS (80, per connection), BENCH_SO_QN_CPU (1.0 core per query node),
 BENCH_SO_BALANCE_S (queryCoord.balanceIntervalSeconds, 5), BENCH_SO_RATE (searches/s, 10),
-BENCH_SO_READ_AHEAD=0 (the sidecars' read-ahead off), BENCH_SO_DEBUG_CACHE=1 (use target/debug/segment-cache instead of building the release one).
+BENCH_SO_READ_AHEAD=0 (the sidecars' read-ahead off), BENCH_SO_PART (their cache.miss_part_size, e.g. 1MiB), BENCH_SO_DEBUG_CACHE=1 (use target/debug/segment-cache instead of building the release one).
 Prints one JSON line last: {"name": ..., "rows": [...], "notes": [...]}.
 """
 from __future__ import annotations
@@ -48,6 +48,7 @@ QN_CPU = float(os.environ.get("BENCH_SO_QN_CPU", 1.0))
 BALANCE_S = int(os.environ.get("BENCH_SO_BALANCE_S", 5))
 RATE = float(os.environ.get("BENCH_SO_RATE", 10))
 READ_AHEAD = os.environ.get("BENCH_SO_READ_AHEAD", "1") != "0"
+PART = os.environ.get("BENCH_SO_PART")  # the sidecars' cache.miss_part_size (default: theirs, 8MiB)
 # Quiet time that marks the balance as settled: longer than two balance rounds, so that a second
 # round moving more segments would be seen.
 SETTLE = 2 * BALANCE_S + 2
@@ -167,8 +168,9 @@ def main() -> None:
              "queryCoord.balanceIntervalSeconds": BALANCE_S}
     shaper = {"first_byte_delay": DELAY, "bytes_per_second": MIBPS * MiB}
     results: dict[str, list[dict]] = {m: [] for m in MODES}
+    sections = {"read_ahead": {"enabled": READ_AHEAD}, **({"cache": {"miss_part_size": PART}} if PART else {})}
     with MilvusCluster(query_nodes=1, query_node_cpu=QN_CPU, cache_capacity="8GiB", extra=extra, shaper=shaper,
-                       cache_binary=binary, cache_sections={"read_ahead": {"enabled": READ_AHEAD}}) as cluster:
+                       cache_binary=binary, cache_sections=sections) as cluster:
         log("cluster up: " + ", ".join(f"{k} {v:.0f}s" for k, v in cluster.phase_log))
         t = time.monotonic()
         coll = make_collection(cluster.proxy_uri)
@@ -227,7 +229,8 @@ def main() -> None:
         f"cluster: 1 query node + the one added, each in a {QN_CPU:g}-core CPU cgroup; queryCoord.balanceIntervalSeconds "
         f"{BALANCE_S} (default 60: the assigned phase would wait up to a minute in every mode alike); balance settled = "
         f"segment count unchanged and querycoord tasks 0 for {SETTLE}s",
-        f"segment-cache read-ahead {'on' if READ_AHEAD else 'OFF (BENCH_SO_READ_AHEAD=0)'}",
+        f"segment-cache read-ahead {'on' if READ_AHEAD else 'OFF (BENCH_SO_READ_AHEAD=0)'}, cache.miss_part_size "
+        f"{PART or '8MiB (default)'}",
         f"upstream: moto behind the shaper, first byte {DELAY * 1000:.0f} ms per request, {MIBPS:g} MiB/s per connection "
         "(AWS S3 whitepaper: one request per 85-90 MB/s; first-byte 100-200 ms per AWS guidelines, so 30 ms is kind "
         "to the direct reader)",

@@ -431,7 +431,8 @@ class MilvusCluster:
         self.shaper_options = ({} if shaper is True else dict(shaper)) if shaper else None
         self.shaper: Shaper | None = None
         self.cache_binary = cache_binary  # None: target/debug/segment-cache
-        self.cache_sections = dict(cache_sections or {})  # top-level sections of the sidecars' config, e.g. read_ahead
+        # Additions to the sidecars' config, per top-level section, e.g. {"read_ahead": {"enabled": False}}.
+        self.cache_sections = dict(cache_sections or {})
         self.ports = LowPorts()
         self.dir: Path | None = None
         self.runid = f"{os.getpid()}-{int(time.time())}"

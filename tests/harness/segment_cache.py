@@ -38,7 +38,11 @@ class SegmentCache:
         self.bucket = bucket
         cfg = cache_config(upstream_url, bucket, capacity, self.dir, self.port, self.telemetry_port, warm,
                            extra_cache, upstream_extra)
-        cfg.update(extra_sections or {})  # whole top-level sections, e.g. {"read_ahead": {"enabled": False}}
+        for section, values in (extra_sections or {}).items():  # e.g. {"read_ahead": {"enabled": False}}
+            if isinstance(values, dict) and isinstance(cfg.get(section), dict):
+                cfg[section] = {**cfg[section], **values}
+            else:
+                cfg[section] = values
         self.config_path = self.run / "config.yaml"
         self.config_path.write_text(yaml.safe_dump(cfg))
         self.config = cfg
