@@ -11,6 +11,14 @@ Facts this relies on (DESIGN.md, "Facts learned in turn 2"): every role's `.ip` 
 is below 32768 (32768-60999 is the ephemeral range on these machines, and `free_port()` hands out ports
 from it); Milvus in cluster mode accepts only Pulsar or Kafka; tansu 0.6.0 creates no topics by itself,
 so the harness creates the ones Milvus uses before Milvus starts.
+
+Options for measuring a scale-out (defaults keep all of it off): `shaper=` puts a latency/bandwidth
+shaping proxy (harness/shaper.py) between the query nodes and moto, as S3 from EC2 would be (the
+writers, data node and index node, keep writing to moto directly); `add_query_node(storage="direct")`
+starts a query node that reads S3 itself, without a segment-cache; `add_query_node(cache_dir=...)`
+starts one on a stopped node's cache directory (a restart on the same host: a new process, so a new
+node id, the same NVMe); `add_query_node(watch=True)` times the node's phases from Milvus's own
+signals into `timings` (see `PhaseWatcher`).
 """
 from __future__ import annotations
 
@@ -36,6 +44,7 @@ from . import promtext
 from .procs import Service, http_ok, port_open, send_json, wait_until
 from .segment_cache import ACCESS_KEY, SECRET_KEY, SegmentCache
 from .services import Milvus, Moto, _try_lock, run_dir
+from .shaper import Shaper
 
 CACHE = Path(os.environ.get("MILVUS_SCALER_CACHE", Path.home() / ".cache" / "milvus-scaler"))
 CGROUP_CPU = Path(os.environ.get("MILVUS_SCALER_CGROUP_CPU", "/sys/fs/cgroup/cpu"))
@@ -265,10 +274,13 @@ class MilvusProcess:
 
 
 class QueryNode:
-    """A query node with its segment-cache sidecar and CPU group; phase timestamps (monotonic)."""
+    """A query node with its segment-cache sidecar (None when it reads S3 directly: `storage` is
+    "direct") and CPU group; phase timestamps (monotonic)."""
 
-    def __init__(self, name: str, proc: MilvusProcess, cache: SegmentCache, group: CpuGroup, grpc_port: int):
+    def __init__(self, name: str, proc: MilvusProcess, cache: SegmentCache | None, group: CpuGroup, grpc_port: int):
         self.name, self.proc, self.cache, self.group, self.grpc_port = name, proc, cache, group, grpc_port
+        self.storage = "cache" if cache is not None else "direct"
+        self.cache_dir: Path | None = cache.dir if cache is not None else None
         self.address = f"127.0.0.1:{grpc_port}"
         self.started_at = proc.started_at
         self.registered_at: float | None = None
@@ -276,6 +288,117 @@ class QueryNode:
         self.node_id: int | None = None
         self.stopping = False
         self.cache_final: dict | None = None  # cache_reads() just before its sidecar stopped
+        self.cache_metrics_final: str | None = None  # its sidecar's whole /metrics page then
+        self.watcher: "PhaseWatcher | None" = None
+
+
+PHASES = ("registered", "querycoord_sees", "assigned", "first_segment", "loaded", "serving")
+
+
+class PhaseWatcher:
+    """Times one query node's way to useful capacity from Milvus's own signals: a thread polling every
+    `interval` seconds from its process start, until it has all phases or `timeout`. Phases, in
+    seconds since the process started (`MilvusProcess.started_at`):
+
+    - `registered`: its session is in etcd (`ServerName` querynode, its address);
+    - `querycoord_sees`: `milvus_querycoord_querynode_num` counts it;
+    - `assigned`: querycoord has segment/channel tasks (`milvus_querycoord_task_num`) after it registered:
+      the balancer gave it work (in a quiet cluster, the only source of tasks);
+    - `first_segment`: its `milvus_querynode_segment_num{segment_state="Sealed"}` is above 0;
+    - `loaded`: when its sealed segment count last changed, once the count has then stayed the same for
+      `settle` seconds with querycoord's task count at 0 throughout (the balance settled);
+    - `serving`: its `milvus_querynode_sq_req_count` (search, FromLeader, success) is above 0: a shard
+      leader sent it searches for its segments and it answered (needs a search load running).
+
+    The record (`record`, also appended to `cluster.timings`) holds these, the node's name, id and
+    storage, the final sealed segment count, and every change of that count (`segment_changes`)."""
+
+    def __init__(self, cluster: "MilvusCluster", node: QueryNode, expected_nodes: int, interval: float = 0.25,
+                 settle: float = 10.0, timeout: float = 900):
+        self.cluster, self.node, self.expected_nodes = cluster, node, expected_nodes
+        self.interval, self.settle, self.timeout = interval, settle, timeout
+        self.at: dict[str, float] = {}  # phase -> monotonic time
+        self.segment_changes: list[tuple[float, float]] = []  # (monotonic, sealed segment count)
+        self.record: dict | None = None
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"phases-{node.name}")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._watch()
+        except Exception as e:  # recorded: the caller's wait() raises it
+            self.error = f"{type(e).__name__}: {e}"
+        finally:
+            self._finish()
+
+    def _watch(self) -> None:
+        c, node = self.cluster, self.node
+        deadline = node.started_at + self.timeout
+        quiet_since: float | None = None  # tasks 0 and count unchanged since then
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now > deadline:
+                missing = [p for p in PHASES if p not in self.at]
+                self.error = f"{node.name}: no {', '.join(missing)} within {self.timeout:.0f}s of its start"
+                return
+            if "registered" not in self.at:
+                if node.registered_at is None:
+                    c._session_of(node)
+                if node.registered_at is not None:
+                    self.at["registered"] = node.registered_at
+            if "querycoord_sees" not in self.at and (c.querycoord_nodes() or 0) >= self.expected_nodes:
+                self.at["querycoord_sees"] = now
+            tasks = c.querycoord_tasks()
+            if "assigned" not in self.at and "registered" in self.at and (tasks or 0) > 0:
+                self.at["assigned"] = now
+            count = c.sealed_segments(node.name)
+            if count is not None:
+                if not self.segment_changes or self.segment_changes[-1][1] != count:
+                    self.segment_changes.append((now, count))
+                    quiet_since = None
+                if count > 0 and "first_segment" not in self.at:
+                    self.at["first_segment"] = now
+                if "loaded" not in self.at and count > 0:
+                    if tasks == 0:
+                        quiet_since = quiet_since or now
+                        if now - quiet_since >= self.settle:
+                            self.at["loaded"] = self.segment_changes[-1][0]
+                    else:
+                        quiet_since = None
+            if "serving" not in self.at and (c.searches_served(node.name) or 0) > 0:
+                self.at["serving"] = now
+            if all(p in self.at for p in PHASES):
+                return
+            self._stop.wait(self.interval)
+        if not all(p in self.at for p in PHASES):
+            self.error = f"{node.name} stopped before all phases: has {sorted(self.at)}"
+
+    def _finish(self) -> None:
+        t0 = self.node.started_at
+        rel = lambda t: None if t is None else round(t - t0, 3)  # noqa: E731
+        final = self.segment_changes[-1][1] if self.segment_changes else None
+        self.record = {"node": self.node.name, "node_id": self.node.node_id, "storage": self.node.storage,
+                       "cache_dir": str(self.node.cache_dir) if self.node.cache_dir else None,
+                       **{p: rel(self.at.get(p)) for p in PHASES}, "segments": final,
+                       "segment_changes": [(rel(t), n) for t, n in self.segment_changes], "error": self.error}
+        with self.cluster._mutex:
+            self.cluster.timings.append(self.record)
+        self._done.set()
+
+    def wait(self, timeout: float | None = None) -> dict:
+        """The record once every phase is in; raises with what is missing otherwise."""
+        if not self._done.wait(timeout if timeout is not None else self.timeout + 30):
+            raise TimeoutError(f"{self.node.name}: phase watcher still running; has {sorted(self.at)}")
+        if self.error:
+            raise RuntimeError(self.error)
+        return self.record
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -291,7 +414,9 @@ class MilvusCluster:
 
     def __init__(self, query_nodes: int = 2, query_node_cpu: float = 0.25, cache_capacity: str = "2GiB",
                  dml_channels: int = 2, graceful_stop_timeout: int = 10, session_ttl: int = 10,
-                 extra: dict | None = None, query_node_extra: dict | None = None, lock_timeout: float = 1800):
+                 extra: dict | None = None, query_node_extra: dict | None = None, lock_timeout: float = 1800,
+                 shaper: dict | bool | None = None, cache_binary: str | None = None,
+                 cache_sections: dict | None = None):
         self.initial_query_nodes = query_nodes
         self.query_node_cpu = query_node_cpu
         self.cache_capacity = cache_capacity
@@ -301,6 +426,13 @@ class MilvusCluster:
         self.extra = dict(extra or {})
         self.query_node_extra = dict(query_node_extra or {})
         self.lock_timeout = lock_timeout
+        # True or Shaper keyword arguments (first_byte_delay, bytes_per_second): query nodes read
+        # S3 through a shaping proxy; None: straight from moto.
+        self.shaper_options = ({} if shaper is True else dict(shaper)) if shaper else None
+        self.shaper: Shaper | None = None
+        self.cache_binary = cache_binary  # None: target/debug/segment-cache
+        # Additions to the sidecars' config, per top-level section, e.g. {"read_ahead": {"enabled": False}}.
+        self.cache_sections = dict(cache_sections or {})
         self.ports = LowPorts()
         self.dir: Path | None = None
         self.runid = f"{os.getpid()}-{int(time.time())}"
@@ -384,6 +516,9 @@ class MilvusCluster:
         # S3
         self.moto = Moto()
         self.moto.client("s3").create_bucket(Bucket=BUCKET)
+        if self.shaper_options is not None:
+            self.shaper = Shaper(self.moto.port, port=self.ports.take(), stats_port=self.ports.take(),
+                                 log_dir=self.dir, **self.shaper_options)
         self.phase_log.append(("moto", time.monotonic() - t0))
 
         # Milvus: fixed ports for the singletons, shared by every process's milvus.yaml.
@@ -432,6 +567,8 @@ class MilvusCluster:
                 self.broker.stop(timeout=10)
             if self.etcd is not None:
                 self.etcd.stop(timeout=10)
+            if self.shaper is not None:
+                self.shaper.stop()
             if self.moto is not None:
                 self.moto.stop()
             if self._lock_file is not None:
@@ -440,21 +577,48 @@ class MilvusCluster:
 
     # -- query nodes ---------------------------------------------------------------------------------
 
-    def add_query_node(self, timeout: float = 180) -> str:
+    @property
+    def upstream_port(self) -> int:
+        """Where query nodes (or their sidecars) read S3: the shaper if there is one, else moto."""
+        return self.shaper.port if self.shaper is not None else self.moto.port
+
+    def add_query_node(self, timeout: float = 180, storage: str = "cache", cache_dir: Path | None = None,
+                       watch: bool = False, watch_options: dict | None = None) -> str:
         """Starts one query node (segment-cache sidecar, CPU group, process) and returns its name once
-        it is healthy and registered in etcd."""
+        it is healthy and registered in etcd.
+
+        `storage`: "cache" (through its own segment-cache) or "direct" (Milvus's minio client straight
+        to the upstream, no sidecar). `cache_dir`: the sidecar's directory, e.g. a stopped node's
+        `cache_dir` (default: a new one). `watch`: time its phases (`PhaseWatcher`, into `timings`)."""
+        if storage not in ("cache", "direct"):
+            raise ValueError(f"storage must be 'cache' or 'direct', got {storage!r}")
+        if storage == "direct" and cache_dir is not None:
+            raise ValueError("cache_dir is for storage='cache'; a direct query node has no cache")
         with self._mutex:
             if self._stopped:
                 raise RuntimeError("the cluster is stopped")
+            if cache_dir is not None:
+                users = [n.name for n in self.nodes.values() if n.cache_dir == Path(cache_dir)]
+                if users:
+                    raise RuntimeError(f"cache dir {cache_dir} is in use by running query node(s) {users}: stop them "
+                                       f"first (two sidecars on one directory would corrupt it)")
             self._seq += 1
             name = f"querynode-{self._seq}"
+            expected_nodes = len([n for n in self.nodes.values() if not n.stopping]) + 1
         cache = group = proc = None
+        upstream = f"http://127.0.0.1:{self.upstream_port}"
         try:
             group = CpuGroup(f"milvus-scaler-{self.runid}-qn{self._seq}", self.query_node_cpu)
-            cache = SegmentCache(self.moto.url, BUCKET, capacity=self.cache_capacity,
-                                 cache_dir=self.dir / name / "nvme")
+            if storage == "cache":
+                cache = SegmentCache(upstream, BUCKET, capacity=self.cache_capacity,
+                                     cache_dir=Path(cache_dir) if cache_dir else self.dir / name / "nvme",
+                                     binary=self.cache_binary, extra_sections=self.cache_sections,
+                                     port=self.ports.take(), telemetry_port=self.ports.take())
+                s3 = {"address": "127.0.0.1", "port": cache.port, "access_key": ACCESS_KEY, "secret_key": SECRET_KEY}
+            else:
+                s3 = {"address": "127.0.0.1", "port": self.upstream_port, "access_key": "testing",
+                      "secret_key": "testing"}
             grpc_port = self.ports.take()
-            s3 = {"address": "127.0.0.1", "port": cache.port, "access_key": ACCESS_KEY, "secret_key": SECRET_KEY}
             proc = self._spawn(name, "querynode", ["querynode", "-alias", name], s3=s3, qn_port=grpc_port,
                                extra=self.query_node_extra, cgroup=group)
             wait_until(lambda: proc.pid in group.pids() or not proc.alive(), 10, f"{name} in {group.path}")
@@ -463,6 +627,8 @@ class MilvusCluster:
             node = QueryNode(name, proc, cache, group, grpc_port)
             with self._mutex:
                 self.nodes[name] = node
+            if watch:
+                node.watcher = PhaseWatcher(self, node, expected_nodes, **(watch_options or {}))
         except BaseException:
             for thing in (proc and proc.service, cache):
                 if thing is not None:
@@ -508,11 +674,15 @@ class MilvusCluster:
             how = "killed after timeout"
         svc.stop(timeout=1)  # SIGKILL to whatever is left in its process group, closes the log
         node.node_exit_code = svc.popen.returncode
-        try:
-            node.cache_final = cache_reads(node.cache)
-        except Exception:
-            node.cache_final = None
-        node.cache.stop()
+        if node.watcher is not None:
+            node.watcher.stop()
+        if node.cache is not None:
+            try:
+                node.cache_metrics_final = node.cache.metrics_text()
+                node.cache_final = cache_reads(node.cache, node.cache_metrics_final)
+            except Exception:
+                node.cache_final = None
+            node.cache.stop()
         node.group.remove()
         with self._mutex:
             self.nodes.pop(node.name, None)
@@ -541,7 +711,7 @@ class MilvusCluster:
 
     def cache_targets(self) -> dict[str, str]:
         """Each running query node's segment-cache /metrics."""
-        return {n.name: f"{n.cache.telemetry}/metrics" for n in self.nodes.values()}
+        return {n.name: f"{n.cache.telemetry}/metrics" for n in self.nodes.values() if n.cache is not None}
 
     def sessions(self) -> list[dict]:
         """Milvus's etcd sessions (ServerName, ServerID, Address, ...)."""
@@ -589,6 +759,15 @@ class MilvusCluster:
         coord = self.procs.get("coordinators")
         return metric_sum(coord.metrics_url, "milvus_querycoord_querynode_num") if coord else None
 
+    def querycoord_tasks(self) -> float | None:
+        """Segment and channel tasks in querycoord's scheduler (grow, move, reduce): 0 once it has
+        nothing left to load, move or release."""
+        coord = self.procs.get("coordinators")
+        if coord is None:
+            return None
+        return metric_sum(coord.metrics_url, "milvus_querycoord_task_num", querycoord_task_type=tuple(
+            f"{kind}_{action}" for kind in ("segment", "channel") for action in ("grow", "move", "reduce")))
+
     def resources(self) -> dict[str, dict]:
         """RSS and CPU seconds of every process of the cluster (Milvus, sidecars, etcd, broker, moto)."""
         out = {}
@@ -596,8 +775,10 @@ class MilvusCluster:
             out[name] = proc_resources(p.pid)
         for name, n in self.nodes.items():
             out[name] = proc_resources(n.proc.pid)
-            out[f"{name}/segment-cache"] = proc_resources(n.cache.service.pid)
-        for name, svc in (("etcd", self.etcd), ("broker", self.broker), ("moto", self.moto and self.moto.service)):
+            if n.cache is not None:
+                out[f"{name}/segment-cache"] = proc_resources(n.cache.service.pid)
+        for name, svc in (("etcd", self.etcd), ("broker", self.broker), ("moto", self.moto and self.moto.service),
+                          ("shaper", self.shaper and self.shaper.service)):
             if svc is not None:
                 out[name] = proc_resources(svc.pid)
         return out
@@ -669,9 +850,10 @@ class MilvusCluster:
             time.sleep(0.3)
 
 
-def cache_reads(cache: SegmentCache) -> dict:
-    """What a segment-cache served: object reads (GET + HEAD) and GET bytes, by hit / miss."""
-    text = cache.metrics_text()
+def cache_reads(cache: SegmentCache, text: str | None = None) -> dict:
+    """What a segment-cache served: object reads (GET + HEAD) and GET bytes, by hit / miss (from
+    `text`, a /metrics page of it, or its live one)."""
+    text = text if text is not None else cache.metrics_text()
     out = {}
     for result in ("hit", "miss"):
         out[result] = promtext.value_sum(text, "segment_cache_requests_total", result=result,

@@ -27,9 +27,10 @@ class SegmentCache:
 
     def __init__(self, upstream_url: str, bucket: str, capacity: str = "2GiB", cache_dir: Path | None = None,
                  warm: dict | None = None, extra_cache: dict | None = None, upstream_extra: dict | None = None,
-                 port: int | None = None, wait_ready: bool = True):
+                 port: int | None = None, wait_ready: bool = True, binary: str | None = None,
+                 telemetry_port: int | None = None, extra_sections: dict | None = None):
         self.port = port or free_port()
-        self.telemetry_port = free_port()
+        self.telemetry_port = telemetry_port or free_port()
         self.run = run_dir("segment-cache")
         self.dir = Path(cache_dir) if cache_dir else self.run / "cache"
         self.url = f"http://127.0.0.1:{self.port}"
@@ -37,10 +38,16 @@ class SegmentCache:
         self.bucket = bucket
         cfg = cache_config(upstream_url, bucket, capacity, self.dir, self.port, self.telemetry_port, warm,
                            extra_cache, upstream_extra)
+        for section, values in (extra_sections or {}).items():  # e.g. {"read_ahead": {"enabled": False}}
+            if isinstance(values, dict) and isinstance(cfg.get(section), dict):
+                cfg[section] = {**cfg[section], **values}
+            else:
+                cfg[section] = values
         self.config_path = self.run / "config.yaml"
         self.config_path.write_text(yaml.safe_dump(cfg))
         self.config = cfg
-        self.service = Service("segment-cache", [cargo_bin("segment-cache"), "serve", "--config", str(self.config_path)],
+        # `binary`: another build of it (the benchmarks use the release one); default target/debug.
+        self.service = Service("segment-cache", [binary or cargo_bin("segment-cache"), "serve", "--config", str(self.config_path)],
                                self.run / "segment-cache.log", env={"RUST_LOG": os.environ.get("SEGMENT_CACHE_LOG", "info,segment_cache=debug")})
         if wait_ready:
             wait_until(lambda: http_ok(f"{self.telemetry}/healthz"), 30, "segment-cache healthz", proc=self.service)
