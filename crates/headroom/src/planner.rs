@@ -410,10 +410,9 @@ mod tests {
         assert_eq!(p.plan(at(7200), Some(f64::NAN), 4).headroom_pods, 6);
     }
 
-    #[test]
-    fn a_scheduled_peak_holds_its_demand_from_the_lead_time_before_it() {
-        let mut p = planner(HeadroomSpec {
-            floor: 0,
+    /// One daily peak expecting 150 nq/s from 09:00 for two hours, held from 10 minutes before.
+    fn nine_oclock_peak() -> HeadroomSpec {
+        HeadroomSpec {
             peak_lead: Some(Duration::from_secs(600)),
             peaks: vec![PeakSpec {
                 start: "09:00".into(),
@@ -421,6 +420,14 @@ mod tests {
                 expected_demand: 150.0,
             }],
             ..spec()
+        }
+    }
+
+    #[test]
+    fn a_scheduled_peak_holds_its_demand_from_the_lead_time_before_it() {
+        let mut p = planner(HeadroomSpec {
+            floor: 0,
+            ..nine_oclock_peak()
         });
         let nine = 9 * 3600;
         // The day before (and the lead minus a second): just the floor.
@@ -451,16 +458,8 @@ mod tests {
     #[test]
     fn a_scheduled_peak_stops_holding_its_room_once_the_workload_has_grown_into_it() {
         // A peak expecting 150 nq/s = 15 pods of 10, from 09:00 for two hours, a 10 min lead,
-        // a 5 min hold and one pod a minute down, as the test above.
-        let mut p = planner(HeadroomSpec {
-            peak_lead: Some(Duration::from_secs(600)),
-            peaks: vec![PeakSpec {
-                start: "09:00".into(),
-                duration: Duration::from_secs(7200),
-                expected_demand: 150.0,
-            }],
-            ..spec()
-        });
+        // a 10 min hold and one pod a minute down, as the test above.
+        let mut p = planner(nine_oclock_peak());
         let nine = 9 * 3600;
         assert_eq!(p.plan(at(nine - 600), Some(20.0), 2).headroom_pods, 13);
         // The workload reaches the 15 pods at 09:40: the peak has come.
