@@ -149,10 +149,10 @@ def test_spike_scales_query_nodes_out_and_back_in_without_flapping_or_failed_sea
                 for url, entry in phases_log.items():
                     print(demo.scale_out_line(names.get(url, url), entry))
                 scaler_text = loop.scaler.metrics_text()
-                for phase in ("up", "registered", "first_segment", "serving"):
+                for scale_out_phase in ("up", "registered", "first_segment", "serving"):
                     count = promtext.first_value(scaler_text, "milvus_scaler_scale_out_phase_seconds_count",
-                                                 milvus="demo", phase=phase) or 0
-                    assert count >= len(added), (phase, count, added, phases_log)
+                                                 milvus="demo", phase=scale_out_phase) or 0
+                    assert count >= len(added), (scale_out_phase, count, added, phases_log)
                 added_urls = {cluster.nodes[n].proc.metrics_url for n in added if n in cluster.nodes}
                 assert added_urls <= set(phases_log), (added_urls, phases_log)
                 assert cluster.nodes[cluster.query_nodes()[0]].proc.metrics_url not in phases_log, \

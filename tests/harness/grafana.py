@@ -241,8 +241,13 @@ def feature(expr: str) -> tuple[str, str] | None:
 
 
 def on_event(expr: str) -> str | None:
-    """The events an expression's metrics wait for, when every metric it reads is in ON_EVENT."""
-    names = resolve(expr)
+    """The events an expression's metrics wait for, when every metric it reads is in ON_EVENT (a
+    histogram's `_bucket`, `_sum` and `_count` series by the histogram's name)."""
+    def listed(name: str) -> str:
+        histogram = re.sub(r"_(bucket|sum|count)$", "", name)
+        return histogram if histogram in ON_EVENT else name
+
+    names = {listed(n) for n in resolve(expr)}
     if names and all(n in ON_EVENT for n in names):
         return "; ".join(ON_EVENT[n] for n in sorted(names))
     return None
