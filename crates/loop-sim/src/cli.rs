@@ -116,42 +116,37 @@ pub fn simulate(args: &SimulateArgs) -> Result<(SimConfig, Vec<NamedRun>), Simul
             path: path.clone(),
             source,
         })?;
-        // Without headroom first (the provisioner alone), then with each headroom planner.
-        let variants = std::iter::once(None).chain(headrooms.iter().map(Some));
-        for variant in variants {
-            let mut controller =
-                HpaController::new(spec.clone(), args.options, args.sync_period_seconds)?;
-            let mut planned = variant
-                .map(|(_, config)| PlannedHeadroom::new(config.clone(), args.sync_period_seconds));
-            let outcome = run_with_headroom(
-                &config,
-                &trace,
-                &mut controller,
-                planned.as_mut().map(|p| p as &mut dyn HeadroomSource),
-                args.initial_replicas,
-                args.sample_every_seconds,
-            )?;
-            let name = match variant {
-                None => file_name(path),
-                Some((headroom_name, _)) => format!("{} + {headroom_name}", file_name(path)),
-            };
-            runs.push(NamedRun { name, outcome });
+        // Without headroom first (the provisioner alone), then with each headroom planner, then
+        // with the spare machines.
+        let mut variants: Vec<(String, Option<Box<dyn HeadroomSource>>)> =
+            vec![(file_name(path), None)];
+        for (headroom_name, headroom) in &headrooms {
+            let planned = PlannedHeadroom::new(headroom.clone(), args.sync_period_seconds);
+            variants.push((
+                format!("{} + {headroom_name}", file_name(path)),
+                Some(Box::new(planned)),
+            ));
         }
         if let Some(n) = args.spare_machines {
+            variants.push((
+                format!("{} + {n} spare machines", file_name(path)),
+                Some(Box::new(SpareMachines(n))),
+            ));
+        }
+        for (name, mut headroom) in variants {
             let mut controller =
                 HpaController::new(spec.clone(), args.options, args.sync_period_seconds)?;
             let outcome = run_with_headroom(
                 &config,
                 &trace,
                 &mut controller,
-                Some(&mut SpareMachines(n)),
+                headroom
+                    .as_mut()
+                    .map(|h| h.as_mut() as &mut dyn HeadroomSource),
                 args.initial_replicas,
                 args.sample_every_seconds,
             )?;
-            runs.push(NamedRun {
-                name: format!("{} + {n} spare machines", file_name(path)),
-                outcome,
-            });
+            runs.push(NamedRun { name, outcome });
         }
     }
     Ok((config, runs))

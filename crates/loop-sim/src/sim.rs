@@ -557,22 +557,21 @@ pub fn run_with_headroom(
                 workload_pods: desired,
                 signals: &signals,
             };
-            let target = h.placeholders(now, &view) as usize;
-            if h.kind() == HeadroomKind::SpareMachines {
-                // Desired capacity = the machines the pods need + the spares; the provisioner
-                // adds what is missing and, as for any machine, removes the ones left empty.
-                let wanted = pods.len().div_ceil(ppn) + target;
-                for _ in nodes.len()..wanted {
-                    nodes.push(Machine {
-                        created: now,
-                        ready: now + prov.node_boot_seconds,
-                    });
+            let held = h.placeholders(now, &view) as usize;
+            let target = match h.kind() {
+                HeadroomKind::Placeholders => held,
+                HeadroomKind::SpareMachines => {
+                    // Desired capacity = the machines the pods need + the spares; the provisioner
+                    // adds what is missing and, as for any machine, removes the ones left empty.
+                    let wanted = pods.len().div_ceil(ppn) + held;
+                    for _ in nodes.len()..wanted {
+                        nodes.push(Machine {
+                            created: now,
+                            ready: now + prov.node_boot_seconds,
+                        });
+                    }
+                    0
                 }
-            }
-            let target = if h.kind() == HeadroomKind::SpareMachines {
-                0
-            } else {
-                target
             };
             let total = balloons_bound + balloons_pending.len();
             if target > total {
