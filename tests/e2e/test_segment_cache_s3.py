@@ -231,28 +231,41 @@ def test_large_read_miss_is_fetched_in_parallel_parts_and_verified():
 
 
 def test_a_segments_first_miss_reads_the_rest_of_it_ahead(env):
-    """Read-ahead against moto through the real aws-sdk client: a GET of one binlog of a segment (Milvus
-    2.3.5 key layout) lists the segment's prefixes and fetches its other binlogs and stats in the
-    background (the cache's own counters say so); the next GETs are hits; another segment is untouched."""
+    """Read-ahead against moto through the real aws-sdk client (Milvus 2.3.5 key layout), with the
+    default `read_ahead.fields: learned`: the first miss of a segment lists its prefixes and fetches
+    its stats log in the background, and its insert logs only of fields the client has read in the
+    collection. A second segment then gets the fields read in the first ahead of its reads (hits),
+    and field 101, never read (as an indexed vector field's raw binlogs), is fetched for neither.
+    The cache's own counters say so."""
     moto, cache = env
     s3 = moto.client("s3")
-    seg = "files/insert_log/7001/7002/7003"
-    keys = [f"{seg}/0/1", f"{seg}/1/2", f"{seg}/100/3", f"{seg}/101/4", "files/stats_log/7001/7002/7003/100/1"]
-    other = "files/insert_log/7001/7002/7004/0/9"
-    bodies = {k: os.urandom(50_000 + i) for i, k in enumerate(keys + [other])}
-    for k, b in bodies.items():
-        s3.put_object(Bucket=BUCKET, Key=k, Body=b)
-    fetched0 = cache.metric("segment_cache_read_ahead_objects_total", result="fetched")
-    bytes0 = cache.metric("segment_cache_read_ahead_bytes_total")
+    def seg(n: int) -> list[str]:
+        return [f"files/stats_log/7001/7002/{n}/100/1"] + [
+            f"files/insert_log/7001/7002/{n}/{field}/{i}" for i, field in enumerate((0, 1, 100, 101))]
+    a, b = seg(7003), seg(7004)
+    bodies = {k: os.urandom(50_000 + i) for i, k in enumerate(a + b)}
+    for k, body in bodies.items():
+        s3.put_object(Bucket=BUCKET, Key=k, Body=body)
+    fetched = lambda: cache.metric("segment_cache_read_ahead_objects_total", result="fetched")  # noqa: E731
+    hits = lambda: cache.metric("segment_cache_requests_total", op="get", result="hit")  # noqa: E731
+    fetched0, bytes0 = fetched(), cache.metric("segment_cache_read_ahead_bytes_total")
     c = s3_client(cache.url)
-    assert c.get_object(Bucket=BUCKET, Key=keys[0])["Body"].read() == bodies[keys[0]]
-    wait_until(lambda: cache.metric("segment_cache_read_ahead_objects_total", result="fetched") - fetched0 >= 4,
-               30, "read-ahead of the segment's other 4 files")
-    assert cache.metric("segment_cache_read_ahead_bytes_total") - bytes0 == sum(len(bodies[k]) for k in keys[1:])
-    hits0 = cache.metric("segment_cache_requests_total", op="get", result="hit")
-    for k in keys[1:]:
+    # Segment 7003: its first miss (field 0) reads ahead its stats log; fields 1 and 100 are the
+    # client's own misses.
+    assert c.get_object(Bucket=BUCKET, Key=a[1])["Body"].read() == bodies[a[1]]
+    wait_until(lambda: fetched() - fetched0 >= 1, 30, "read-ahead of segment 7003's stats log")
+    hits0 = hits()
+    for k in (a[0], a[2], a[3]):
         assert c.get_object(Bucket=BUCKET, Key=k)["Body"].read() == bodies[k]
-    assert cache.metric("segment_cache_requests_total", op="get", result="hit") - hits0 == 4
+    assert hits() - hits0 == 1, "only the stats log was read ahead for the collection's first segment"
+    # Segment 7004: its stats log's miss reads ahead fields 0, 1 and 100, as read in 7003.
+    assert c.get_object(Bucket=BUCKET, Key=b[0])["Body"].read() == bodies[b[0]]
+    wait_until(lambda: fetched() - fetched0 >= 4, 30, "read-ahead of segment 7004's fields 0, 1, 100")
+    hits0 = hits()
+    for k in b[1:4]:
+        assert c.get_object(Bucket=BUCKET, Key=k)["Body"].read() == bodies[k]
+    assert hits() - hits0 == 3, "segment 7004's reads of the fields read in 7003 were hits"
     assert cache.metric("segment_cache_read_ahead_objects_total", result="error") == 0
-    assert cache.metric("segment_cache_read_ahead_objects_total", result="fetched") - fetched0 == 4, \
-        "nothing of segment 7004 was read ahead"
+    assert fetched() - fetched0 == 4, "field 101 was read ahead for neither segment"
+    assert cache.metric("segment_cache_read_ahead_bytes_total") - bytes0 == sum(
+        len(bodies[k]) for k in [a[0], *b[1:4]])

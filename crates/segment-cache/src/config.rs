@@ -46,6 +46,29 @@ pub struct ReadAheadConfig {
     /// Bytes read ahead per segment group at most (smallest files first).
     #[serde(default = "default_read_ahead_bytes")]
     pub max_bytes_per_segment: ByteSize,
+    /// Which insert logs (per-field binlogs) are read ahead: `learned` (default), those of
+    /// fields Milvus read in the collection within `field_memory`, the others on its first read
+    /// of them; `all`, every field's.
+    #[serde(default)]
+    pub fields: ReadAheadFields,
+    /// How long a field counts as read after Milvus's last read of one of its insert logs.
+    #[serde(default = "default_field_memory", with = "humantime_serde")]
+    pub field_memory: Duration,
+}
+
+/// Which insert logs of a segment read-ahead fetches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadAheadFields {
+    /// Those of fields Milvus has been reading (an indexed field's raw binlogs are not read).
+    #[default]
+    Learned,
+    /// Every field's.
+    All,
+}
+
+fn default_field_memory() -> Duration {
+    Duration::from_secs(30 * 60)
 }
 
 fn default_read_ahead_concurrent() -> usize {
@@ -61,6 +84,8 @@ impl Default for ReadAheadConfig {
             enabled: true,
             max_concurrent: default_read_ahead_concurrent(),
             max_bytes_per_segment: default_read_ahead_bytes(),
+            fields: ReadAheadFields::default(),
+            field_memory: default_field_memory(),
         }
     }
 }
@@ -690,6 +715,30 @@ telemetry: { listen: 0.0.0.0:9101 }
         .unwrap();
         assert!(!c.read_ahead.enabled);
         assert_eq!(c.read_ahead.max_bytes_per_segment, ByteSize(1 << 30));
+        let c = Config::parse(EXAMPLE, "x.yaml").unwrap();
+        assert_eq!(
+            c.read_ahead.fields,
+            ReadAheadFields::Learned,
+            "learned by default"
+        );
+        assert_eq!(c.read_ahead.field_memory, Duration::from_secs(1800));
+        let c = Config::parse(
+            &format!("{EXAMPLE}read_ahead: {{ fields: all, field_memory: 2m }}\n"),
+            "x.yaml",
+        )
+        .unwrap();
+        assert_eq!(c.read_ahead.fields, ReadAheadFields::All);
+        assert_eq!(c.read_ahead.field_memory, Duration::from_secs(120));
+        let e = Config::parse(
+            &format!("{EXAMPLE}read_ahead: {{ fields: some }}\n"),
+            "x.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("read_ahead.fields") && e.contains("learned") && e.contains("all"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use segment_cache::config::{Capacity, Config, ConfigError};
+use segment_cache::config::{Capacity, Config, ConfigError, ReadAheadFields};
 use segment_cache::retry::RetryPolicy;
 use segment_cache::s3::{BucketAccess, CacheS3, MissParts, ReadAhead, SingleKeyAuth};
 use segment_cache::store::{Store, StoreOptions};
@@ -294,10 +294,14 @@ async fn serve(config: Config, capacity: u64) -> anyhow::Result<()> {
         MissParts::new(config.cache.miss_part_size.0, config.cache.miss_concurrency),
     );
     if config.read_ahead.enabled {
-        s3 = s3.with_read_ahead(ReadAhead::new(
+        let ra = ReadAhead::new(
             config.read_ahead.max_concurrent,
             config.read_ahead.max_bytes_per_segment.0,
-        ));
+        );
+        s3 = s3.with_read_ahead(match config.read_ahead.fields {
+            ReadAheadFields::Learned => ra.learning_fields(config.read_ahead.field_memory),
+            ReadAheadFields::All => ra,
+        });
     }
     let service = {
         let mut b = s3s::service::S3ServiceBuilder::new(s3);

@@ -14,9 +14,12 @@
 //! *group* for its binlogs (three prefixes listed) and one per index build (one prefix): the
 //! first miss in a group lists it and fetches the rest.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::metric_names;
 use crate::upstream::ObjectInfo;
@@ -161,6 +164,141 @@ pub fn plan(
         fits
     });
     objs
+}
+
+/// An insert log's collection and field: what a query node reads the same way for every sealed
+/// segment of a collection (a field with an index that keeps its raw data is loaded from the
+/// index, its `insert_log` files never read).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FieldOf {
+    /// Everything before `insert_log/`, with its trailing `/`, or empty.
+    root: String,
+    /// Collection id.
+    collection: String,
+    /// Field id.
+    field: String,
+}
+
+impl FieldOf {
+    /// The collection and field of an `insert_log` key, or `None` for any other key.
+    #[must_use]
+    pub fn of(key: &str) -> Option<FieldOf> {
+        let Some(Group::Binlogs {
+            root, collection, ..
+        }) = Group::of(key)
+        else {
+            return None;
+        };
+        // `<root>insert_log/<collection>/<partition>/<segment>/<field>/<log>`
+        let mut rest = key[root.len()..].split('/');
+        if rest.next() != Some("insert_log") {
+            return None;
+        }
+        let field = rest.nth(3)?;
+        is_id(field).then(|| FieldOf {
+            root,
+            collection,
+            field: field.into(),
+        })
+    }
+}
+
+/// Insert-log fields remembered, and objects deferred, before the memory is cleared (then a
+/// field is learned again from Milvus's next read of it).
+const REMEMBERED_FIELDS: usize = 100_000;
+
+/// Which `insert_log` fields Milvus reads, learned from its own GETs, per collection.
+///
+/// Why: a query node does not read every file of a segment. It loads an indexed field from its
+/// index and skips that field's raw binlogs, the biggest files of a segment (IVF_FLAT keeps the
+/// vectors: on the harness read-ahead of all fields fetched 2x the bytes Milvus read). The keys do
+/// not say which fields are indexed, Milvus's reads do: the loader reads the same fields of every
+/// sealed segment of a collection. So a group's insert logs are fetched ahead only for fields that
+/// Milvus read in that collection within `memory`; the others are *deferred*, and fetched the
+/// moment Milvus first reads that field (of any segment), for every segment deferred so far.
+/// Stats and delta logs are always read and never deferred.
+#[derive(Debug)]
+pub struct FieldMemory {
+    memory: Duration,
+    state: Mutex<FieldState>,
+}
+
+#[derive(Debug, Default)]
+struct FieldState {
+    last_read: HashMap<FieldOf, Instant>,
+    deferred: HashMap<FieldOf, Vec<ObjectInfo>>,
+    deferred_objects: usize,
+}
+
+impl FieldMemory {
+    /// A field counts as read for `memory` after Milvus's last GET of one of its insert logs.
+    #[must_use]
+    pub fn new(memory: Duration) -> Self {
+        Self {
+            memory,
+            state: Mutex::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, FieldState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Milvus read `key` at `now`: remembers its field, and returns the objects deferred for that
+    /// field, now due, but `key` itself (empty for keys that are not insert logs).
+    pub fn read(&self, key: &str, now: Instant) -> Vec<ObjectInfo> {
+        let Some(f) = FieldOf::of(key) else {
+            return Vec::new();
+        };
+        let mut s = self.state();
+        if s.last_read.len() >= REMEMBERED_FIELDS && !s.last_read.contains_key(&f) {
+            s.last_read.clear();
+        }
+        let mut due = s.deferred.remove(&f).unwrap_or_default();
+        s.deferred_objects -= due.len();
+        s.last_read.insert(f, now);
+        // The GET being served fetches its own key.
+        due.retain(|o| o.key != key);
+        due
+    }
+
+    /// Of a group's plan, what to fetch now: its stats and delta logs, and the insert logs of
+    /// fields Milvus read within `memory`. The other insert logs wait for their field's first read.
+    pub fn split(&self, plan: Vec<ObjectInfo>, now: Instant) -> Vec<ObjectInfo> {
+        let mut s = self.state();
+        let mut now_due = Vec::with_capacity(plan.len());
+        for o in plan {
+            let Some(f) = FieldOf::of(&o.key) else {
+                now_due.push(o);
+                continue;
+            };
+            let fresh = s
+                .last_read
+                .get(&f)
+                .is_some_and(|t| now.saturating_duration_since(*t) <= self.memory);
+            if fresh {
+                now_due.push(o);
+                continue;
+            }
+            if s.deferred_objects >= REMEMBERED_FIELDS {
+                // Deferred objects of fields nobody reads pile up; forget them (a later read of
+                // such a field is an ordinary miss).
+                s.deferred.clear();
+                s.deferred_objects = 0;
+            }
+            s.deferred_objects += 1;
+            s.deferred.entry(f).or_default().push(o);
+        }
+        now_due
+    }
+
+    /// Objects deferred now (waiting for their field's first read).
+    #[must_use]
+    pub fn deferred(&self) -> usize {
+        self.state().deferred_objects
+    }
 }
 
 /// Groups remembered before the memory is cleared (then a group may be listed again; what it
@@ -366,5 +504,114 @@ mod tests {
         assert!(s.first(&g));
         assert!(!s.first(&g));
         assert!(s.first(&Group::of(INDEX).unwrap()));
+    }
+
+    #[test]
+    fn an_insert_log_names_its_collection_and_field() {
+        let f = FieldOf::of(INSERT).unwrap();
+        assert_eq!(
+            (f.root.as_str(), f.collection.as_str(), f.field.as_str()),
+            ("files/", "470691242109042850", "101")
+        );
+        let stats = "files/stats_log/1/2/3/100/1";
+        for k in [
+            stats,
+            "files/delta_log/1/2/3/4",
+            INDEX,
+            "files/insert_log/1/2/3/x/5",
+        ] {
+            assert_eq!(FieldOf::of(k), None, "{k}");
+        }
+        // Same field of another segment, partition: the same field; another collection: not.
+        assert_eq!(
+            FieldOf::of("files/insert_log/1/2/3/101/5"),
+            FieldOf::of("files/insert_log/1/9/8/101/6")
+        );
+        assert_ne!(
+            FieldOf::of("files/insert_log/1/2/3/101/5"),
+            FieldOf::of("files/insert_log/7/2/3/101/5")
+        );
+    }
+
+    #[test]
+    fn fields_milvus_has_not_read_wait_for_its_first_read_of_them() {
+        let m = FieldMemory::new(Duration::from_secs(600));
+        let t0 = Instant::now();
+        let keys = |v: &[ObjectInfo]| v.iter().map(|o| o.key.clone()).collect::<Vec<_>>();
+        // Milvus read field 0 of segment 3: of segment 4, field 0 and the stats and delta logs
+        // are fetched now, fields 100 and 101 wait.
+        assert!(m.read("files/insert_log/1/2/3/0/10", t0).is_empty());
+        let seg4 = vec![
+            obj("files/stats_log/1/2/4/100/1", 1),
+            obj("files/delta_log/1/2/4/7", 1),
+            obj("files/insert_log/1/2/4/0/20", 1),
+            obj("files/insert_log/1/2/4/100/21", 1),
+            obj("files/insert_log/1/2/4/101/22", 1),
+        ];
+        assert_eq!(
+            keys(&m.split(seg4, t0)),
+            [
+                "files/stats_log/1/2/4/100/1",
+                "files/delta_log/1/2/4/7",
+                "files/insert_log/1/2/4/0/20"
+            ]
+        );
+        assert_eq!(m.deferred(), 2);
+        // Segment 5 too.
+        m.split(vec![obj("files/insert_log/1/2/5/100/31", 1)], t0);
+        // The first read of field 100 (of any segment) makes its deferred files due, once.
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(
+            keys(&m.read("files/insert_log/1/2/3/100/12", t1)),
+            [
+                "files/insert_log/1/2/4/100/21",
+                "files/insert_log/1/2/5/100/31"
+            ]
+        );
+        assert!(m.read("files/insert_log/1/2/6/100/41", t1).is_empty());
+        // A deferred key that Milvus reads itself is its GET's to fetch.
+        m.split(
+            vec![
+                obj("files/insert_log/1/2/8/1/61", 1),
+                obj("files/insert_log/1/2/9/1/62", 1),
+            ],
+            t1,
+        );
+        assert_eq!(
+            keys(&m.read("files/insert_log/1/2/8/1/61", t1)),
+            ["files/insert_log/1/2/9/1/62"]
+        );
+        assert_eq!(
+            m.deferred(),
+            1,
+            "field 101 still waits: Milvus never read it"
+        );
+        // Field 100 is known now: fetched at once for the next segment; another collection's
+        // field 100 is not.
+        let next = vec![
+            obj("files/insert_log/1/2/7/100/51", 1),
+            obj("files/insert_log/8/2/7/100/52", 1),
+        ];
+        assert_eq!(keys(&m.split(next, t1)), ["files/insert_log/1/2/7/100/51"]);
+    }
+
+    #[test]
+    fn a_field_not_read_for_the_memory_waits_again() {
+        let m = FieldMemory::new(Duration::from_secs(600));
+        let t0 = Instant::now();
+        m.read("files/insert_log/1/2/3/101/10", t0);
+        let plan = || vec![obj("files/insert_log/1/2/4/101/20", 1)];
+        assert_eq!(m.split(plan(), t0 + Duration::from_secs(600)).len(), 1);
+        // After the memory (the index was built since, say): deferred, until read again.
+        assert!(m.split(plan(), t0 + Duration::from_secs(601)).is_empty());
+        assert_eq!(m.deferred(), 1);
+        assert_eq!(
+            m.read(
+                "files/insert_log/1/2/9/101/90",
+                t0 + Duration::from_secs(700)
+            )
+            .len(),
+            1
+        );
     }
 }

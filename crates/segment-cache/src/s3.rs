@@ -23,9 +23,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::index::Entry;
 use crate::keys;
-use crate::readahead::{self, Group, Seen, Stats, StatsSnapshot};
+use crate::readahead::{self, FieldMemory, Group, Seen, Stats, StatsSnapshot};
 use crate::store::Store;
-use crate::upstream::{FetchError, Ranges, Upstream};
+use crate::upstream::{FetchError, ObjectInfo, Ranges, Upstream};
 
 /// The S3 service of the cache.
 pub struct CacheS3 {
@@ -54,21 +54,33 @@ pub struct ReadAhead {
     permits: tokio::sync::Semaphore,
     max_bytes: u64,
     seen: Seen,
+    /// `None`: every field's insert logs are read ahead.
+    fields: Option<FieldMemory>,
     stats: Stats,
     tasks: TaskTracker,
 }
 
 impl ReadAhead {
-    /// Read-ahead with `max_concurrent` fetches in flight and `max_bytes_per_segment` per group.
+    /// Read-ahead with `max_concurrent` fetches in flight and `max_bytes_per_segment` per group,
+    /// of the insert logs of every field.
     #[must_use]
     pub fn new(max_concurrent: usize, max_bytes_per_segment: u64) -> Self {
         Self {
             permits: tokio::sync::Semaphore::new(max_concurrent),
             max_bytes: max_bytes_per_segment,
             seen: Seen::default(),
+            fields: None,
             stats: Stats::default(),
             tasks: TaskTracker::new(),
         }
+    }
+
+    /// Reads ahead only the insert logs of fields Milvus read in the collection within `memory`
+    /// (the others when it first reads them; see [`FieldMemory`]).
+    #[must_use]
+    pub fn learning_fields(mut self, memory: Duration) -> Self {
+        self.fields = Some(FieldMemory::new(memory));
+        self
     }
 }
 
@@ -373,6 +385,25 @@ impl CacheS3 {
         self.core.fetch_single_flight(key).await
     }
 
+    /// Milvus read `key` (hit or miss): with learned fields, the first read of a field fetches
+    /// that field's deferred files of every segment read ahead so far.
+    fn learn_read(&self, key: &str) {
+        let Some(ra) = &self.read_ahead else {
+            return;
+        };
+        let Some(fields) = &ra.fields else {
+            return;
+        };
+        let due = fields.read(key, Instant::now());
+        if due.is_empty() {
+            return;
+        }
+        tracing::debug!(key, objects = due.len(), "read-ahead: a field's first read");
+        let (core, ra2) = (self.core.clone(), ra.clone());
+        ra.tasks
+            .spawn(async move { fetch_ahead(&core, &ra2, due).await });
+    }
+
     /// Starts (once per segment group, in the background) the read-ahead of `key`'s segment.
     fn start_read_ahead(&self, key: &str) {
         let Some(ra) = &self.read_ahead else {
@@ -502,29 +533,36 @@ async fn read_ahead(core: Arc<Core>, ra: Arc<ReadAhead>, group: Group, trigger: 
         core.max_object_size,
         ra.max_bytes,
     );
+    let todo = match &ra.fields {
+        Some(fields) => fields.split(todo, Instant::now()),
+        None => todo,
+    };
     tracing::debug!(
         segment = group.segment(),
         objects = todo.len(),
         "read-ahead"
     );
+    fetch_ahead(&core, &ra, todo).await;
+}
+
+/// Fetches `todo` into the store through the single-flight fetch, `ra.permits` bounding them;
+/// each outcome counted.
+async fn fetch_ahead(core: &Arc<Core>, ra: &Arc<ReadAhead>, todo: Vec<ObjectInfo>) {
     futures::stream::iter(todo)
-        .for_each_concurrent(None, |o| {
-            let (core, ra) = (&core, &ra);
-            async move {
-                let Ok(_permit) = ra.permits.acquire().await else {
-                    return;
-                };
-                let (result, bytes) = match core.fetch_single_flight(&o.key).await {
-                    Ok(Lookup::Miss(e, _)) => ("fetched", e.size),
-                    Ok(Lookup::Hit(..)) => ("cached", 0),
-                    Ok(Lookup::Bypass) => ("skipped", 0),
-                    Err(e) => {
-                        tracing::debug!(key = %o.key, error = %e, "read-ahead: fetch failed");
-                        ("error", 0)
-                    }
-                };
-                ra.stats.object(result, bytes);
-            }
+        .for_each_concurrent(None, |o| async move {
+            let Ok(_permit) = ra.permits.acquire().await else {
+                return;
+            };
+            let (result, bytes) = match core.fetch_single_flight(&o.key).await {
+                Ok(Lookup::Miss(e, _)) => ("fetched", e.size),
+                Ok(Lookup::Hit(..)) => ("cached", 0),
+                Ok(Lookup::Bypass) => ("skipped", 0),
+                Err(e) => {
+                    tracing::debug!(key = %o.key, error = %e, "read-ahead: fetch failed");
+                    ("error", 0)
+                }
+            };
+            ra.stats.object(result, bytes);
         })
         .await;
 }
@@ -579,6 +617,7 @@ impl S3 for CacheS3 {
                 .await;
         }
         let key = i.key.clone();
+        self.learn_read(&key);
         let (entry, file, result) = match self.cached_or_fetch(&key).await {
             Ok(Lookup::Hit(e, f)) => (e, f, "hit"),
             Ok(Lookup::Miss(e, f)) => (e, f, "miss"),

@@ -348,3 +348,115 @@ async fn read_ahead_keeps_to_its_bounds() {
     assert!(r.store.peek(REST_OF_3[0]).is_some() && r.store.peek(REST_OF_3[1]).is_some());
     assert!(r.store.peek(REST_OF_3[2]).is_none());
 }
+
+#[tokio::test]
+async fn learning_fields_reads_ahead_what_milvus_reads_and_never_an_unread_field() {
+    // Segments 3 and 4 with four fields each; Milvus (as for an IVF_FLAT index on field 101)
+    // reads the stats log and fields 0, 1, 100 of each, never 101.
+    let fake = Arc::new(FakeClient::new());
+    let seg = |s: u32| {
+        [
+            format!("files/stats_log/1/2/{s}/100/1"),
+            format!("files/insert_log/1/2/{s}/0/{s}0"),
+            format!("files/insert_log/1/2/{s}/1/{s}1"),
+            format!("files/insert_log/1/2/{s}/100/{s}2"),
+            format!("files/insert_log/1/2/{s}/101/{s}3"),
+        ]
+    };
+    for s in [3, 4] {
+        for (i, k) in seg(s).iter().enumerate() {
+            fake.put(k, data(1000 * (i + 1), i), T0);
+        }
+    }
+    let r = rig(
+        fake.clone(),
+        Some(ReadAhead::new(4, u64::MAX).learning_fields(Duration::from_secs(600))),
+    );
+    // Segment 3 first: nothing is known of the collection, so its insert logs wait for reads.
+    for k in &seg(3)[..4] {
+        get(&r.cache, k).await;
+        r.cache.read_ahead_idle().await;
+    }
+    // Segment 4: its stats log's miss reads ahead fields 0, 1, 100, not 101.
+    get(&r.cache, &seg(4)[0]).await;
+    r.cache.read_ahead_idle().await;
+    for k in &seg(4)[1..4] {
+        assert!(
+            r.store.peek(k).is_some(),
+            "{k}: a field Milvus read in the collection is read ahead"
+        );
+    }
+    for s in [3, 4] {
+        assert!(
+            r.store.peek(&seg(s)[4]).is_none(),
+            "field 101 was never read: not fetched"
+        );
+        assert_eq!(gets_of(&fake.calls(), &seg(s)[4]), 0);
+    }
+    let calls_before = fake.calls().len();
+    for k in &seg(4)[1..4] {
+        get(&r.cache, k).await;
+    }
+    assert_eq!(
+        fake.calls().len(),
+        calls_before,
+        "segment 4's reads were hits"
+    );
+
+    // With every field (`ReadAhead::new` alone), field 101 is fetched for both segments.
+    let all = rig(fake.clone(), Some(ReadAhead::new(4, u64::MAX)));
+    get(&all.cache, &seg(3)[0]).await;
+    get(&all.cache, &seg(4)[0]).await;
+    all.cache.read_ahead_idle().await;
+    assert!(all.store.peek(&seg(3)[4]).is_some() && all.store.peek(&seg(4)[4]).is_some());
+}
+
+#[tokio::test]
+async fn a_fields_first_read_fetches_it_for_the_segments_read_ahead_before() {
+    // Milvus loads segments side by side: all stats logs first (bloom filters), then fields.
+    let fake = Arc::new(FakeClient::new());
+    let segs = [3, 4, 5];
+    for s in segs {
+        fake.put(&format!("files/stats_log/1/2/{s}/100/1"), data(100, s), T0);
+        fake.put(
+            &format!("files/insert_log/1/2/{s}/100/{s}2"),
+            data(2000, s),
+            T0,
+        );
+        fake.put(
+            &format!("files/insert_log/1/2/{s}/101/{s}3"),
+            data(9000, s),
+            T0,
+        );
+    }
+    let r = rig(
+        fake.clone(),
+        Some(ReadAhead::new(4, u64::MAX).learning_fields(Duration::from_secs(600))),
+    );
+    for s in segs {
+        get(&r.cache, &format!("files/stats_log/1/2/{s}/100/1")).await;
+    }
+    r.cache.read_ahead_idle().await;
+    assert_eq!(
+        r.cache.read_ahead_stats().unwrap().fetched,
+        0,
+        "no field is known yet"
+    );
+    // The first read of field 100 (segment 3's) fetches segments 4's and 5's at once.
+    get(&r.cache, "files/insert_log/1/2/3/100/32").await;
+    r.cache.read_ahead_idle().await;
+    let s = r.cache.read_ahead_stats().unwrap();
+    assert_eq!((s.fetched, s.fetched_bytes), (2, 4000), "{s:?}");
+    for seg in [4, 5] {
+        assert!(
+            r.store
+                .peek(&format!("files/insert_log/1/2/{seg}/100/{seg}2"))
+                .is_some()
+        );
+        assert!(
+            r.store
+                .peek(&format!("files/insert_log/1/2/{seg}/101/{seg}3"))
+                .is_none()
+        );
+    }
+}
