@@ -11,13 +11,20 @@ existence `k` `!k`), which is how `milvus-scaler local-hpa --pods-url --pod-metr
 scale's `status.selector`, as the HPA controller does). It is not Kubernetes: no authentication, no
 watch, one namespace, one container per pod.
 
-A pod's CPU usage is its process's CPU time (`/proc/PID/stat` utime + stime, threads included,
-children not) sampled every `sample_every` seconds (5) by a thread and averaged like metrics-server:
-between the newest sample and the oldest one at most `window` seconds (30) before it; `timestamp` is
-the newest sample's time and `window` the span actually covered. A pod with fewer than two samples
-(just started, or its process is gone) is left out of the PodMetricsList, as metrics-server leaves
-out pods it has not scraped twice. Times are rendered as Kubernetes renders `metav1.Time`: RFC 3339
-in whole seconds (UTC).
+A pod's CPU usage is its container's CPU time, sampled every `sample_every` seconds (5) by a thread:
+with a `cgroup` (the pod's cgroup-v1 directory), what the kubelet reads for a container, i.e.
+`cpuacct.usage` there if that controller is mounted with it, else the sum of utime + stime
+(`/proc/PID/stat`, threads included) of the processes in its `cgroup.procs` (on machines where
+`cpuacct` is a separate hierarchy, as on the test machines; a process that exited takes its time with
+it); without one, the `pid` process's utime + stime. The rate is taken between the newest sample
+and the oldest one at most `window` seconds (30) before it; `timestamp` is the newest sample's time
+and `window` the span actually covered. metrics-server (0.6 and later) reports the rate between its
+last two scrapes of the kubelet, `--metric-resolution` apart (15 s in its release manifests, 60 s
+its flag default), refreshed once per scrape: `window == sample_every == resolution` reproduces
+that; the defaults (30 s refreshed every 5 s) are a smoother sliding average. A pod with fewer than
+two samples (just started, or its process is gone) is left out of the PodMetricsList, as
+metrics-server leaves out pods it has not scraped twice. Times are rendered as Kubernetes renders
+`metav1.Time`: RFC 3339 in whole seconds (UTC).
 
 The provider returns a list of dicts, one per pod, and is called from the sampling thread and from
 HTTP handler threads (it must be thread-safe):
@@ -29,6 +36,7 @@ HTTP handler threads (it must be thread-safe):
     ready_since       unix time of the Ready condition's last transition (started_at if None)
     cpu_request_cores the container's requests.cpu in cores (e.g. 0.25 → "250m"); None: no request
   optional:
+    cgroup            the pod's cgroup directory (str or Path): CPU time from it instead of `pid`'s
     phase             status.phase ("Running")
     deleting          bool: metadata.deletionTimestamp set (now)
     labels            dict merged over the fake's `labels`
@@ -90,6 +98,24 @@ def process_cpu_seconds(pid: int) -> float | None:
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
     except (OSError, IndexError, ValueError):
         return None
+
+
+def cgroup_cpu_seconds(path: str | os.PathLike) -> float | None:
+    """CPU time of a cgroup-v1 group: `cpuacct.usage` (ns) if that controller is in the same
+    hierarchy, else utime + stime summed over the processes in `cgroup.procs` (None if the group
+    is gone or empty)."""
+    try:
+        with open(os.path.join(path, "cpuacct.usage")) as f:
+            return int(f.read()) / 1e9
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(os.path.join(path, "cgroup.procs")) as f:
+            pids = [int(p) for p in f.read().split()]
+    except (OSError, ValueError):
+        return None
+    times = [t for t in (process_cpu_seconds(p) for p in pids) if t is not None]
+    return sum(times) if times else None
 
 
 def process_rss_bytes(pid: int) -> int:
@@ -245,7 +271,7 @@ class PodsAndMetricsFake:
         for pod in pods:
             key = (pod["name"], int(pod["pid"]))
             seen.add(key)
-            cpu = process_cpu_seconds(key[1])
+            cpu = cgroup_cpu_seconds(pod["cgroup"]) if pod.get("cgroup") else process_cpu_seconds(key[1])
             if cpu is None:
                 continue
             with self._lock:
@@ -273,8 +299,11 @@ class PodsAndMetricsFake:
         if len(series) < 2:
             return None
         t1, c1 = series[-1]
-        if time.time() - t1 > self.window:
-            return None  # the process stopped being sampled: metrics-server drops it too
+        if time.time() - t1 > self.window + self.sample_every:
+            # A round missed: the process stopped being sampled, and metrics-server drops it too.
+            # (Not `window` alone: with window == sample_every every sample is that old just
+            # before the next one, and metrics-server serves its last rate until it is replaced.)
+            return None
         # The oldest sample at most `window` (plus half a sampling period of jitter) before t1.
         older = [(t, c) for t, c in series[:-1] if t1 - t <= self.window + self.sample_every / 2]
         if not older:

@@ -75,11 +75,21 @@ def hpa_manifest(path: Path, *, instance: str, namespace: str, overrides: dict |
 
 
 class ClosedLoop:
-    """milvus-scaler, the scale endpoint and local-hpa around a started `MilvusCluster`."""
+    """milvus-scaler, the scale endpoint and local-hpa around a started `MilvusCluster`.
+
+    With Resource (CPU) metrics in the HPA, a `PodsAndMetricsFake` stands for kube-apiserver's pod
+    list and metrics-server: the query nodes as pods (ready once registered with the coordinator,
+    requesting `query_node_cpu`), their CPU the real CPU time of their process's cgroup, as
+    metrics-server reports it: the rate between two samples `cpu_window` seconds apart, refreshed
+    every `cpu_window` seconds (metrics-server's `--metric-resolution`, 15 s in its release
+    manifests). `cpu_initialization_period` and `initial_readiness_delay` (durations, e.g. "100s";
+    None: local-hpa's defaults, kube-controller-manager's 5m and 30s) are passed to local-hpa.
+    A loop compressing its time constants compresses these three with them."""
 
     def __init__(self, cluster: MilvusCluster, hpa: dict, *, instance: str = "demo", window: str = "30s",
                  stale_after: str = "10s", scrape_interval: str = "1s", sync_period: str = "15s",
-                 max_replicas: int = 8, demand_drain: str = "120s"):
+                 max_replicas: int = 8, demand_drain: str = "120s", cpu_window: float = 15.0,
+                 cpu_initialization_period: str | None = None, initial_readiness_delay: str | None = None):
         self.cluster = cluster
         self.instance = instance
         self.namespace = hpa["metadata"]["namespace"]
@@ -105,9 +115,14 @@ class ClosedLoop:
             pod_args: list[str] = []
             if cpu:
                 self.pods = PodsAndMetricsFake(self._query_node_pods, namespace=self.namespace,
-                                               labels={"app.kubernetes.io/component": "querynode"})
+                                               labels={"app.kubernetes.io/component": "querynode"},
+                                               window=cpu_window, sample_every=cpu_window)
                 self.parts.append(self.pods)
                 pod_args = ["--pods-url", self.pods.pods_url, "--pod-metrics-url", self.pods.pod_metrics_url]
+            for flag, value in (("--cpu-initialization-period", cpu_initialization_period),
+                                ("--initial-readiness-delay", initial_readiness_delay)):
+                if value is not None:
+                    pod_args += [flag, value]
             self.hpa_path = self.dir / "hpa.yaml"
             self.hpa_path.write_text(yaml.safe_dump(hpa))
             self.hpa_log = self.dir / "local-hpa.log"
@@ -138,7 +153,7 @@ class ClosedLoop:
             ready = node.registered_at is not None
             pods.append({"name": node.name, "pid": node.proc.pid, "started_at": unix(node.started_at),
                          "ready": ready, "ready_since": unix(node.registered_at) if ready else None,
-                         "cpu_request_cores": self.cluster.query_node_cpu})
+                         "cpu_request_cores": self.cluster.query_node_cpu, "cgroup": node.group.path})
         return pods
 
     def decisions(self) -> list[dict]:

@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hpa::{
-    Autoscaler, Decision, HpaSpec, MetricObservation, MetricSource, Options, PodInfo, Pods,
-    ReplicaState,
+    Autoscaler, Decision, HpaSpec, MetricObservation, MetricSource, Options, PodInfo, PodTiming,
+    Pods, ReplicaState,
 };
 use k8s_openapi::List;
 use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec};
@@ -65,6 +65,10 @@ pub struct ControllerConfig {
     pub sync_period: Duration,
     /// `--horizontal-pod-autoscaler-tolerance` (0.1).
     pub tolerance: f64,
+    /// The CPU readiness rules' timing
+    /// (`--horizontal-pod-autoscaler-cpu-initialization-period` 5 min,
+    /// `--horizontal-pod-autoscaler-initial-readiness-delay` 30 s; [`PodTiming::default`]).
+    pub pod_timing: PodTiming,
     /// Per-request timeout; `None`: none.
     pub request_timeout: Option<Duration>,
     /// TLS options.
@@ -311,6 +315,7 @@ impl LocalHpa {
                 config.hpa,
                 Options {
                     tolerance: config.tolerance,
+                    pod_timing: config.pod_timing,
                     ..Options::default()
                 },
             ),

@@ -13,7 +13,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hpa::{ConditionType, HpaSpec};
+use hpa::{ConditionType, HpaSpec, PodTiming};
 use hpa_controller::{ControllerConfig, LocalHpa, StartError, TlsOptions};
 use serde_json::{Value, json};
 
@@ -140,6 +140,7 @@ fn controller(base: &str) -> LocalHpa {
         pod_metrics_url: None,
         sync_period: Duration::from_secs(15),
         tolerance: 0.1,
+        pod_timing: PodTiming::default(),
         request_timeout: None,
         tls: TlsOptions::default(),
     })
@@ -283,6 +284,7 @@ fn config(base: &str) -> ControllerConfig {
         pod_metrics_url: None,
         sync_period: Duration::from_secs(15),
         tolerance: 0.1,
+        pod_timing: PodTiming::default(),
         request_timeout: None,
         tls: TlsOptions::default(),
     }

@@ -13,7 +13,7 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hpa::{ConditionType, HpaSpec};
+use hpa::{ConditionType, HpaSpec, PodTiming};
 use hpa_controller::{ControllerConfig, LocalHpa, TlsOptions};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
@@ -177,6 +177,12 @@ async fn start(fake: Shared) -> String {
 }
 
 fn controller(base: &str, hpa: HpaSpec) -> LocalHpa {
+    controller_timed(base, hpa, PodTiming::default())
+}
+
+/// `controller` with the CPU readiness rules' timing given (`local-hpa
+/// --cpu-initialization-period --initial-readiness-delay`).
+fn controller_timed(base: &str, hpa: HpaSpec, pod_timing: PodTiming) -> LocalHpa {
     LocalHpa::new(ControllerConfig {
         hpa,
         metrics_api: None,
@@ -185,6 +191,7 @@ fn controller(base: &str, hpa: HpaSpec) -> LocalHpa {
         pod_metrics_url: Some(format!("{base}{METRICS_PATH}")),
         sync_period: Duration::from_secs(15),
         tolerance: 0.1,
+        pod_timing,
         request_timeout: Some(Duration::from_secs(10)),
         tls: TlsOptions::default(),
     })
@@ -315,6 +322,72 @@ async fn a_pod_ready_for_less_than_a_window_is_unready_in_its_cpu_initialization
     );
     let base = start(f.clone()).await;
     let out = controller(&base, cpu_hpa(50, ""))
+        .sync_once()
+        .await
+        .unwrap();
+    assert_eq!(out.decision.raw_recommendation, Some(10));
+    assert_eq!(out.decision.desired_replicas, 6);
+}
+
+#[tokio::test]
+async fn the_cpu_initialization_period_and_readiness_delay_are_the_configured_ones() {
+    // The first case above (started 60 s ago, ready for 20 s, its 30 s sample covering its
+    // start-up) with a 45 s initialization period: qn-2 is past it, so ready and counted →
+    // the 166 % of the second case → 6, where the default 5 min held at 3.
+    let pods = || {
+        vec![
+            old_pod("qn-0", "500m"),
+            old_pod("qn-1", "500m"),
+            pod("qn-2", "500m", 60, true, 20),
+        ]
+    };
+    let usages = || {
+        Ok(vec![
+            usage("qn-0", &[("querynode", "250m")]),
+            usage("qn-1", &[("querynode", "250m")]),
+            usage("qn-2", &[("querynode", "2")]),
+        ])
+    };
+    let short_init = PodTiming {
+        cpu_initialization_period: Duration::from_secs(45),
+        ..PodTiming::default()
+    };
+    let base = start(fake(3, pods(), usages())).await;
+    let out = controller_timed(&base, cpu_hpa(50, ""), short_init)
+        .sync_once()
+        .await
+        .unwrap();
+    assert_eq!(out.decision.raw_recommendation, Some(10));
+    assert_eq!(out.decision.desired_replicas, 6);
+
+    // Past its initialization period, an unready pod is left out only if it has never been
+    // ready: its readiness changed less than the initial readiness delay after it started.
+    // qn-2 started 60 s ago and turned unready 40 s ago (20 s after its start): within the
+    // default 30 s delay it never was ready → left out: the ready pods are at 50 %, on target
+    // → hold at 3.
+    let unready = || {
+        vec![
+            old_pod("qn-0", "500m"),
+            old_pod("qn-1", "500m"),
+            pod("qn-2", "500m", 60, false, 40),
+        ]
+    };
+    let base = start(fake(3, unready(), usages())).await;
+    let out = controller_timed(&base, cpu_hpa(50, ""), short_init)
+        .sync_once()
+        .await
+        .unwrap();
+    let p = out.decision.per_metric[0].result.clone().unwrap();
+    assert_eq!(p.current.average_utilization, Some(50), "{p:?}");
+    assert_eq!(out.decision.desired_replicas, 3);
+    // With a 10 s delay it was ready once (its transition came after the delay): its sample
+    // counts like a ready pod's → 166 % → 6.
+    let base = start(fake(3, unready(), usages())).await;
+    let short_delay = PodTiming {
+        initial_readiness_delay: Duration::from_secs(10),
+        ..short_init
+    };
+    let out = controller_timed(&base, cpu_hpa(50, ""), short_delay)
         .sync_once()
         .await
         .unwrap();
@@ -463,6 +536,7 @@ async fn a_pod_list_that_cannot_be_read_is_a_metric_error() {
         pod_metrics_url: Some(format!("{base}{METRICS_PATH}")),
         sync_period: Duration::from_secs(15),
         tolerance: 0.1,
+        pod_timing: PodTiming::default(),
         request_timeout: Some(Duration::from_secs(10)),
         tls: TlsOptions::default(),
     })

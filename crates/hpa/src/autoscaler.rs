@@ -26,10 +26,7 @@ impl Default for Options {
         Options {
             tolerance: 0.1,
             downscale_stabilization: Duration::from_secs(300),
-            pod_timing: PodTiming {
-                cpu_initialization_period: Duration::from_secs(300),
-                initial_readiness_delay: Duration::from_secs(30),
-            },
+            pod_timing: PodTiming::default(),
         }
     }
 }

@@ -195,6 +195,16 @@ pub struct PodTiming {
     pub initial_readiness_delay: Duration,
 }
 
+impl Default for PodTiming {
+    /// kube-controller-manager's defaults: 5 min and 30 s.
+    fn default() -> Self {
+        PodTiming {
+            cpu_initialization_period: Duration::from_secs(300),
+            initial_readiness_delay: Duration::from_secs(30),
+        }
+    }
+}
+
 pub(crate) struct Context<'a> {
     pub now: Duration,
     pub state: &'a ReplicaState,

@@ -222,6 +222,16 @@ struct LocalHpaArgs {
     /// Usage-ratio tolerance (--horizontal-pod-autoscaler-tolerance).
     #[arg(long, default_value_t = 0.1)]
     tolerance: f64,
+    /// CPU metrics: for this long after a pod starts, its sample is left out while it is unready
+    /// or taken less than one metrics window after it became ready
+    /// (--horizontal-pod-autoscaler-cpu-initialization-period).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    cpu_initialization_period: Duration,
+    /// CPU metrics: after the initialization period, an unready pod is left out if its readiness
+    /// last changed within this long of its start, i.e. it has never been ready
+    /// (--horizontal-pod-autoscaler-initial-readiness-delay).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    initial_readiness_delay: Duration,
     /// Sync once and exit (1 if the scale could not be read or updated).
     #[arg(long)]
     once: bool,
@@ -394,6 +404,10 @@ async fn local_hpa(args: LocalHpaArgs) -> anyhow::Result<()> {
         pod_metrics_url: args.pod_metrics_url,
         sync_period: args.sync_period,
         tolerance: args.tolerance,
+        pod_timing: hpa::PodTiming {
+            cpu_initialization_period: args.cpu_initialization_period,
+            initial_readiness_delay: args.initial_readiness_delay,
+        },
         request_timeout: Some(args.sync_period.max(Duration::from_secs(1))),
         tls: hpa_controller::TlsOptions {
             ca_file: args.ca_file,

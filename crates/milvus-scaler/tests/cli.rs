@@ -196,6 +196,44 @@ fn local_hpa_with_a_bad_hpa_file_exits_2_naming_the_field() {
 }
 
 #[test]
+fn local_hpa_cpu_timings_are_durations_named_when_bad() {
+    for flag in ["--cpu-initialization-period", "--initial-readiness-delay"] {
+        let out = run(&[
+            "local-hpa",
+            "--hpa",
+            "/nonexistent/hpa.yaml",
+            "--scale-url",
+            "http://127.0.0.1:9/scale",
+            flag,
+            "5 parsecs",
+            "--once",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // clap's usage error (exit 2), before the HPA file is even read.
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(
+            stderr.starts_with("error: invalid value '5 parsecs' for"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(flag), "{flag}: {stderr}");
+        assert!(!stderr.contains("cannot read"), "{stderr}");
+    }
+    // Documented with kube-controller-manager's defaults and flag names.
+    let out = run(&["local-hpa", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for text in [
+        "--cpu-initialization-period <CPU_INITIALIZATION_PERIOD>",
+        "[default: 5m]",
+        "--horizontal-pod-autoscaler-cpu-initialization-period",
+        "--initial-readiness-delay <INITIAL_READINESS_DELAY>",
+        "[default: 30s]",
+        "--horizontal-pod-autoscaler-initial-readiness-delay",
+    ] {
+        assert!(help.contains(text), "{text} not in {help}");
+    }
+}
+
+#[test]
 fn missing_file_is_a_clear_error() {
     let out = run(&[
         "check-config",
