@@ -21,8 +21,12 @@ pub struct Plan {
     pub wanted_room_pods: Option<u32>,
     /// Growth of the demand over the window, nq/s per second (`None` until two samples).
     pub growth_per_second: Option<f64>,
-    /// Index of the scheduled peak whose headroom is held now, if any.
+    /// Index of the scheduled peak whose window is open now, if any.
     pub peak: Option<usize>,
+    /// Pods' worth of room the scheduled peak holds now: `None` when no peak is awaited (no
+    /// window open, or the workload has grown into it). It is held on top of the demand's room
+    /// and goes at once when the peak comes or its window closes.
+    pub peak_room_pods: Option<u32>,
     /// Why `headroom_pods` has its value, for logs.
     pub reason: String,
 }
@@ -38,6 +42,8 @@ pub struct Planner {
     /// The scheduled peak occurrence (index, start of its window in seconds since the epoch) the
     /// workload has already grown into: its room is not held again until its next day.
     peak_reached: Option<(usize, u64)>,
+    /// The workload's pods at the last decision: what tells the pods it has given back since.
+    last_workload: Option<u32>,
 }
 
 /// `later - earlier`, zero when the clock went backwards.
@@ -97,6 +103,7 @@ impl Planner {
             below_since: None,
             last_step: None,
             peak_reached: None,
+            last_workload: None,
         }
     }
 
@@ -140,12 +147,15 @@ impl Planner {
     /// while that is within the HPA's tolerance of them (the HPA would not move). This is the idea of
     /// Vespa's autoscaler, whose ideal load leaves `1 + growth rate x scaling duration` of
     /// headroom for the growth seen while it rescales (vespa-engine/vespa, node-repository
-    /// `ClusterModel.idealCpuLoad`); the code here is our own. During a scheduled peak the room
-    /// is at least the peak's expected demand in pods. The room held rises at once and falls
-    /// only after the wanted room has stayed below it for the hold, then by one pod per step
-    /// interval: a forecast never scales in. Headroom is the room beyond the workload's pods,
-    /// so pods the workload adds use it up at once (that is what it is for), and pods it gives
-    /// back stay held as headroom until the room steps down. An unknown demand holds the room.
+    /// `ClusterModel.idealCpuLoad`); the code here is our own. The room held for the demand
+    /// rises at once and falls only after the wanted room has stayed below it for the hold,
+    /// then by one pod per step interval: a forecast never scales in. Headroom is the room
+    /// beyond the workload's pods, so pods the workload adds use it up at once (that is what it
+    /// is for); pods it gives back leave the room with it (their slots stay on the machines for
+    /// the provisioner's unneeded time), and the headroom beyond them is what the hold keeps.
+    /// During a scheduled peak the room is at least the peak's expected demand in pods until
+    /// the workload has grown into it or the window closes; that room is the calendar's, not
+    /// the demand's, and goes at once then. An unknown demand holds the room.
     pub fn plan(&mut self, now: SystemTime, demand: Option<f64>, workload_pods: u32) -> Plan {
         let c = &self.config;
         let demand = demand.filter(|d| d.is_finite() && *d >= 0.0);
@@ -176,9 +186,8 @@ impl Planner {
         let peak = window.map(|(i, _)| i);
         // Not through the HPA's tolerance: that would make the room for a peak shrink as the
         // workload grows into it, and the room released be provisioned again. Once the workload
-        // has grown into it the peak has come: from then on the room follows the demand (and
-        // falls only after the hold), instead of being held for the expected demand while the
-        // peak passes.
+        // has grown into it the peak has come: from then on the room is the demand's, instead
+        // of being held for the expected demand while the peak passes.
         let mut from_peak = None;
         if let Some((i, start)) = window
             && self.peak_reached != Some((i, start))
@@ -197,15 +206,38 @@ impl Planner {
         // More room than the cap allows beyond today's pods is never used: a burst of demand
         // would otherwise be held for many steps.
         let ceiling = workload_pods.saturating_add(c.cap());
-        let wanted = match (from_demand, from_peak) {
-            (None, None) => None,
-            (d, p) => Some(d.map_or(0, |(n, _)| n).max(p.unwrap_or(0)).min(ceiling)),
-        };
+        // The hold is for the room the demand wants: its estimate moves with the demand's noise,
+        // and what it wanted may be wanted again soon. A scheduled peak's room is held on top of
+        // it and is not part of it: once the peak has come or its window has closed the calendar
+        // no longer asks for it, and what the demand does not want goes at once (the calendar
+        // cannot flap: a reached peak is not held again that day).
+        let wanted = from_demand.map(|(n, _)| n.min(ceiling));
+        let peak_room = from_peak.map(|n| n.min(ceiling));
 
-        let mut why_room = String::new();
+        let mut why_room: Vec<String> = Vec::new();
+        // Pods the workload has given back since the last decision leave the room with it: the
+        // HPA gave them back after its own scale-down stabilization, and their slots stay on the
+        // machines for the provisioner's unneeded time anyway. Held as placeholders they would
+        // fill the freed slots (so the provisioner could not consolidate the machines and kept
+        // them, or, created while the stopping pod still holds its slot, pend and have a machine
+        // launched for them) and be held again for the hold. The headroom beyond the workload is
+        // what the hold keeps: it is unchanged by the workload's fall.
+        if let (Some(prev), Some(h)) = (self.last_workload, self.held)
+            && workload_pods < prev
+        {
+            let kept = h.min(workload_pods.saturating_add(h.saturating_sub(prev)));
+            if kept < h {
+                self.held = Some(kept);
+                why_room.push(format!(
+                    "workload gave back {} pods: room {h} -> {kept}",
+                    prev - workload_pods
+                ));
+            }
+        }
+        self.last_workload = Some(workload_pods);
         match (wanted, self.held) {
             (None, _) => {
-                why_room = "demand unknown and no scheduled peak: holding the room".into();
+                why_room.push("demand unknown: holding the room".into());
             }
             (Some(w), None) => self.held = Some(w),
             (Some(w), Some(h)) if w >= h => {
@@ -221,21 +253,21 @@ impl Planner {
                 if held_for >= c.hold() && !stepped_recently {
                     self.held = Some(h - 1);
                     self.last_step = Some(now);
-                    why_room = format!(
+                    why_room.push(format!(
                         "wanted {w} below held {h} for {}s: one pod down",
                         held_for.as_secs()
-                    );
+                    ));
                 } else {
-                    why_room = format!(
+                    why_room.push(format!(
                         "wanted {w} below held {h} for {}s: held (hold {}s, step every {}s)",
                         held_for.as_secs(),
                         c.hold().as_secs(),
                         c.step_down_interval().as_secs()
-                    );
+                    ));
                 }
             }
         }
-        let room = self.held.unwrap_or(0);
+        let room = self.held.unwrap_or(0).max(peak_room.unwrap_or(0));
         let headroom = room.saturating_sub(workload_pods).clamp(c.floor(), c.cap());
         let mut reason = format!(
             "headroom {headroom} = room {room} - workload {workload_pods} pods, within [{}, {}]",
@@ -261,14 +293,18 @@ impl Planner {
             )),
             _ => {}
         }
-        if !why_room.is_empty() {
+        for why in &why_room {
             reason.push_str("; ");
-            reason.push_str(&why_room);
+            reason.push_str(why);
         }
         Plan {
             headroom_pods: headroom,
             room_pods: room,
-            wanted_room_pods: wanted,
+            wanted_room_pods: match (wanted, peak_room) {
+                (None, None) => None,
+                (w, p) => Some(w.unwrap_or(0).max(p.unwrap_or(0))),
+            },
+            peak_room_pods: peak_room,
             growth_per_second: growth,
             peak,
             reason,
@@ -361,21 +397,26 @@ mod tests {
         assert_eq!((a, b), (12, 12));
     }
 
-    #[test]
-    fn a_drop_is_held_then_given_back_one_pod_per_interval() {
-        // No time-to-ready: the room is the level's pods, so only the hold and steps are seen.
-        let mut p = planner(HeadroomSpec {
+    /// No time-to-ready: the room is the level's pods, so only the hold and steps are seen.
+    fn no_time_to_ready() -> HeadroomSpec {
+        HeadroomSpec {
             floor: 0,
             time_to_ready: TimeToReadySpec {
                 node_launch: Duration::ZERO,
                 load: Duration::ZERO,
             },
             ..spec()
-        });
-        for s in (0..600).step_by(15) {
-            p.plan(at(s), Some(200.0), 20);
         }
-        // Demand and workload fall to 5 pods' worth at once: the 15 freed pods' room is held.
+    }
+
+    #[test]
+    fn a_drop_is_held_then_given_back_one_pod_per_interval() {
+        // The demand wants 20 pods' room over a workload of 5 (the HPA has not followed it),
+        // then falls back to 5 pods' worth: the 15 pods of headroom are held.
+        let mut p = planner(no_time_to_ready());
+        for s in (0..600).step_by(15) {
+            p.plan(at(s), Some(200.0), 5);
+        }
         let mut series = vec![];
         for s in (600..2400).step_by(15) {
             series.push((s, p.plan(at(s), Some(50.0), 5)));
@@ -397,6 +438,50 @@ mod tests {
         assert_eq!(after.headroom_pods, 3, "{}", after.reason);
         assert_eq!(p.plan(at(2400 + 599), Some(50.0), 5).headroom_pods, 3);
         assert_eq!(p.plan(at(2415 + 600), Some(50.0), 5).headroom_pods, 2);
+    }
+
+    #[test]
+    fn pods_the_workload_gives_back_leave_the_room_with_it() {
+        // Demand and workload at 20 pods, then both at 5: the 15 pods the HPA gave back are not
+        // held as headroom (their slots stay on the machines for the provisioner's unneeded
+        // time; placeholders in them would keep the machines from being consolidated).
+        let mut p = planner(no_time_to_ready());
+        for s in (0..600).step_by(15) {
+            p.plan(at(s), Some(200.0), 20);
+        }
+        let fell = p.plan(at(600), Some(50.0), 5);
+        assert_eq!(
+            (fell.room_pods, fell.headroom_pods),
+            (5, 0),
+            "{}",
+            fell.reason
+        );
+        assert!(fell.reason.contains("gave back 15 pods"), "{}", fell.reason);
+        // Headroom beyond the workload is kept through its fall, and held as before: 3 pods
+        // over 10, the workload falls to 8 with the demand wanting only those 8.
+        let mut p = planner(no_time_to_ready());
+        p.plan(at(0), Some(130.0), 10);
+        let fell = p.plan(at(15), Some(80.0), 8);
+        assert_eq!(
+            (fell.room_pods, fell.headroom_pods),
+            (11, 3),
+            "{}",
+            fell.reason
+        );
+        assert_eq!(p.plan(at(15 + 599), Some(80.0), 8).headroom_pods, 3);
+        assert_eq!(p.plan(at(15 + 600), Some(80.0), 8).headroom_pods, 2);
+        // Pods the workload adds use the headroom up; given back again as the demand falls,
+        // they leave with it.
+        let mut p = planner(no_time_to_ready());
+        p.plan(at(0), Some(130.0), 10);
+        assert_eq!(p.plan(at(15), Some(130.0), 13).headroom_pods, 0);
+        let back = p.plan(at(30), Some(100.0), 10);
+        assert_eq!(
+            (back.room_pods, back.headroom_pods),
+            (10, 0),
+            "{}",
+            back.reason
+        );
     }
 
     #[test]
@@ -444,39 +529,59 @@ mod tests {
         // As the workload grows into it, the headroom is used up, not added to.
         let mid = p.plan(at(nine + 1800), Some(140.0), 14);
         assert_eq!(mid.headroom_pods, 1, "{}", mid.reason);
-        // After 11:00 the room is held, then steps down.
         let end = nine + 7200;
-        assert_eq!(p.plan(at(end), Some(20.0), 2).headroom_pods, 13);
-        assert_eq!(p.plan(at(end + 600), Some(20.0), 2).headroom_pods, 12);
+        assert_eq!(p.plan(at(end - 15), Some(140.0), 14).headroom_pods, 1);
+        // At 11:00 the window closes and the peak's room goes at once: the calendar no longer
+        // asks for it and the demand never did (it wants the 14 pods the workload runs).
+        let closed = p.plan(at(end), Some(140.0), 14);
+        assert_eq!(
+            (closed.peak, closed.peak_room_pods, closed.room_pods),
+            (None, None, 14),
+            "{}",
+            closed.reason
+        );
+        assert_eq!(closed.headroom_pods, 0);
         // The next day, again from the lead time: a daily calendar, in UTC.
         let mut p2 = p.clone();
         let next = p2.plan(at(DAY_SECONDS + nine - 300), Some(20.0), 2);
-        assert_eq!(next.peak, Some(0));
+        assert_eq!((next.peak, next.peak_room_pods), (Some(0), Some(15)));
         assert_eq!(next.headroom_pods, 13);
     }
 
     #[test]
     fn a_scheduled_peak_stops_holding_its_room_once_the_workload_has_grown_into_it() {
         // A peak expecting 150 nq/s = 15 pods of 10, from 09:00 for two hours, a 10 min lead,
-        // a 10 min hold and one pod a minute down, as the test above.
-        let mut p = planner(nine_oclock_peak());
+        // a 10 min hold and one pod a minute down, as the test above; the HPA's 10 % tolerance.
+        let mut p = planner(HeadroomSpec {
+            hpa_tolerance: 0.1,
+            ..nine_oclock_peak()
+        });
         let nine = 9 * 3600;
         assert_eq!(p.plan(at(nine - 600), Some(20.0), 2).headroom_pods, 13);
-        // The workload reaches the 15 pods at 09:40: the peak has come.
-        let reached = p.plan(at(nine + 2400), Some(150.0), 15);
+        let grown = p.plan(at(nine + 2385), Some(140.0), 13);
+        assert_eq!((grown.room_pods, grown.headroom_pods), (15, 2));
+        // At 09:40 the workload runs 14 pods, which the HPA keeps at 150 nq/s (within its
+        // tolerance): the peak has come. Its room beyond what the demand wants (14 pods) goes at
+        // once, not after the hold: it was the calendar's, and a reached peak is not held again.
+        let reached = p.plan(at(nine + 2400), Some(140.0), 14);
         assert!(reached.reason.contains("reached"), "{}", reached.reason);
-        // The demand falls while the window is still open: the room follows it after the hold
-        // (10 min here), one pod a minute, instead of holding 15 pods until 11:00.
+        assert_eq!(
+            (reached.peak, reached.peak_room_pods, reached.room_pods),
+            (Some(0), None, 14),
+            "{}",
+            reached.reason
+        );
+        // The rest of the window the room follows the demand: a fall of the demand the HPA has
+        // not followed yet is held for the hold, then stepped down.
         let fall = nine + 2460;
-        assert_eq!(p.plan(at(fall), Some(100.0), 10).room_pods, 15);
-        let stepped = p.plan(at(fall + 600), Some(100.0), 10);
-        assert_eq!(stepped.room_pods, 14, "{}", stepped.reason);
-        let later = p.plan(at(fall + 660), Some(100.0), 10);
-        assert_eq!(later.room_pods, 13, "{}", later.reason);
-        assert_eq!(later.peak, Some(0), "still inside the window");
+        assert_eq!(p.plan(at(fall), Some(120.0), 14).room_pods, 14);
+        let stepped = p.plan(at(fall + 600), Some(120.0), 14);
+        assert_eq!(stepped.room_pods, 13, "{}", stepped.reason);
+        assert_eq!(stepped.peak, Some(0), "still inside the window");
         // The next day's occurrence holds its room again, from its lead time.
         let next = p.plan(at(DAY_SECONDS + nine - 300), Some(20.0), 2);
         assert_eq!(next.wanted_room_pods, Some(15), "{}", next.reason);
+        assert_eq!(next.room_pods, 15);
     }
 
     #[test]
@@ -551,13 +656,22 @@ mod tests {
                 ..spec()
             });
             let mut t = 0;
-            let mut last: Option<(u32, u32)> = None;
+            let mut last: Option<(u32, u32, Option<u32>)> = None;
             let mut last_fall: Option<u64> = None;
             for (d, gap) in demands.iter().zip(&gaps) {
                 t += gap;
                 let plan = p.plan(at(t), *d, workload);
                 prop_assert!(floor <= plan.headroom_pods && plan.headroom_pods <= cap, "{:?}", plan);
-                if let Some((room, headroom)) = last {
+                if let Some(p) = plan.peak_room_pods {
+                    prop_assert!(plan.room_pods >= p, "{:?}", plan);
+                }
+                if let Some((room, headroom, peak_room)) = last {
+                    // The peak's room goes at once when the peak comes or its window closes,
+                    // down to the demand's room; every other fall is a step.
+                    if peak_room.is_some() && plan.peak_room_pods.is_none() {
+                        last = Some((plan.room_pods, plan.headroom_pods, None));
+                        continue;
+                    }
                     let fell = plan.room_pods < room || plan.headroom_pods < headroom;
                     prop_assert!(plan.room_pods + 1 >= room, "{} -> {}", room, plan.room_pods);
                     prop_assert!(plan.headroom_pods + 1 >= headroom);
@@ -568,12 +682,12 @@ mod tests {
                         last_fall = Some(t);
                     }
                 }
-                last = Some((plan.room_pods, plan.headroom_pods));
+                last = Some((plan.room_pods, plan.headroom_pods, plan.peak_room_pods));
             }
         }
 
         #[test]
-        fn room_never_falls_faster_than_a_step_whatever_the_workload(
+        fn room_falls_with_the_workload_or_by_a_step_at_most(
             demands in prop::collection::vec((0.0f64..500.0, 0u32..60), 1..200),
             interval in 1u64..300,
         ) {
@@ -582,22 +696,25 @@ mod tests {
                 step_down_interval: Duration::from_secs(interval),
                 ..spec()
             });
-            let mut last: Option<u32> = None;
+            let mut last: Option<(u32, u32)> = None;
             let mut last_fall: Option<u64> = None;
             for (i, (d, w)) in demands.iter().enumerate() {
                 let t = 15 * i as u64;
                 let plan = p.plan(at(t), Some(*d), *w);
                 prop_assert!((1..=20).contains(&plan.headroom_pods));
-                if let Some(room) = last {
-                    prop_assert!(plan.room_pods + 1 >= room);
-                    if plan.room_pods < room {
+                if let Some((room, workload)) = last {
+                    // Pods the workload gave back leave with their room; beyond them, the room
+                    // falls by one step at most.
+                    let given_back = workload.saturating_sub(*w);
+                    prop_assert!(plan.room_pods + given_back + 1 >= room, "{:?}", plan);
+                    if plan.room_pods + given_back < room {
                         if let Some(f) = last_fall {
                             prop_assert!(t - f >= interval);
                         }
                         last_fall = Some(t);
                     }
                 }
-                last = Some(plan.room_pods);
+                last = Some((plan.room_pods, *w));
             }
         }
     }
