@@ -375,6 +375,8 @@ impl CacheS3 {
     }
 
     async fn cached_or_fetch(&self, key: &str) -> S3Result<Lookup> {
+        // Before a miss's read-ahead plans its group: the field read now is then one it fetches.
+        self.learn_read(key);
         if let Some((e, f)) = self.core.open_cached(key)
             && self.revalidate(&e).await
         {
@@ -617,7 +619,6 @@ impl S3 for CacheS3 {
                 .await;
         }
         let key = i.key.clone();
-        self.learn_read(&key);
         let (entry, file, result) = match self.cached_or_fetch(&key).await {
             Ok(Lookup::Hit(e, f)) => (e, f, "hit"),
             Ok(Lookup::Miss(e, f)) => (e, f, "miss"),
