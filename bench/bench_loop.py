@@ -28,6 +28,12 @@
    day with two 10x peaks, shipped policy vs the first example vs the Milvus Helm chart's CPU HPA vs the
    smallest static size meeting the SLO.
 
+Env: BENCH_LOOP_QUICK=1 (a 120 s spike instead of 240 s), BENCH_LOOP_MODEL_OUT (where the calibrated
+model is written and read by part 3; default bench/models/milvus-2.3.5-harness.yaml, the committed
+model that docs/scaling-policy.md's figures come from: point it elsewhere to keep that one),
+BENCH_LOOP_ROTATE=k (run the policies in part 2 rotated by k, so that a policy is not always the one run
+first or last; the machine's load average is recorded around each run either way).
+
 Prints one JSON object as its last line (bench/run.py collects it).
 """
 from __future__ import annotations
@@ -57,7 +63,7 @@ TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
 SHIPPED = REPO / "manifests" / "examples" / "hpa-querynode.yaml"
 FIRST = REPO / "bench" / "policies" / "hpa-first-example.yaml"
 HELM_CPU = REPO / "bench" / "policies" / "hpa-helm-cpu.yaml"
-MODEL = REPO / "bench" / "models" / "milvus-2.3.5-harness.yaml"
+MODEL = Path(os.environ.get("BENCH_LOOP_MODEL_OUT") or REPO / "bench" / "models" / "milvus-2.3.5-harness.yaml")
 CPU_SHARE = 0.15
 SYNC = 5
 MAX_REPLICAS = 4
@@ -70,6 +76,7 @@ CPU_INITIALIZATION_PERIOD = f"{300 // COMPRESS}s"  # kube-controller-manager's 5
 INITIAL_READINESS_DELAY = f"{30 // COMPRESS}s"  # kube-controller-manager's 30 s
 POLICIES = (("shipped (search_demand)", SHIPPED), ("first example (queue + p99 Value)", FIRST),
             ("Helm chart CPU (Utilization 40 %)", HELM_CPU))
+ROTATE = int(os.environ.get("BENCH_LOOP_ROTATE", "0")) % len(POLICIES)
 
 
 def binary() -> str:
@@ -271,8 +278,12 @@ def main() -> int:
         write_model(cal)
         print("calibration:", json.dumps(cal), flush=True)
         real = {}
-        for name, path in POLICIES:
+        for name, path in POLICIES[ROTATE:] + POLICIES[:ROTATE]:
+            # The load average says whether the machine was quiet: a run beside other work is not
+            # the policy's figure (docs/scaling-policy.md).
+            load_before = os.getloadavg()
             real[name] = run_policy(cluster, coll, path, cal["capacity"])
+            real[name]["load_average_1m"] = {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)}
             print(name, json.dumps(real[name]), flush=True)
     ours = real[POLICIES[0][0]]
 

@@ -136,6 +136,7 @@ def scale_out(cluster: MilvusCluster, mode: str, cache_dir: Path | None) -> dict
     """Adds one query node in `mode`, waits for every phase, returns its record with the decision
     offset, the shaper's and (if any) the cache's counters over the scale-out."""
     before = cluster.shaper.stats()
+    load_before = os.getloadavg()[0]
     t_decision = time.monotonic()
     name = cluster.add_query_node(storage="direct" if mode == "direct" else "cache",
                                   cache_dir=cache_dir if mode == "restart" else None, watch=True,
@@ -155,6 +156,8 @@ def scale_out(cluster: MilvusCluster, mode: str, cache_dir: Path | None) -> dict
     rec["upstream_bytes"] = after["response_bytes"] - before["response_bytes"]
     rec["cache"] = cache_counters(node.cache.metrics_text()) if node.cache is not None else None
     rec["node_dir"] = node.cache_dir
+    # Whether the machine was quiet around this scale-out (a noisy one slows every phase).
+    rec["load_average_1m"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
     return rec
 
 
@@ -251,7 +254,9 @@ def main() -> None:
         f"{m}: " + " | ".join(",".join(f"{r['from_decision_' + p]:.1f}" for p in PHASES) for r in results[m]) for m in MODES))
     notes.append("segments on the new node: " + ", ".join(
         f"{m} " + "/".join(f"{r['segments']:.0f}" for r in results[m]) for m in MODES))
-    notes.append(f"machine: {os.cpu_count()} cores shared with other work (compiling helpers): noisy; "
+    loads = [r["load_average_1m"]["before"] for m in MODES for r in results[m]]
+    notes.append(f"machine: {os.cpu_count()} cores; 1-minute load average before each scale-out: median "
+                 f"{statistics.median(loads):.1f}, max {max(loads):.1f} (above the core count, other work competed); "
                  f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}Z")
     out = {"name": "scale-out: time to useful capacity of a new query node", "rows": rows, "notes": notes,
            "records": {m: [{k: v for k, v in r.items() if k != "node_dir"} for r in results[m]] for m in MODES},
