@@ -494,7 +494,7 @@ mod tests {
     fn the_room_is_what_the_hpa_runs_when_the_demand_gets_there() {
         // 10 nq/s pods, the HPA's 10 % tolerance, a 300 s node launch. The demand rises 0.05 nq/s
         // every second to 90 nq/s, where the HPA runs 9 pods: in 300 s it will be at 105.
-        let slow_ramp = |growth: f64, node_launch: u64| {
+        let ramp = |growth: f64, node_launch: u64| {
             let mut p = planner(HeadroomSpec {
                 hpa_tolerance: 0.1,
                 floor: 0,
@@ -513,23 +513,18 @@ mod tests {
         };
         // The HPA keeps 9 up to 99 nq/s, goes to 10 just above it and keeps 10 up to 110: at 105
         // it runs 10. Room for 11 (105 nq/s checked against today's 9: beyond the tolerance,
-        // ceil(10.5)) would be a machine that the HPA never asks for.
-        let plan = slow_ramp(0.05, 300);
-        assert_eq!(
-            (plan.room_pods, plan.headroom_pods),
-            (10, 1),
-            "{}",
-            plan.reason
-        );
-        // A faster ramp to the same 105: 0.15 nq/s every second, over a 100 s launch. The HPA's
-        // sync (every 15 s) may first see 101.25 nq/s beyond 99, and ask for 11 at once: held.
-        let plan = slow_ramp(0.15, 100);
-        assert_eq!(
-            (plan.room_pods, plan.headroom_pods),
-            (11, 2),
-            "{}",
-            plan.reason
-        );
+        // ceil(10.5)) would be a machine that the HPA never asks for. A faster ramp to the same
+        // 105, 0.15 nq/s every second over a 100 s launch: the HPA's sync (every 15 s) may first
+        // see 101.25 nq/s beyond 99 and ask for 11 at once, so 11 are held.
+        for (growth, launch, room) in [(0.05, 300, 10), (0.15, 100, 11)] {
+            let plan = ramp(growth, launch);
+            assert_eq!(
+                (plan.room_pods, plan.headroom_pods),
+                (room, room - 9),
+                "{}",
+                plan.reason
+            );
+        }
     }
 
     /// No time-to-ready: the room is the level's pods, so only the hold and steps are seen.
