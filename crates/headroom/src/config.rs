@@ -22,7 +22,8 @@ pub struct HeadroomSpec {
     /// would not ask for.
     #[serde(default = "default_tolerance")]
     pub hpa_tolerance: f64,
-    /// How long a query node asked for now takes to serve.
+    /// How long a query node asked for now takes to serve; only its `node_launch` sizes the
+    /// headroom (see [`TimeToReadySpec`]).
     pub time_to_ready: TimeToReadySpec,
     /// Window over which the demand's growth rate is measured.
     #[serde(with = "humantime_serde")]
@@ -38,7 +39,8 @@ pub struct HeadroomSpec {
     pub floor: u32,
     /// Headroom pods held at most.
     pub cap: u32,
-    /// How long before each scheduled peak its headroom is held (default: `time_to_ready`).
+    /// How long before each scheduled peak its headroom is held (default:
+    /// `time_to_ready.node_launch`).
     #[serde(default, with = "humantime_serde")]
     pub peak_lead: Option<Duration>,
     /// Known daily peaks (UTC).
@@ -50,16 +52,23 @@ fn default_tolerance() -> f64 {
     0.1
 }
 
-/// The measured time from asking for a query node to it serving.
+/// The measured time from asking for a query node to it serving, in its two parts.
+///
+/// Only `node_launch` sizes the headroom: placeholders make room on machines, and what they save
+/// a new query node is the wait for a machine. The pod that takes a placeholder's room still
+/// loads its segments for `load`, whatever is held, and so does every pod the HPA adds; room
+/// asked for `load` earlier than a machine is needed is a machine idle for `load` longer.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct TimeToReadySpec {
     /// Seconds from a pod going pending until a machine for it takes pods (the provisioner's scan
-    /// plus the instance's launch and bootstrap).
+    /// plus the instance's launch and bootstrap; from the planner's decision, add one
+    /// `interval`): how far ahead the demand's growth is projected, and the default `peak_lead`.
     #[serde(with = "humantime_serde")]
     pub node_launch: Duration,
-    /// Seconds from the query node's start until it serves (Milvus loading its segments).
-    #[serde(with = "humantime_serde")]
+    /// Seconds from the query node's start until it serves (Milvus loading its segments). Not
+    /// part of the sizing (see above); optional.
+    #[serde(default, with = "humantime_serde")]
     pub load: Duration,
 }
 
@@ -179,7 +188,8 @@ impl Peak {
 pub struct HeadroomConfig {
     pod_capacity: f64,
     hpa_tolerance: f64,
-    time_to_ready: Duration,
+    node_launch: Duration,
+    load: Duration,
     growth_window: Duration,
     hold: Duration,
     step_down_interval: Duration,
@@ -198,9 +208,13 @@ impl HeadroomConfig {
     pub fn hpa_tolerance(&self) -> f64 {
         self.hpa_tolerance
     }
-    /// Node launch plus load: how far ahead the growth is projected.
-    pub fn time_to_ready(&self) -> Duration {
-        self.time_to_ready
+    /// Pod pending to machine taking pods: how far ahead the growth is projected.
+    pub fn node_launch(&self) -> Duration {
+        self.node_launch
+    }
+    /// Query node start to serving, as written: not part of the sizing.
+    pub fn load(&self) -> Duration {
+        self.load
     }
     /// Window of the growth rate.
     pub fn growth_window(&self) -> Duration {
@@ -277,11 +291,7 @@ impl TryFrom<HeadroomSpec> for HeadroomConfig {
                 cap: spec.cap,
             });
         }
-        let time_to_ready = spec
-            .time_to_ready
-            .node_launch
-            .saturating_add(spec.time_to_ready.load);
-        let peak_lead = spec.peak_lead.unwrap_or(time_to_ready);
+        let peak_lead = spec.peak_lead.unwrap_or(spec.time_to_ready.node_launch);
         if peak_lead > day {
             return Err(ConfigError::LongerThanADay {
                 key: "peak_lead".into(),
@@ -321,7 +331,8 @@ impl TryFrom<HeadroomSpec> for HeadroomConfig {
         Ok(HeadroomConfig {
             pod_capacity: spec.pod_capacity,
             hpa_tolerance: spec.hpa_tolerance,
-            time_to_ready,
+            node_launch: spec.time_to_ready.node_launch,
+            load: spec.time_to_ready.load,
             growth_window: spec.growth_window,
             hold: spec.hold,
             step_down_interval: spec.step_down_interval,
@@ -357,11 +368,19 @@ peaks:
     #[test]
     fn an_example_parses_with_its_values() {
         let c: HeadroomConfig = yaml_config::from_str(EXAMPLE).unwrap();
-        assert_eq!(c.time_to_ready(), Duration::from_secs(113));
+        assert_eq!(c.node_launch(), Duration::from_secs(100));
+        assert_eq!(c.load(), Duration::from_secs(13));
         assert_eq!(
             c.peak_lead(),
-            c.time_to_ready(),
-            "lead defaults to time-to-ready"
+            c.node_launch(),
+            "lead defaults to the node launch: room for a machine, not for the load"
+        );
+        let without_load = EXAMPLE.replace(", load: 13s", "");
+        assert_ne!(without_load, EXAMPLE);
+        let c: HeadroomConfig = yaml_config::from_str(&without_load).unwrap();
+        assert_eq!(
+            (c.node_launch(), c.load()),
+            (Duration::from_secs(100), Duration::ZERO)
         );
         assert_eq!(c.peaks()[0].start_seconds(), 8 * 3600 + 30 * 60);
         assert_eq!(c.peaks()[1].start_seconds(), 23 * 3600 + 30);

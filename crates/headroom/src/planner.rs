@@ -76,6 +76,58 @@ fn hpa_pods(demand: f64, capacity: f64, current: u32, tolerance: f64) -> u32 {
     pods_for(demand, capacity)
 }
 
+/// Threshold crossings [`hpa_reaching`] follows at most before it settles for the upper bound.
+const MAX_CROSSINGS: usize = 1000;
+
+/// Seconds between two syncs of the HPA (kube-controller-manager's
+/// `--horizontal-pod-autoscaler-sync-period`, 15 s by default and on managed control planes):
+/// how far beyond a threshold the demand may have grown when the HPA first acts on it.
+const HPA_SYNC_SECONDS: f64 = 15.0;
+
+/// The replicas the HPA runs once the demand has grown from `demand` (where it runs `current`
+/// now), at `growth` nq/s per second, to `projected`. Beyond its tolerance the HPA goes, at its
+/// first sync there, to the pods the demand needs *then*: about `(1 + tolerance) x replicas`
+/// pods' worth (plus one sync's growth), not `projected`'s; from there the same again, until
+/// `projected` is within the tolerance of what it runs. On a slow ramp from 9 pods of 10 nq/s
+/// to 105 nq/s it goes to 10 at 99 nq/s and keeps them (105 is within 10 % of 100): room for
+/// 11, what 105 needs checked against today's 9, would be a machine held that the HPA never
+/// asks for. Where the HPA does not rise beyond `current` this is [`hpa_pods`] at `projected`;
+/// it is never above that, what the HPA would run had it jumped at `projected` itself (the
+/// bound also used after [`MAX_CROSSINGS`]).
+fn hpa_reaching(
+    demand: f64,
+    growth: f64,
+    projected: f64,
+    capacity: f64,
+    current: u32,
+    tolerance: f64,
+) -> u32 {
+    let most = hpa_pods(projected, capacity, current, tolerance);
+    if current == 0 || most <= current {
+        return most;
+    }
+    let per_sync = growth.max(0.0) * HPA_SYNC_SECONDS;
+    // Where the HPA goes at its next sync on today's demand (it may lag behind it), then each
+    // threshold it crosses on the way to `projected`.
+    let mut pods = hpa_pods(demand, capacity, current, tolerance).max(current);
+    for _ in 0..MAX_CROSSINGS {
+        let threshold = (1.0 + tolerance) * capacity * f64::from(pods);
+        if pods >= most || projected <= threshold {
+            return pods.min(most);
+        }
+        // The demand the HPA first acts on is above the threshold by up to one sync's growth;
+        // strictly above it, so a threshold of exactly N pods' worth asks for N + 1.
+        let acted_on = (threshold + per_sync).min(projected);
+        let next = ((acted_on / capacity) + 1e-9).floor();
+        pods = if next >= f64::from(u32::MAX) {
+            u32::MAX
+        } else {
+            (next as u32).saturating_add(1).max(pods.saturating_add(1))
+        };
+    }
+    most
+}
+
 /// Least-squares slope of `samples` (seconds relative to `now`, value), if they span any time.
 fn slope(samples: &VecDeque<(SystemTime, f64)>, now: SystemTime) -> Option<f64> {
     if samples.len() < 2 {
@@ -142,12 +194,17 @@ impl Planner {
     /// Decides the headroom at `now` from the demand signal (`None` or a non-finite or negative
     /// value: unknown) and the pods the workload has now (its `spec.replicas`).
     ///
-    /// The room wanted is the demand projected one time-to-ready ahead, in pods:
-    /// `ceil((level + max(growth, 0) x time_to_ready) / pod_capacity)`, or the workload's pods
-    /// while that is within the HPA's tolerance of them (the HPA would not move). This is the idea of
+    /// The room wanted is the demand projected one node launch ahead,
+    /// `level + max(growth, 0) x node_launch`, in the pods the HPA runs by the time the demand
+    /// gets there: the workload's pods while that is within the HPA's tolerance of them (the HPA
+    /// would not move), else the pods of each threshold the HPA crosses on the way
+    /// ([`hpa_reaching`]), at most `ceil(projected / pod_capacity)`. This is the idea of
     /// Vespa's autoscaler, whose ideal load leaves `1 + growth rate x scaling duration` of
     /// headroom for the growth seen while it rescales (vespa-engine/vespa, node-repository
-    /// `ClusterModel.idealCpuLoad`); the code here is our own. The room held for the demand
+    /// `ClusterModel.idealCpuLoad`); the code here is our own. The duration here is only the
+    /// node launch, not Milvus's load: the room is for machines, and a pod the HPA adds loads
+    /// its segments for the same time whether it found room or not, so the room must be ready
+    /// when the HPA asks, not `load` earlier. The room held for the demand
     /// rises at once and falls only after the wanted room has stayed below it for the hold,
     /// then by one pod per step interval: a forecast never scales in. Headroom is the room
     /// beyond the workload's pods, so pods the workload adds use it up at once (that is what it
@@ -171,10 +228,12 @@ impl Planner {
             self.samples.pop_front();
         }
         let growth = demand.and(slope(&self.samples, now));
-        let ttr = c.time_to_ready().as_secs_f64();
+        let ahead = c.node_launch().as_secs_f64();
         let from_demand = demand.map(|d| {
-            let projected = d + growth.unwrap_or(0.0).max(0.0) * ttr;
-            let pods = hpa_pods(
+            let projected = d + growth.unwrap_or(0.0).max(0.0) * ahead;
+            let pods = hpa_reaching(
+                d,
+                growth.unwrap_or(0.0),
                 projected,
                 c.pod_capacity(),
                 workload_pods,
@@ -276,10 +335,10 @@ impl Planner {
         );
         if let Some((n, projected)) = from_demand {
             reason.push_str(&format!(
-                "; demand {:.2} nq/s, growth {:+.4}/s x {:.0}s -> {projected:.2} nq/s = {n} pods of {}",
+                "; demand {:.2} nq/s, growth {:+.4}/s x {:.0}s node launch -> {projected:.2} nq/s: the HPA at {n} pods of {}",
                 demand.unwrap_or(0.0),
                 growth.unwrap_or(0.0),
-                ttr,
+                ahead,
                 c.pod_capacity()
             ));
         }
@@ -356,9 +415,10 @@ mod tests {
     }
 
     #[test]
-    fn a_ramp_holds_growth_times_time_to_ready() {
-        // Demand grows 0.5 nq/s every second: in the 120 s a new query node takes, 60 nq/s more,
-        // 6 pods of 10 beyond what the workload (following the level) runs.
+    fn a_ramp_holds_growth_times_the_node_launch() {
+        // Demand grows 0.5 nq/s every second: in the 100 s a machine takes, 50 nq/s more, 5 pods
+        // of 10 beyond what the workload (following the level) runs. The query node's 20 s of
+        // load are not counted: it loads them whether it found room or not.
         let mut p = planner(HeadroomSpec { floor: 0, ..spec() });
         let mut last = None;
         for s in (0..=1200).step_by(15) {
@@ -371,14 +431,19 @@ mod tests {
             (plan.growth_per_second.unwrap() - 0.5).abs() < 1e-9,
             "{plan:?}"
         );
-        assert_eq!(plan.headroom_pods, 6, "{}", plan.reason);
+        assert_eq!(plan.headroom_pods, 5, "{}", plan.reason);
+        assert!(
+            plan.reason.contains("x 100s node launch"),
+            "{}",
+            plan.reason
+        );
 
-        // Twice the growth, twice the headroom; twice the time-to-ready, likewise.
+        // Twice the growth, twice the headroom; twice the node launch, likewise.
         let mut fast = planner(HeadroomSpec { floor: 0, ..spec() });
         let mut slow_boot = planner(HeadroomSpec {
             floor: 0,
             time_to_ready: TimeToReadySpec {
-                node_launch: Duration::from_secs(220),
+                node_launch: Duration::from_secs(200),
                 load: Duration::from_secs(20),
             },
             ..spec()
@@ -394,7 +459,72 @@ mod tests {
                 .plan(at(s), Some(level), pods_for(level, 10.0))
                 .headroom_pods;
         }
-        assert_eq!((a, b), (12, 12));
+        assert_eq!((a, b), (10, 10));
+    }
+
+    #[test]
+    fn the_load_time_does_not_size_the_headroom() {
+        // The same ramp with no load time and with ten minutes of it: the same plans, decision
+        // by decision (before, the load was added to the node launch: 6 pods instead of 5 at
+        // 20 s of load, 35 at 600 s).
+        let with_load = |load| {
+            planner(HeadroomSpec {
+                floor: 0,
+                time_to_ready: TimeToReadySpec {
+                    node_launch: Duration::from_secs(100),
+                    load: Duration::from_secs(load),
+                },
+                ..spec()
+            })
+        };
+        let (mut none, mut long) = (with_load(0), with_load(600));
+        for s in (0..=1200).step_by(15) {
+            let level = 100.0 + 0.5 * s as f64;
+            let workload = pods_for(level, 10.0);
+            let a = none.plan(at(s), Some(level), workload);
+            let b = long.plan(at(s), Some(level), workload);
+            assert_eq!(a, b, "{s}");
+            if s == 1200 {
+                assert_eq!(a.headroom_pods, 5, "{}", a.reason);
+            }
+        }
+    }
+
+    #[test]
+    fn the_room_is_what_the_hpa_runs_when_the_demand_gets_there() {
+        // 10 nq/s pods, the HPA's 10 % tolerance, a 300 s node launch. The demand rises 0.05 nq/s
+        // every second to 90 nq/s, where the HPA runs 9 pods: in 300 s it will be at 105.
+        let ramp = |growth: f64, node_launch: u64| {
+            let mut p = planner(HeadroomSpec {
+                hpa_tolerance: 0.1,
+                floor: 0,
+                time_to_ready: TimeToReadySpec {
+                    node_launch: Duration::from_secs(node_launch),
+                    load: Duration::ZERO,
+                },
+                ..spec()
+            });
+            let mut last = None;
+            for s in (0..=300).step_by(15) {
+                let level = 90.0 - growth * (300 - s) as f64;
+                last = Some(p.plan(at(s), Some(level), 9));
+            }
+            last.unwrap()
+        };
+        // The HPA keeps 9 up to 99 nq/s, goes to 10 just above it and keeps 10 up to 110: at 105
+        // it runs 10. Room for 11 (105 nq/s checked against today's 9: beyond the tolerance,
+        // ceil(10.5)) would be a machine that the HPA never asks for. A faster ramp to the same
+        // 105, 0.15 nq/s every second over a 100 s launch: the HPA's sync (every 15 s) may first
+        // see 101.25 nq/s beyond 99 and ask for 11 at once, so 11 are held.
+        for (growth, launch, room) in [(0.05, 300, 10), (0.15, 100, 11)] {
+            let plan = ramp(growth, launch);
+            assert_eq!(
+                (plan.room_pods, plan.headroom_pods),
+                (room, room - 9),
+                "{}",
+                plan.reason
+            );
+        }
     }
 
     /// No time-to-ready: the room is the level's pods, so only the hold and steps are seen.
@@ -631,6 +761,37 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn the_pods_the_hpa_reaches_lie_between_its_next_sync_and_the_projection(
+            demand in 0.0f64..500.0,
+            growth in 0.0f64..2.0,
+            ahead in 0.0f64..600.0,
+            current in 0u32..60,
+            tolerance in 0.0f64..0.5,
+        ) {
+            let projected = demand + growth * ahead;
+            let reached = hpa_reaching(demand, growth, projected, 10.0, current, tolerance);
+            let at_projected = hpa_pods(projected, 10.0, current, tolerance);
+            // Never more than checking the projection against today's pods (the old rule)...
+            prop_assert!(reached <= at_projected, "{} > {}", reached, at_projected);
+            // ...and never fewer than the HPA asks at its next sync, when it rises at all.
+            if at_projected > current {
+                let next = hpa_pods(demand, 10.0, current, tolerance).max(current);
+                prop_assert!(reached >= next.min(at_projected));
+                prop_assert!(reached > current || current == 0);
+                // What it reaches, it keeps at the projection: within the tolerance of it.
+                if current > 0 && reached < at_projected {
+                    prop_assert!(projected <= (1.0 + tolerance) * 10.0 * f64::from(reached));
+                }
+            } else {
+                prop_assert_eq!(reached, at_projected);
+            }
+            // With no tolerance there is no threshold to cross short of the projection.
+            if tolerance == 0.0 {
+                prop_assert_eq!(reached, at_projected);
+            }
+        }
+
         #[test]
         fn headroom_stays_within_bounds_and_never_falls_faster_than_a_step(
             floor in 0u32..5,

@@ -13,7 +13,7 @@ use loop_sim::{
 
 mod common;
 
-use common::{model, shipped, target_per_pod};
+use common::{hpa_target, model, shipped};
 
 fn day(m: &SimConfig) -> LoadTrace {
     LoadTrace::Diurnal {
@@ -62,7 +62,10 @@ fn planner(m: &SimConfig, scheduled: bool) -> PlannedHeadroom {
          floor: 0\n\
          cap: 20\n\
          peaks:\n{peaks}",
-        cap = target_per_pod(m),
+        // The HPA's target as the HPA has it: with 60 % of the node's capacity unrounded (5.94
+        // against the HPA's 5.9) the planner counted fewer pods than the HPA asked for, and pods
+        // waited for machines at the peaks' rise (10 with the demand planner, up to 25 s).
+        cap = hpa_target(m),
         // From the planner's decision: its sync, the provisioner's scan, the machine's boot.
         launch = (PLANNER_SYNC_SECONDS + p.scan_seconds + p.node_boot_seconds).ceil(),
         load = m.service.time_to_serve_seconds.ceil(),
@@ -169,21 +172,22 @@ fn scheduled_headroom_keeps_query_nodes_from_waiting_at_the_peaks_without_churn(
         );
     }
     let none = &runs[0].1;
+    let demand = &runs[2].1;
     let scheduled = &runs[3].1;
     // Cluster Autoscaler alone makes query nodes wait for machines at the peaks: the baseline
     // the headroom has to beat.
     assert!(waits_during_peaks(&m, none) > 0, "{:?}", none.summary);
-    assert_eq!(
-        waits_during_peaks(&m, scheduled),
-        0,
-        "{:?}",
-        scheduled.summary
-    );
-    // The issue's goal is <= 0.40 of static-peak node-hours. Not met here: Cluster Autoscaler
-    // alone already uses 0.40 on this trace (its pods waiting for machines at every step up),
-    // and room ready before the HPA asks costs a few node-hours more (0.411 measured, 0.412 before a reached peak's room went at once; 0.426
-    // before a peak's room was released once the workload grew into it). What is held: clearly
-    // below today's fixed spare machine, and within 0.42.
+    // With the planner counting the HPA's pods (the same target), neither planner lets a pod
+    // wait for a machine on this day, at the peaks or elsewhere.
+    for out in [demand, scheduled] {
+        assert_eq!(out.summary.pods_waited_for_node, 0, "{:?}", out.summary);
+    }
+    // The issue's goal is <= 0.40 of static-peak node-hours. Not met with the peaks scheduled:
+    // Cluster Autoscaler alone already uses 0.397 on this trace (its pods waiting for machines
+    // at every step up), and the calendar holds the peak's room from its window's start, before
+    // the HPA grows into it (0.410 measured; 0.412 when the projection was checked against
+    // today's pods and the load time was projected too). The demand planner alone is at 0.400
+    // (0.4001). What is held: clearly below today's fixed spare machine, and within 0.42.
     let ratio = scheduled.summary.node_hours / static_node_hours;
     assert!(ratio <= 0.42, "{ratio}");
     assert!(

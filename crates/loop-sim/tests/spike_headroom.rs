@@ -11,7 +11,7 @@ use loop_sim::{
 
 mod common;
 
-use common::{model, shipped, spike_10x, target_per_pod};
+use common::{hpa_target, model, shipped, spike_10x};
 
 const FLOOR_6: &str = include_str!("../../../bench/policies/headroom-floor-6.yaml");
 const DEMAND: &str = include_str!("../../../bench/policies/headroom-demand.yaml");
@@ -20,7 +20,7 @@ const DEMAND: &str = include_str!("../../../bench/policies/headroom-demand.yaml"
 fn headroom_file(m: &SimConfig, text: &str) -> PlannedHeadroom {
     let scaled = text.replace(
         "pod_capacity: 60",
-        &format!("pod_capacity: {:.1}", target_per_pod(m)),
+        &format!("pod_capacity: {}", hpa_target(m)),
     );
     assert_ne!(scaled, text, "the bench headroom file's pod_capacity moved");
     let config: headroom::HeadroomConfig = yaml_config::from_str(&scaled).unwrap();

@@ -21,11 +21,17 @@ pub fn target_per_pod(m: &SimConfig) -> f64 {
     0.6 * m.service.node_capacity_qps
 }
 
-/// The shipped HPA with its target at [`target_per_pod`], at the scale of the traces (max 40).
+/// [`target_per_pod`] as [`shipped`] writes it into the HPA (to 0.1 nq/s): the number a headroom
+/// planner's `pod_capacity` must be for the planner and the HPA to count the same pods.
+pub fn hpa_target(m: &SimConfig) -> f64 {
+    (target_per_pod(m) * 10.0).round() / 10.0
+}
+
+/// The shipped HPA with its target at [`hpa_target`], at the scale of the traces (max 40).
 pub fn shipped(m: &SimConfig) -> String {
     let text = SHIPPED.replace(
         "averageValue: \"60\"",
-        &format!("averageValue: \"{:.1}\"", target_per_pod(m)),
+        &format!("averageValue: \"{}\"", hpa_target(m)),
     );
     assert_ne!(
         text, SHIPPED,
