@@ -1131,3 +1131,45 @@ async fn only_the_leader_writes_the_placeholder_and_a_new_leader_takes_over_the_
         "{oa:?}"
     );
 }
+
+#[tokio::test]
+async fn a_loop_whose_replica_becomes_leader_writes_at_once_not_an_interval_later() {
+    let api = FakeApiServer::start().await;
+    let settings = LeaseSettings {
+        lease_duration: SEC,
+        renew_deadline: Duration::from_millis(500),
+        retry_period: Duration::from_millis(50),
+        ..lease_settings("a")
+    };
+    let elector = Elector::new(api.client(), settings, Arc::new(TokioClock));
+    let lp =
+        placeholder_loop(&api, demand_store(Some(420.0))).with_leadership(elector.leadership());
+    let stop = shutdown_signal::CancellationToken::new();
+    // The loop's first round comes before any election: not the leader, nothing written; its next
+    // round is an hour away.
+    let looping = tokio::spawn(lp.run(Duration::from_secs(3600), true, stop.clone()));
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !api.seen().iter().any(|s| s.path == WORKLOAD) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the first round read the workload");
+    assert_eq!(api.object(PLACEHOLDER)["spec"]["replicas"], 0);
+    let electing = tokio::spawn(elector.run(stop.clone()));
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while api.object(PLACEHOLDER)["spec"]["replicas"] != 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("written as soon as it led");
+    stop.cancel();
+    looping.await.unwrap();
+    electing.await.unwrap();
+    assert_eq!(
+        api.lease().unwrap()["spec"]["holderIdentity"],
+        "",
+        "released on cancel"
+    );
+}
