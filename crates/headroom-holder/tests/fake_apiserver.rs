@@ -747,6 +747,18 @@ fn elector(api: &FakeApiServer, identity: &str, clock: &ManualClock) -> Elector 
     )
 }
 
+/// An elector on tokio's clock with short periods (1s lease, 500ms deadline, 50ms attempts), for
+/// tests that run its real loop.
+fn quick_elector(api: &FakeApiServer, identity: &str) -> Elector {
+    let settings = LeaseSettings {
+        lease_duration: SEC,
+        renew_deadline: Duration::from_millis(500),
+        retry_period: Duration::from_millis(50),
+        ..lease_settings(identity)
+    };
+    Elector::new(api.client(), settings, Arc::new(TokioClock))
+}
+
 impl FakeApiServer {
     fn lease(&self) -> Option<Value> {
         self.state
@@ -1004,14 +1016,8 @@ async fn forbidden_attempts_say_which_lease_verb_to_grant() {
 #[tokio::test]
 async fn a_cancelled_elector_releases_and_another_takes_over_at_once() {
     let api = FakeApiServer::start().await;
-    // a runs its real loop on tokio's clock (short periods so the test is quick).
-    let settings = LeaseSettings {
-        lease_duration: SEC,
-        renew_deadline: Duration::from_millis(500),
-        retry_period: Duration::from_millis(50),
-        ..lease_settings("a")
-    };
-    let a = Elector::new(api.client(), settings, Arc::new(TokioClock));
+    // a runs its real loop on tokio's clock.
+    let a = quick_elector(&api, "a");
     let mut a_leads = a.leadership();
     let stop = shutdown_signal::CancellationToken::new();
     let task = tokio::spawn(a.run(stop.clone()));
@@ -1135,13 +1141,7 @@ async fn only_the_leader_writes_the_placeholder_and_a_new_leader_takes_over_the_
 #[tokio::test]
 async fn a_loop_whose_replica_becomes_leader_writes_at_once_not_an_interval_later() {
     let api = FakeApiServer::start().await;
-    let settings = LeaseSettings {
-        lease_duration: SEC,
-        renew_deadline: Duration::from_millis(500),
-        retry_period: Duration::from_millis(50),
-        ..lease_settings("a")
-    };
-    let elector = Elector::new(api.client(), settings, Arc::new(TokioClock));
+    let elector = quick_elector(&api, "a");
     let lp =
         placeholder_loop(&api, demand_store(Some(420.0))).with_leadership(elector.leadership());
     let stop = shutdown_signal::CancellationToken::new();
