@@ -282,6 +282,9 @@ impl Elector {
         let s = self.candidate.settings().clone();
         tracing::info!(lease = %self.lease, identity = %s.identity, lease_duration = ?s.lease_duration, renew_deadline = ?s.renew_deadline, retry_period = ?s.retry_period, "headroom leader election on");
         let mut last: Option<Role> = None;
+        // A failure that repeats every retry_period (RBAC missing, API server down) is logged at
+        // warn once, then at debug until something else happens; the counter counts each one.
+        let mut last_error: Option<LeaseError> = None;
         loop {
             let attempt = tokio::time::timeout(s.renew_deadline, self.step());
             let outcome = tokio::select! {
@@ -312,12 +315,18 @@ impl Elector {
                         }
                     }
                     last = Some(role);
+                    last_error = None;
                 }
                 Err(e) => {
                     metrics::counter!(m::LEASE_ERRORS, "lease" => self.lease.clone(), "kind" => e.kind())
                         .increment(1);
                     let leader = self.leadership.is_leader();
-                    tracing::warn!(error = %e, leader, "headroom leader election: attempt failed");
+                    if last_error.as_ref() == Some(&e) {
+                        tracing::debug!(error = %e, leader, "headroom leader election: attempt failed again");
+                    } else {
+                        tracing::warn!(error = %e, leader, "headroom leader election: attempt failed");
+                    }
+                    last_error = Some(e);
                     if !leader && last == Some(Role::Leader) {
                         tracing::warn!(lease = %self.lease, "headroom leader: lost (no renewal within the renew deadline)");
                         last = None;
