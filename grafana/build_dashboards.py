@@ -664,21 +664,27 @@ def autoscaling_events():
          "Headroom pods the planner wants (from search_demand, its growth over the time to ready and the scheduled "
          "peaks), what the holder holds after its round (placeholder Deployment or CapacityBuffer replicas, or the "
          "Auto Scaling groups' desired capacity in nodes), what the object's status reports, and the query-node "
-         "pods the plan counts the headroom above. Appears when `headroom` is configured.",
+         "pods the plan counts the headroom above; and how many milvus-scaler replicas hold the headroom Lease "
+         "(leader election: exactly 1 is right; 0 means nobody writes the headroom, see the lease failures). "
+         "Appears when `headroom` is configured.",
          [('milvus_scaler_headroom_planned_pods', "planned pods {{holder}}"),
           ('milvus_scaler_headroom_applied', "applied {{unit}} {{holder}}"),
           ('milvus_scaler_headroom_observed_pods', "status pods {{holder}}"),
-          ('milvus_scaler_headroom_workload_pods', "query-node pods {{holder}}")], unit="short", w=12)
+          ('milvus_scaler_headroom_workload_pods', "query-node pods {{holder}}"),
+          ('sum by (lease) (milvus_scaler_headroom_leader)', "replicas leading {{lease}}")], unit="short", w=12)
     d.ts("Headroom writes, failures and blind rounds", "milvus-scaler (milvus_scaler_headroom_*_total; node headroom)",
          "Writes of the headroom by direction, failed rounds by kind (not_found / forbidden name the object or the "
          "RBAC verb in milvus-scaler's log), and rounds that wrote nothing because search_demand or the query "
-         "nodes' replicas were unknown.",
+         "nodes' replicas were unknown; and failed attempts to acquire or renew the headroom Lease by kind "
+         "(forbidden: the RBAC of lease-rbac.yaml).",
          [('sum by (holder, direction) (increase(milvus_scaler_headroom_changes_total[$__rate_interval]))',
            "set {{direction}} {{holder}}"),
           ('sum by (holder, kind) (increase(milvus_scaler_headroom_errors_total[$__rate_interval]))',
            "failed {{kind}} {{holder}}"),
           ('sum by (holder) (increase(milvus_scaler_headroom_blind_rounds_total[$__rate_interval]))',
-           "blind {{holder}}")], unit="short", w=12)
+           "blind {{holder}}"),
+          ('sum by (lease, kind) (increase(milvus_scaler_headroom_lease_errors_total[$__rate_interval]))',
+           "lease failed {{kind}} {{lease}}")], unit="short", w=12)
     return d
 
 

@@ -4,7 +4,8 @@ and the placeholder holder writing a Deployment's scale through kube-rs.
 
 kube-apiserver cannot run here, so the API server is a FAKE (`FakeScales` below): two Deployment scale
 subresources (the query nodes' and the placeholder's) on 127.0.0.1, GET and merge-PATCH as the real one answers
-them, recording every request. milvus-scaler finds it through a kubeconfig (KUBECONFIG), as it would from a
+them, and Leases (GET, POST, PUT at the stored resourceVersion, else 409) for the leader election, recording
+every request. milvus-scaler finds it through a kubeconfig (KUBECONFIG), as it would from a
 workstation; in a pod it uses its ServiceAccount instead.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -29,6 +31,8 @@ from node_groups_support import ScriptedMilvusMetrics, metric
 WORKLOAD = "/apis/apps/v1/namespaces/milvus/deployments/milvus-querynode/scale"
 PLACEHOLDER = "/apis/apps/v1/namespaces/milvus/deployments/milvus-querynode-headroom/scale"
 TOKEN = "fake-token"
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/milvus-scaler/leases"
+LEASE_NAME = "milvus-scaler-headroom"
 
 
 class FakeScales:
@@ -36,6 +40,8 @@ class FakeScales:
 
     def __init__(self, workload: int, placeholder: int):
         self.replicas = {WORKLOAD: workload, PLACEHOLDER: placeholder}
+        self.leases: dict[str, dict] = {}
+        self.last_rv = 0
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         fake = self
@@ -59,8 +65,46 @@ class FakeScales:
                                           "auth": self.headers.get("Authorization"), "body": body})
                 return path
 
+            def _body(self):
+                return json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+
+            def _store_lease(self, name: str, lease: dict, code: int):
+                with fake.lock:
+                    fake.last_rv += 1
+                    lease = {**lease, "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                             "metadata": {**lease["metadata"], "namespace": "milvus-scaler",
+                                          "resourceVersion": str(fake.last_rv)}}
+                    fake.leases[name] = lease
+                send_json(self, code, lease)
+
+            def do_POST(self):
+                body = self._body()
+                path = self._record(body)
+                if path != LEASES:
+                    return send_json(self, 405, _status(405, "MethodNotAllowed", f"POST {path}"))
+                name = body["metadata"]["name"]
+                if name in fake.leases:
+                    return send_json(self, 409, _status(409, "AlreadyExists", f"leases {name!r} already exists"))
+                self._store_lease(name, body, 201)
+
+            def do_PUT(self):
+                body = self._body()
+                path = self._record(body)
+                name = path.removeprefix(LEASES + "/")
+                if not path.startswith(LEASES + "/") or name not in fake.leases:
+                    return send_json(self, 404, _status(404, "NotFound", f"{path} not found"))
+                rv = body["metadata"].get("resourceVersion")
+                if rv != fake.leases[name]["metadata"]["resourceVersion"]:
+                    return send_json(self, 409, _status(409, "Conflict", "the object has been modified"))
+                self._store_lease(name, body, 200)
+
             def do_GET(self):
                 path = self._record()
+                if path.startswith(LEASES + "/"):
+                    lease = fake.leases.get(path.removeprefix(LEASES + "/"))
+                    if lease is None:
+                        return send_json(self, 404, _status(404, "NotFound", f"{path} not found"))
+                    return send_json(self, 200, lease)
                 if path not in fake.replicas:
                     return send_json(self, 404, _status(404, "NotFound", f"{path} not found"))
                 send_json(self, 200, self._scale(path))
@@ -80,6 +124,11 @@ class FakeScales:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def holder(self) -> str | None:
+        with self.lock:
+            lease = self.leases.get(LEASE_NAME)
+        return None if lease is None else lease["spec"].get("holderIdentity")
 
     def take(self) -> list[dict]:
         with self.lock:
@@ -105,12 +154,12 @@ def milvus_metrics():
     s.stop()
 
 
-def kubeconfig(api: FakeScales) -> Path:
+def kubeconfig(api: FakeScales, token: str = TOKEN) -> Path:
     path = Path(run_dir("headroom-kubeconfig")) / "kubeconfig"
     path.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "fake",
         "clusters": [{"name": "fake", "cluster": {"server": api.url}}],
-        "users": [{"name": "fake", "user": {"token": TOKEN}}],
+        "users": [{"name": "fake", "user": {"token": token}}],
         "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}]}))
     return path
 
@@ -219,3 +268,58 @@ def test_serve_holds_the_headroom_every_interval_and_exports_it(scales, milvus_m
         assert scales.replicas[PLACEHOLDER] == n
     finally:
         assert scaler.stop() == 0, "serve stops on SIGTERM (the CancellationToken ends the headroom loop)"
+
+
+def test_two_serve_replicas_elect_one_writer_and_hand_over_at_once_on_sigterm(scales, milvus_metrics):
+    """Two `serve` processes in apply, as the external-metrics/KEDA manifests run them: each with its own
+    POD_NAME (the Lease identity) and its own token (so the fake's requests say who wrote). Only the Lease's holder
+    writes the placeholder, the other plans and exports leader 0; SIGTERM on the leader releases the Lease and the
+    other takes over well before the 30 s lease would have expired, then writes."""
+    assert "KUBERNETES_SERVICE_HOST" not in os.environ, "outside a pod: the election is turned on by config"
+    cfg = config(milvus_metrics.url, mode="apply")
+    cfg["headroom"]["leader_election"] = {"enabled": True, "namespace": "milvus-scaler", "lease_duration": "30s",
+                                          "renew_deadline": "20s", "retry_period": "200ms"}
+    lease_label = f"milvus-scaler/{LEASE_NAME}"
+    replicas: dict[str, Scaler] = {}
+    try:
+        for name in ("replica-a", "replica-b"):
+            replicas[name] = Scaler(cfg, env={"KUBECONFIG": str(kubeconfig(scales, token=f"token-{name}")),
+                                              "POD_NAME": name})
+        wait_until(lambda: scales.replicas[PLACEHOLDER] >= 2, 30, "the placeholder's replicas set",
+                   proc=replicas["replica-a"].service)
+        leader = scales.holder()
+        assert leader in replicas, scales.leases
+        (follower,) = set(replicas) - {leader}
+        # A few rounds of both (interval 1s): both read the workload, only the leader writes.
+        scales.take()
+        wait_until(lambda: sum(x["path"] == WORKLOAD for x in scales.requests) >= 6, 20, "rounds of both")
+        seen = scales.take()
+        assert {x["auth"] for x in seen if x["path"] == WORKLOAD} == {"Bearer token-replica-a",
+                                                                       "Bearer token-replica-b"}, "both plan"
+        assert not [x for x in seen if x["path"] == PLACEHOLDER and x["auth"] != f"Bearer token-{leader}"], \
+            "the follower called the holder"
+        assert {x["method"] for x in seen if x["path"].startswith(LEASES)} <= {"GET", "PUT"}, "renewals"
+        wait_until(lambda: metric(replicas[leader].metrics_text(), "milvus_scaler_headroom_leader",
+                                  lease=lease_label) == 1, 10, "leader 1 on the leader")
+        assert metric(replicas[follower].metrics_text(), "milvus_scaler_headroom_leader", lease=lease_label) == 0
+        assert metric(replicas[follower].metrics_text(), "milvus_scaler_headroom_planned_pods",
+                      holder="Deployment milvus/milvus-querynode-headroom") == scales.replicas[PLACEHOLDER]
+
+        stopped = time.monotonic()
+        assert replicas.pop(leader).stop() == 0
+        assert scales.holder() in ("", follower), "released on SIGTERM (or already taken)"
+        wait_until(lambda: scales.holder() == follower, 10, "the follower takes over")
+        assert time.monotonic() - stopped < 30, "taken over before the lease expired: it was released"
+        # Someone resets the placeholder: the new leader restores it, with its own token.
+        scales.take()
+        with scales.lock:
+            scales.replicas[PLACEHOLDER] = 0
+        wait_until(lambda: scales.replicas[PLACEHOLDER] >= 2, 20, "the new leader writes",
+                   proc=replicas[follower].service)
+        patches = [x for x in scales.take() if x["method"] == "PATCH"]
+        assert patches and {x["auth"] for x in patches} == {f"Bearer token-{follower}"}, patches
+        wait_until(lambda: metric(replicas[follower].metrics_text(), "milvus_scaler_headroom_leader",
+                                  lease=lease_label) == 1, 10, "leader 1 on the new leader")
+    finally:
+        for r in replicas.values():
+            assert r.stop() == 0

@@ -30,8 +30,9 @@ def headroom_section(docs) -> dict:
     return yaml.safe_load(text)["headroom"]
 
 
-def role_rules(docs) -> set[tuple]:
-    role = one(docs, "Role", "milvus-scaler-headroom", "milvus")
+def role_rules(docs, name: str = "milvus-scaler-headroom", namespace: str = "milvus") -> set[tuple]:
+    """(apiGroup, resource, resourceName or "*", verb) of every grant of the Role."""
+    role = one(docs, "Role", name, namespace)
     out = set()
     for r in role["rules"]:
         for g in r["apiGroups"]:
@@ -80,6 +81,59 @@ def test_rbac_is_exactly_what_the_holder_calls(components):
         one(docs, "CapacityBuffer", ref["name"], ref["namespace"])
         assert not [x for x in docs if x["kind"] == "Deployment" and x["metadata"]["name"] ==
                     "milvus-querynode-headroom"], "the placeholder Deployment is removed in CapacityBuffer mode"
+
+
+LEASE_ROLE = "milvus-scaler-headroom-lease"
+
+
+def lease_name(h: dict) -> str:
+    """The Lease the configured election uses: headroom.leader_election.lease_name, else the code's default."""
+    configured = (h.get("leader_election") or {}).get("lease_name")
+    if configured:
+        return configured
+    src = (REPO / "crates" / "headroom-holder" / "src" / "config.rs").read_text()
+    (default,) = re.findall(r'pub const DEFAULT_LEASE_NAME: &str = "([^"]+)"', src)
+    return default
+
+
+@pytest.mark.parametrize("components", [PLACEHOLDER, BUFFER], ids=["placeholder", "capacity-buffer"])
+def test_the_leader_election_is_granted_exactly_what_the_elector_calls(components):
+    """crates/headroom-holder/src/elector.rs GETs the Lease, creates it when absent and replaces it (renew,
+    take over, release); the requests are pinned by method and path in fake_apiserver.rs. The Role grants exactly
+    that, `get`/`update` by name and `create` on leases (which resourceNames cannot restrict), in the pod's own
+    namespace, which is where the elector puts the Lease unless leader_election.namespace says otherwise."""
+    docs = build("overlays/keda", components)
+    validate_strict(docs, "+".join(components))
+    h = headroom_section(docs)
+    name = lease_name(h)
+    src = (REPO / "crates" / "headroom-holder" / "src" / "elector.rs").read_text()
+    verbs = set(re.findall(r'"(get|list|watch|create|update|patch|delete)"', src))
+    assert verbs == {"get", "create", "update"}, f"the elector's verbs changed: {verbs}"
+    dep = one(docs, "Deployment", "milvus-scaler", "milvus-scaler")
+    lease_ns = (h.get("leader_election") or {}).get("namespace") or dep["metadata"]["namespace"]
+    assert role_rules(docs, LEASE_ROLE, lease_ns) == (
+        {("coordination.k8s.io", "leases", name, v) for v in ("get", "update")}
+        | {("coordination.k8s.io", "leases", "*", "create")})
+    binding = one(docs, "RoleBinding", LEASE_ROLE, lease_ns)
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": LEASE_ROLE}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": dep["spec"]["template"]["spec"][
+        "serviceAccountName"], "namespace": dep["metadata"]["namespace"]}]
+    # The 403 hint of the elector points at the file that grants it.
+    (hint_file,) = set(re.findall(r"(manifests/components/headroom/[\w-]+\.yaml): get, update and create", src))
+    assert (REPO / hint_file).is_file(), hint_file
+    assert LEASE_ROLE in (REPO / hint_file).read_text()
+
+    # The identity: POD_NAME from the downward API (unique per replica); the token mounted to call the API.
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = [c for c in pod["containers"] if c["name"] == "milvus-scaler"]
+    env = {e["name"]: e for e in c.get("env", [])}
+    assert env["POD_NAME"] == {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    assert pod["automountServiceAccountToken"] is True
+    # Two replicas in this mode: the election is what keeps them from both writing.
+    assert dep["spec"]["replicas"] >= 2
+    le = h["leader_election"]
+    assert le.get("enabled") is None, "on by default in a pod in apply: the shipped file must not turn it off"
+    assert re.fullmatch(r"\d+s", le["lease_duration"]) and re.fullmatch(r"\d+s", le["renew_deadline"])
 
 
 def requests_of(spec: dict) -> dict:

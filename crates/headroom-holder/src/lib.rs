@@ -10,19 +10,24 @@
 //! [`round::HeadroomLoop`] ties the demand signal, the workload's pods ([`k8s::WorkloadScale`]),
 //! the planner and a holder together; `milvus-scaler plan-nodes` runs one round, `serve` a loop.
 //! Every holder reads before it writes, writes only a change, and writes nothing while the demand
-//! is unknown ([`Demand::Unknown`]).
+//! is unknown ([`Demand::Unknown`]). Of several replicas only the holder of a Lease writes
+//! ([`lease`], [`elector`]); the others plan and export, and write nothing.
 
 use std::fmt;
 use std::future::Future;
 
 pub mod asg;
 pub mod config;
+pub mod elector;
 pub mod error;
 pub mod k8s;
+pub mod lease;
 pub mod metric_names;
 pub mod round;
 
-pub use config::{AsgRef, CapacityBufferRef, DeploymentRef, HeadroomSection, HolderConfig};
+pub use config::{
+    AsgRef, CapacityBufferRef, DeploymentRef, HeadroomSection, HolderConfig, LeaderElectionConfig,
+};
 pub use error::HoldError;
 
 /// What the holder is asked to hold this round.
@@ -62,6 +67,13 @@ pub enum Held {
         /// What the answer's status reports.
         observed: Option<u32>,
     },
+    /// Not the elected leader (another replica holds the headroom Lease): nothing read or written.
+    NotLeader {
+        /// The Lease, `namespace/name`.
+        lease: String,
+        /// Its holder as last observed.
+        leader: Option<String>,
+    },
 }
 
 impl fmt::Display for Held {
@@ -76,6 +88,11 @@ impl fmt::Display for Held {
             Held::Changed { from, to, observed } => {
                 write!(f, "set {} -> {to} (status: {})", opt(from), opt(observed))
             }
+            Held::NotLeader { lease, leader } => write!(
+                f,
+                "not the leader (Lease {lease} held by {}): nothing written",
+                leader.as_deref().unwrap_or("nobody yet")
+            ),
         }
     }
 }

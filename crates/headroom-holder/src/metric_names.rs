@@ -24,4 +24,11 @@
     /// Rounds that wrote nothing because the demand or the workload was unknown.
     BLIND_ROUNDS: Counter = "milvus_scaler_headroom_blind_rounds_total", labels ["holder"],
         help "Headroom rounds that held what was there without writing because search_demand or the workload's replicas were unknown.";
+    /// 1 while this replica holds the headroom Lease (and so writes the headroom), 0 while it does
+    /// not; absent when leader election is off.
+    LEADER: Gauge = "milvus_scaler_headroom_leader", labels ["lease"],
+        help "1 while this milvus-scaler replica holds the headroom Lease and is the one that writes the headroom, 0 while another replica (or none) does.";
+    /// Failed attempts to acquire or renew the Lease, by kind (forbidden, api, unreachable, timeout).
+    LEASE_ERRORS: Counter = "milvus_scaler_headroom_lease_errors_total", labels ["lease", "kind"],
+        help "Attempts to acquire or renew the headroom Lease that failed, by kind: forbidden, api, unreachable, timeout (a 409 conflict is not one: that replica is just not the leader).";
 }

@@ -1,5 +1,7 @@
 //! One round, and the loop of rounds: read `search_demand` from the snapshot and the workload's
-//! pods, plan the headroom, hand it to the holder; export and log what happened.
+//! pods, plan the headroom, hand it to the holder; export and log what happened. With leader
+//! election ([`HeadroomLoop::with_leadership`]) a replica that is not the leader plans and exports
+//! but does not call the holder in `apply`, so only one replica writes.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use headroom::{Plan, Planner};
 use milvus_signals::{Signal, SignalKey, SnapshotStore};
 use shutdown_signal::CancellationToken;
 
+use crate::lease::Leadership;
 use crate::metric_names as m;
 use crate::{Demand, HeadroomHolder, Held, HoldError, WorkloadPods};
 
@@ -45,6 +48,7 @@ pub struct HeadroomLoop<H, W> {
     workload: W,
     store: Arc<SnapshotStore>,
     milvus: String,
+    leadership: Option<Leadership>,
 }
 
 impl<H: HeadroomHolder, W: WorkloadPods> HeadroomLoop<H, W> {
@@ -62,7 +66,14 @@ impl<H: HeadroomHolder, W: WorkloadPods> HeadroomLoop<H, W> {
             workload,
             store,
             milvus: milvus.into(),
+            leadership: None,
         }
+    }
+
+    /// The same loop, writing only while `leadership` says this replica is the leader.
+    pub fn with_leadership(mut self, leadership: Leadership) -> Self {
+        self.leadership = Some(leadership);
+        self
     }
 
     /// The holder (the `asg` holder keeps the node groups' outcomes of the last round).
@@ -109,7 +120,15 @@ impl<H: HeadroomHolder, W: WorkloadPods> HeadroomLoop<H, W> {
         if let Ok(w) = &workload {
             metrics::gauge!(m::WORKLOAD_PODS, "holder" => holder.clone()).set(f64::from(*w));
         }
-        let result = self.holder.hold(ask, apply).await;
+        // Asked just before the write: a leader whose renewals fail stops at its renew deadline.
+        let follower = self.leadership.as_ref().filter(|l| apply && !l.is_leader());
+        let result = match follower {
+            Some(l) => Ok(Held::NotLeader {
+                lease: l.lease().to_string(),
+                leader: l.holder(),
+            }),
+            None => self.holder.hold(ask, apply).await,
+        };
         let unit = self.holder.unit();
         let reason = plan.as_ref().map_or("", |p| p.reason.as_str());
         match &result {
@@ -118,7 +137,7 @@ impl<H: HeadroomHolder, W: WorkloadPods> HeadroomLoop<H, W> {
                     Held::Unchanged { held, observed } => (Some(*held), *observed),
                     Held::Changed { to, observed, .. } => (Some(*to), *observed),
                     Held::DryRun { from, .. } => (*from, None),
-                    Held::Blind => (None, None),
+                    Held::Blind | Held::NotLeader { .. } => (None, None),
                 };
                 if let Some(a) = applied {
                     metrics::gauge!(m::APPLIED, "holder" => holder.clone(), "unit" => unit)
@@ -146,6 +165,10 @@ impl<H: HeadroomHolder, W: WorkloadPods> HeadroomLoop<H, W> {
                         };
                         tracing::warn!(%holder, %why, "headroom held as is: nothing written");
                     }
+                    Held::NotLeader { lease, leader } => {
+                        // Every round of every follower: debug; the elector logs each change.
+                        tracing::debug!(%holder, %lease, leader = leader.as_deref().unwrap_or("(none)"), "not the headroom leader: holder not written");
+                    }
                     Held::Unchanged { .. } => {}
                 }
             }
@@ -167,15 +190,23 @@ impl<H: HeadroomHolder, W: WorkloadPods> HeadroomLoop<H, W> {
     }
 
     /// A round every `interval` until `stop` is cancelled; errors are logged and counted, and
-    /// the next round tries again.
+    /// the next round tries again. A follower that becomes the leader runs its round at once.
     pub async fn run(mut self, interval: Duration, apply: bool, stop: CancellationToken) {
+        let mut leadership = self.leadership.clone();
         loop {
-            tokio::select! {
-                _ = self.round(SystemTime::now(), apply) => {}
+            let led = tokio::select! {
+                o = self.round(SystemTime::now(), apply) => !matches!(o.result, Ok(Held::NotLeader { .. })),
                 () = stop.cancelled() => return,
-            }
+            };
+            let gained = async {
+                match leadership.as_mut() {
+                    Some(l) if !led => l.became_leader().await,
+                    _ => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
+                () = gained => {}
                 () = stop.cancelled() => return,
             }
         }

@@ -358,7 +358,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             if let (Some(listen), Some(em)) = (external_metrics_listen, &mut cfg.external_metrics) {
                 em.listen = listen;
             }
-            serve(cfg).await
+            serve(cfg, config.names()).await
         }
     }
 }
@@ -477,7 +477,7 @@ fn spawn_poller(
     Ok(())
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
+async fn serve(cfg: Config, config_names: String) -> anyhow::Result<()> {
     // First: from here on SIGTERM cancels the token instead of killing the process, and a
     // SIGTERM during start-up is kept until the wait below.
     let shutdown = shutdown_signal::install();
@@ -529,15 +529,46 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let apply = h.mode == node_groups::Mode::Apply;
         tracing::info!(holder = h.holder.key(), mode = ?h.mode, interval = ?h.interval, "node headroom on");
         let token = shutdown.clone();
-        match headroom_loop(&cfg, h, store.clone()).await? {
+        let election = headroom_holder::lease::resolve(
+            &h.leader_election,
+            apply,
+            &headroom_holder::lease::PodEnv::from_process(),
+        )
+        .map_err(|e| {
+            ConfigError::invalid(&config_names, format!("headroom.{}", e.path), e.message)
+        })?;
+        let lp = headroom_loop(&cfg, h, store.clone()).await?;
+        let leadership = match election {
+            Some(settings) => {
+                let client = headroom_holder::k8s::cluster_client().await?;
+                let elector = headroom_holder::elector::Elector::new(
+                    client,
+                    settings,
+                    Arc::new(headroom_holder::lease::TokioClock),
+                );
+                let leadership = elector.leadership();
+                // Releases the lease when the token is cancelled, after the loop stops writing.
+                tasks.spawn(elector.run(token.clone()));
+                Some(leadership)
+            }
+            None => {
+                if apply {
+                    tracing::info!(
+                        "headroom leader election off: this replica writes the headroom whatever other replicas do (headroom.leader_election, docs/headroom.md)"
+                    );
+                }
+                None
+            }
+        };
+        match lp {
             AnyHeadroomLoop::Placeholder(lp) => {
-                tasks.spawn(lp.run(h.interval, apply, token));
+                tasks.spawn(led(lp, leadership).run(h.interval, apply, token));
             }
             AnyHeadroomLoop::CapacityBuffer(lp) => {
-                tasks.spawn(lp.run(h.interval, apply, token));
+                tasks.spawn(led(lp, leadership).run(h.interval, apply, token));
             }
             AnyHeadroomLoop::Asg(lp) => {
-                tasks.spawn(lp.run(h.interval, apply, token));
+                tasks.spawn(led(lp, leadership).run(h.interval, apply, token));
             }
         }
     }
@@ -761,6 +792,21 @@ async fn plan_nodes(
         anyhow::bail!("the headroom could not be read or held (see above)");
     }
     Ok(())
+}
+
+/// `lp`, writing only while `leadership` (if any) says this replica leads.
+fn led<H, W>(
+    lp: HeadroomLoop<H, W>,
+    leadership: Option<headroom_holder::lease::Leadership>,
+) -> HeadroomLoop<H, W>
+where
+    H: headroom_holder::HeadroomHolder,
+    W: headroom_holder::WorkloadPods,
+{
+    match leadership {
+        Some(l) => lp.with_leadership(l),
+        None => lp,
+    }
 }
 
 /// The headroom loop of the configured holder (one type per holder).

@@ -309,6 +309,38 @@ fn headroom_outside_a_cluster_exits_2_saying_what_to_mount() {
     assert!(stderr.contains("no usable kubeconfig"), "{stderr}");
 }
 
+#[test]
+fn leader_election_errors_name_the_key() {
+    let with = |le: &str| {
+        config_file(&format!(
+            "{GOOD}{HEADROOM}  mode: apply\n  leader_election: {le}\n"
+        ))
+    };
+    let f = with("{ renew_deadline: 15s }");
+    assert_config_error(
+        &["check-config", "--config", f.to_str().unwrap()],
+        "headroom.leader_election.renew_deadline",
+    );
+    let f = with("{ lease_name: Headroom }");
+    assert_config_error(
+        &["check-config", "--config", f.to_str().unwrap()],
+        "headroom.leader_election.lease_name",
+    );
+    // Turned on outside a pod without a namespace: serve says which key to set, before it
+    // looks for a cluster. (In a pod the namespace file gives one; then there is nothing to test.)
+    if std::path::Path::new(headroom_holder::lease::NAMESPACE_FILE).exists() {
+        return;
+    }
+    let f = with("{ enabled: true }");
+    let out = run_outside_a_cluster(&["serve", "--config", f.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("headroom.leader_election.namespace: unset"),
+        "{stderr}"
+    );
+}
+
 /// The repository's own files, as a user runs `simulate` from a checkout.
 fn repo_file(path: &str) -> String {
     format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"))
