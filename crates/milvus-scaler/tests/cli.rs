@@ -328,7 +328,7 @@ fn leader_election_errors_name_the_key() {
     );
     // Turned on outside a pod without a namespace: serve says which key to set, before it
     // looks for a cluster. (In a pod the namespace file gives one; then there is nothing to test.)
-    if std::path::Path::new(headroom_holder::lease::NAMESPACE_FILE).exists() {
+    if std::path::Path::new(leader_lease::lease::NAMESPACE_FILE).exists() {
         return;
     }
     let f = with("{ enabled: true }");
@@ -337,6 +337,43 @@ fn leader_election_errors_name_the_key() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("headroom.leader_election.namespace: unset"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn node_groups_leader_election_errors_name_the_key() {
+    let with = |le: &str| {
+        config_file(&format!(
+            "{GOOD}{NODE_GROUPS}  mode: apply\n  leader_election: {le}\n"
+        ))
+    };
+    let f = with("{ retry_period: 10s }");
+    assert_config_error(
+        &["check-config", "--config", f.to_str().unwrap()],
+        "node_groups.leader_election.retry_period",
+    );
+    // Both loops run (placeholder holder): one Lease for both is refused, by name.
+    let f = config_file(&format!(
+        "{GOOD}{NODE_GROUPS}  leader_election: {{ lease_name: milvus-scaler-headroom }}\n{HEADROOM}"
+    ));
+    assert_config_error(
+        &["check-config", "--config", f.to_str().unwrap()],
+        "node_groups.leader_election.lease_name",
+    );
+    let f = config_file(&format!("{GOOD}{NODE_GROUPS}{HEADROOM}"));
+    let out = run(&["check-config", "--config", f.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    if std::path::Path::new(leader_lease::lease::NAMESPACE_FILE).exists() {
+        return;
+    }
+    // Turned on outside a pod without a namespace: serve names the key before any round.
+    let f = with("{ enabled: true }");
+    let out = run_outside_a_cluster(&["serve", "--config", f.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("node_groups.leader_election.namespace: unset"),
         "{stderr}"
     );
 }
