@@ -23,7 +23,7 @@ from harness.procs import REPO
 from harness.services import cargo_bin, run_dir, tool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_headroom_manifests import role_rules  # noqa: E402
+from test_headroom_manifests import assert_lease_role  # noqa: E402
 from test_manifests_combinations import build, config_files, one, validate_strict  # noqa: E402
 
 EKSCTL = REPO / "manifests" / "node-groups" / "eksctl-cluster.yaml"
@@ -512,13 +512,7 @@ def test_the_leader_election_is_granted_exactly_what_the_elector_calls(resource)
     assert verbs == {"get", "create", "update"}, f"the elector's verbs changed: {verbs}"
     dep = one(docs, "Deployment", "milvus-scaler", "milvus-scaler")
     lease_ns = le.get("namespace") or dep["metadata"]["namespace"]
-    assert role_rules(docs, LEASE_ROLE, lease_ns) == (
-        {("coordination.k8s.io", "leases", name, v) for v in ("get", "update")}
-        | {("coordination.k8s.io", "leases", "*", "create")})
-    binding = one(docs, "RoleBinding", LEASE_ROLE, lease_ns)
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": LEASE_ROLE}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": dep["spec"]["template"]["spec"][
-        "serviceAccountName"], "namespace": dep["metadata"]["namespace"]}]
+    assert_lease_role(docs, LEASE_ROLE, name, lease_ns, dep)
     # Nothing else on leases, nothing cluster-wide.
     assert not [x for x in docs if x["kind"] in ("ClusterRole", "ClusterRoleBinding")
                 and "node-groups" in x["metadata"]["name"]]
