@@ -1,6 +1,7 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so that of several milvus-scaler
-//! replicas only one writes (the headroom, the node groups' capacity). This module is the pure part: [`Candidate`] decides
-//! from the Lease it is shown and the time it is handed; [`crate::elector`] makes the requests.
+//! replicas only one writes (the headroom, the node groups' capacity). This module is the pure
+//! part: [`Candidate`] decides from the Lease it is shown and the time it is handed;
+//! [`crate::elector`] makes the requests.
 //!
 //! The rules are those of client-go's `leaderelection` package:
 //! - a candidate takes the lease when there is none (create), when its holder is empty (released),
