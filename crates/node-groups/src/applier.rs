@@ -379,6 +379,8 @@ pub struct Runner<C> {
     stabilizers: HashMap<String, Stabilizer>,
     last_change: HashMap<String, Instant>,
     leadership: Option<Leadership>,
+    /// Each group's desired capacity as last read, to see another replica's changes while following.
+    seen_desired: HashMap<String, u32>,
 }
 
 impl<C: AutoScaling> Runner<C> {
@@ -394,6 +396,7 @@ impl<C: AutoScaling> Runner<C> {
             stabilizers: HashMap::new(),
             last_change: HashMap::new(),
             leadership: None,
+            seen_desired: HashMap::new(),
         }
     }
 
@@ -483,6 +486,15 @@ impl<C: AutoScaling> Runner<C> {
                     }
                 },
             };
+            // While another replica writes, a change of desired capacity between two of our reads is
+            // most likely its change: counted as a change, so that on taking over we keep
+            // min_change_interval from it (as the leader would have) instead of from our own last one.
+            let previous = self.seen_desired.insert(c.asg.clone(), state.desired);
+            if self.leadership.as_ref().is_some_and(|l| !l.is_leader())
+                && previous.is_some_and(|d| d != state.desired)
+            {
+                self.last_change.insert(c.asg.clone(), Instant::now());
+            }
             let mut warm_pool_action = Action::Unchanged;
             if c.warm_pool.is_some() {
                 match with_retries(&self.retry, &c.asg, || {
@@ -1156,6 +1168,42 @@ groups:
         // Dry-run stays dry-run whoever leads.
         let out = r.round(&snapshot(160.0, now), now, false).await;
         assert_eq!(out[0].action, Action::DryRun { from: 3, to: 7 });
+    }
+
+    /// A follower counts the leader's changes it reads: on taking over it keeps
+    /// `min_change_interval` (1h here) from the old leader's last change, not only from its own.
+    #[tokio::test(start_paused = true)]
+    async fn a_new_leader_keeps_min_change_interval_from_the_old_leaders_change() {
+        let (r, api) = setup(1, 10);
+        let (mut election, leadership) = Election::new();
+        election.held_by_b();
+        let mut r = r.with_leadership(leadership);
+        let now = SystemTime::now();
+        r.round(&snapshot(72.0, now), now, true).await;
+        // b sets 3 (what both plan), then b goes and we take over.
+        api.groups.lock().unwrap().get_mut("asg-q").unwrap().desired = 3;
+        let out = r.round(&snapshot(72.0, now), now, true).await;
+        assert_eq!(out[0].action, Action::Unchanged);
+        election.take();
+        let out = r.round(&snapshot(160.0, now), now, true).await;
+        match &out[0].action {
+            Action::Deferred(why) => assert!(why.contains("min_change_interval is 3600s"), "{why}"),
+            a => panic!("expected deferred, got {a:?}"),
+        }
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        election.take();
+        let out = r.round(&snapshot(160.0, now), now, true).await;
+        assert_eq!(out[0].action, Action::Changed { from: 3, to: 7 });
+
+        // A leader's own reads never count: only the changes it makes do (the existing hold).
+        let (r, api) = setup(1, 10);
+        let (mut election, leadership) = Election::new();
+        election.take();
+        let mut r = r.with_leadership(leadership);
+        r.round(&snapshot(3.0, now), now, true).await;
+        api.groups.lock().unwrap().get_mut("asg-q").unwrap().desired = 2;
+        let out = r.round(&snapshot(160.0, now), now, true).await;
+        assert_eq!(out[0].action, Action::Changed { from: 2, to: 7 });
     }
 
     /// A follower's loop waits out its interval, unless it becomes the leader: then it runs its
