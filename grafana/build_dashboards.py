@@ -659,6 +659,14 @@ def autoscaling_events():
          "Failed Auto Scaling API calls per second by group.",
          [('sum by (group, asg) (rate(milvus_scaler_nodegroup_errors_total[$__rate_interval]))', "{{group}} ({{asg}})")],
          unit="ops", w=12)
+    d.ts("Node-group writer: leader election", "milvus-scaler (milvus_scaler_nodegroup_leader, "
+         "milvus_scaler_nodegroup_lease_errors_total; node-group sizing)",
+         "Replicas holding the node groups' Lease, the one that writes desired capacity (exactly 1 is right; 0 means "
+         "nobody writes the groups, see the lease failures), and failed attempts to acquire or renew it by kind. "
+         "Appears when the node groups' leader election runs (mode: apply in a pod).",
+         [('sum by (lease) (milvus_scaler_nodegroup_leader)', "replicas leading {{lease}}"),
+          ('sum by (lease, kind) (increase(milvus_scaler_nodegroup_lease_errors_total[$__rate_interval]))',
+           "lease failed {{kind}} {{lease}}")], unit="short", w=12)
     d.row("Node headroom")
     d.ts("Headroom: planned vs applied", "milvus-scaler (milvus_scaler_headroom_*; node headroom)",
          "Headroom pods the planner wants (from search_demand, its growth over the time to ready and the scheduled "

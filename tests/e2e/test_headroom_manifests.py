@@ -96,9 +96,22 @@ def lease_name(h: dict) -> str:
     return default
 
 
+def assert_lease_role(docs, role: str, lease: str, lease_ns: str, dep: dict) -> None:
+    """The Role `role` grants exactly what crates/leader-lease's elector does to the Lease `lease`: `get`/`update`
+    by name, `create` on leases (which resourceNames cannot restrict), in `lease_ns`; bound to the ServiceAccount
+    of the milvus-scaler Deployment `dep`."""
+    assert role_rules(docs, role, lease_ns) == (
+        {("coordination.k8s.io", "leases", lease, v) for v in ("get", "update")}
+        | {("coordination.k8s.io", "leases", "*", "create")})
+    binding = one(docs, "RoleBinding", role, lease_ns)
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": dep["spec"]["template"]["spec"][
+        "serviceAccountName"], "namespace": dep["metadata"]["namespace"]}]
+
+
 @pytest.mark.parametrize("components", [PLACEHOLDER, BUFFER], ids=["placeholder", "capacity-buffer"])
 def test_the_leader_election_is_granted_exactly_what_the_elector_calls(components):
-    """crates/headroom-holder/src/elector.rs GETs the Lease, creates it when absent and replaces it (renew,
+    """crates/leader-lease/src/elector.rs GETs the Lease, creates it when absent and replaces it (renew,
     take over, release); the requests are pinned by method and path in fake_apiserver.rs. The Role grants exactly
     that, `get`/`update` by name and `create` on leases (which resourceNames cannot restrict), in the pod's own
     namespace, which is where the elector puts the Lease unless leader_election.namespace says otherwise."""
@@ -106,20 +119,15 @@ def test_the_leader_election_is_granted_exactly_what_the_elector_calls(component
     validate_strict(docs, "+".join(components))
     h = headroom_section(docs)
     name = lease_name(h)
-    src = (REPO / "crates" / "headroom-holder" / "src" / "elector.rs").read_text()
+    src = (REPO / "crates" / "leader-lease" / "src" / "elector.rs").read_text()
     verbs = set(re.findall(r'"(get|list|watch|create|update|patch|delete)"', src))
     assert verbs == {"get", "create", "update"}, f"the elector's verbs changed: {verbs}"
     dep = one(docs, "Deployment", "milvus-scaler", "milvus-scaler")
     lease_ns = (h.get("leader_election") or {}).get("namespace") or dep["metadata"]["namespace"]
-    assert role_rules(docs, LEASE_ROLE, lease_ns) == (
-        {("coordination.k8s.io", "leases", name, v) for v in ("get", "update")}
-        | {("coordination.k8s.io", "leases", "*", "create")})
-    binding = one(docs, "RoleBinding", LEASE_ROLE, lease_ns)
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": LEASE_ROLE}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": dep["spec"]["template"]["spec"][
-        "serviceAccountName"], "namespace": dep["metadata"]["namespace"]}]
-    # The 403 hint of the elector points at the file that grants it.
-    (hint_file,) = set(re.findall(r"(manifests/components/headroom/[\w-]+\.yaml): get, update and create", src))
+    assert_lease_role(docs, LEASE_ROLE, name, lease_ns, dep)
+    # The 403 hint of the elector points at the file that grants it (crates/headroom-holder/src/lib.rs, ELECTION).
+    lib = (REPO / "crates" / "headroom-holder" / "src" / "lib.rs").read_text()
+    (hint_file,) = set(re.findall(r'rbac_manifest: "([^"]+)"', lib))
     assert (REPO / hint_file).is_file(), hint_file
     assert LEASE_ROLE in (REPO / hint_file).read_text()
 

@@ -161,13 +161,15 @@ def test_combination_renders_validates_and_keeps_every_section(combo):
         assert len(dashboards) == GRAFANA_DASHBOARDS
     else:
         assert "ServiceMonitor" not in kinds and "PrometheusRule" not in kinds
-    # L5/L6: no API token except in external-metrics mode (M5: it reads the front-proxy CA from the API) and with
-    # headroom (it reads and sets scales or a CapacityBuffer through the API), PSA
+    # L5/L6: no API token except in external-metrics mode (M5: it reads the front-proxy CA from the API), with
+    # headroom (it reads and sets scales or a CapacityBuffer through the API) and with node groups (their leader
+    # election's Lease), PSA
     # "restricted" on the namespace, and every container port that serves is admitted by a NetworkPolicy
     # selecting the pod.
     dep = one(docs, "Deployment", "milvus-scaler", "milvus-scaler")
     pod = dep["spec"]["template"]
-    assert pod["spec"]["automountServiceAccountToken"] is (mode == "external-metrics" or headroom), where
+    assert pod["spec"]["automountServiceAccountToken"] is (mode == "external-metrics" or headroom or node_groups), \
+        where
     if mode != "external-metrics":
         assert not [x for x in docs if x["kind"] in ("Role", "RoleBinding")
                     and x["metadata"].get("namespace") == "kube-system"], where
@@ -182,9 +184,10 @@ def test_combination_renders_validates_and_keeps_every_section(combo):
     if mode in ("external-metrics", "keda"):
         assert one(docs, "Deployment", "milvus-scaler", "milvus-scaler")["spec"]["replicas"] == 2
         if node_groups:
-            # Two replicas are two writers in `apply`: only safe while no group lowers desired capacity.
+            # Two replicas, one writer: the node groups' election is on (not disabled) and its Lease granted.
             ng = yaml.safe_load(files[sections["node_groups"]])["node_groups"]
-            assert not any(g.get("scale_in") for g in ng["groups"]), f"{where}: scale_in with 2 writers"
+            assert (ng.get("leader_election") or {}).get("enabled") is not False, where
+            one(docs, "RoleBinding", "milvus-scaler-node-groups-lease", "milvus-scaler")
         assert one(docs, "PodDisruptionBudget", "milvus-scaler", "milvus-scaler")["spec"]["minAvailable"] == 1
 
 

@@ -1,14 +1,19 @@
 """Node-group manifests: the eksctl ClusterConfig (eksctl cannot be installed here, so a schema of
 the fields we use, with unknown keys rejected, plus the rules the design asks for), the IAM policy
 embedded in it, and the kustomize component (rendered with kubectl kustomize, validated with
-kubernetes-validate --strict, its configuration accepted by `milvus-scaler check-config`).
+kubernetes-validate --strict, its configuration accepted by `milvus-scaler check-config`), and the
+RBAC of its leader election checked to be exactly what crates/leader-lease's elector calls (its requests are
+pinned against a fake API server, which says so, in crates/headroom-holder/tests/fake_apiserver.rs).
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -16,6 +21,10 @@ import yaml
 
 from harness.procs import REPO
 from harness.services import cargo_bin, run_dir, tool
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_headroom_manifests import assert_lease_role  # noqa: E402
+from test_manifests_combinations import build, config_files, one, validate_strict  # noqa: E402
 
 EKSCTL = REPO / "manifests" / "node-groups" / "eksctl-cluster.yaml"
 POLICY = REPO / "manifests" / "iam" / "milvus-scaler-node-groups-policy.json"
@@ -474,3 +483,63 @@ def test_planner_plans_what_the_autoscalers_ask_for():
             assert r["target_per_pod"] == pytest.approx(len(zones) * target), (g["name"], r)
             assert r["max"] == -(-hpa["maxReplicas"] // len(zones)), (g["name"], r)
             assert r["min"] == -(-min(hpa["minReplicas"], so["minReplicaCount"]) // len(zones)), (g["name"], r)
+
+
+LEASE_ROLE = "milvus-scaler-node-groups-lease"
+
+
+def rust_const(path: str, pattern: str) -> str:
+    (value,) = re.findall(pattern, (REPO / path).read_text())
+    return value
+
+
+@pytest.mark.parametrize("resource", ["overlays/keda", "overlays/external-metrics"])
+def test_the_leader_election_is_granted_exactly_what_the_elector_calls(resource):
+    """Two replicas in a mode overlay: only the holder of the node groups' Lease writes the groups. The elector
+    (crates/leader-lease/src/elector.rs) GETs the Lease, creates it when absent and replaces it; the Role grants
+    exactly that, `get`/`update` by name and `create` on leases (which resourceNames cannot restrict), in the pod's
+    own namespace, for the Lease the configuration names, which is not the headroom's."""
+    docs = build(resource, ["node-groups"])
+    validate_strict(docs, f"{resource}+node-groups")
+    (text,) = [t for p, t in config_files(docs).items() if p.endswith("/node-groups.yaml")]
+    le = yaml.safe_load(text)["node_groups"]["leader_election"]
+    default = rust_const("crates/node-groups/src/lib.rs", r'pub const DEFAULT_LEASE_NAME: &str = "([^"]+)"')
+    headroom = rust_const("crates/headroom-holder/src/config.rs", r'pub const DEFAULT_LEASE_NAME: &str = "([^"]+)"')
+    name = le.get("lease_name") or default
+    assert name == default != headroom, (name, default, headroom)
+    src = (REPO / "crates" / "leader-lease" / "src" / "elector.rs").read_text()
+    verbs = set(re.findall(r'"(get|list|watch|create|update|patch|delete)"', src))
+    assert verbs == {"get", "create", "update"}, f"the elector's verbs changed: {verbs}"
+    dep = one(docs, "Deployment", "milvus-scaler", "milvus-scaler")
+    lease_ns = le.get("namespace") or dep["metadata"]["namespace"]
+    assert_lease_role(docs, LEASE_ROLE, name, lease_ns, dep)
+    # Nothing else on leases, nothing cluster-wide.
+    assert not [x for x in docs if x["kind"] in ("ClusterRole", "ClusterRoleBinding")
+                and "node-groups" in x["metadata"]["name"]]
+    # A 403 names the file that grants it (crates/node-groups/src/lib.rs, ELECTION).
+    hint_file = rust_const("crates/node-groups/src/lib.rs", r'rbac_manifest: "([^"]+)"')
+    assert (REPO / hint_file).is_file() and LEASE_ROLE in (REPO / hint_file).read_text(), hint_file
+    # The identity: POD_NAME from the downward API; the token mounted; the API server reachable.
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = [c for c in pod["containers"] if c["name"] == "milvus-scaler"]
+    env = {e["name"]: e for e in c.get("env", [])}
+    assert env["POD_NAME"] == {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    assert pod["automountServiceAccountToken"] is True
+    egress = {p["port"] for x in docs if x["kind"] == "NetworkPolicy" and x["metadata"]["namespace"] == lease_ns
+              for rule in x["spec"].get("egress", []) for p in rule.get("ports", [])}
+    assert {443, 6443} <= egress, egress
+    assert dep["spec"]["replicas"] >= 2, "two replicas: the election is what keeps them from both writing"
+    assert le.get("enabled") is None, "on by default in a pod in apply: the shipped file must not turn it off"
+    assert re.fullmatch(r"\d+s", le["lease_duration"]) and re.fullmatch(r"\d+s", le["renew_deadline"])
+
+
+def test_the_comments_and_docs_say_one_replica_writes():
+    """The old caveat ("safe only with scale_in: false", run one replica for scale_in) is gone; what is true now is
+    written where users read it."""
+    patch = (COMPONENT / "configmap-patch.yaml").read_text()
+    doc = (REPO / "docs" / "node-groups.md").read_text()
+    for text in (patch, doc):
+        assert "safe only while" not in text and "replicas: 1" not in text
+    assert "milvus-scaler/milvus-scaler-node-groups" in patch and "only the leader calls SetDesiredCapacity" in patch
+    assert "node_groups.leader_election" in doc or "`leader_election`" in doc
+    assert "milvus_scaler_nodegroup_leader" in doc

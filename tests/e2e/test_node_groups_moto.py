@@ -1,9 +1,13 @@
 """Node-group sizing against a real moto server (EC2 Auto Scaling), driven by scripted Milvus
 metrics: plan-nodes dry-run and --apply, MaxSize capping, no scale-in without `scale_in`, the
-`serve` loop and its metrics, and failures (unknown group, throttling, 5xx, unreachable endpoint)
-that are reported and retried without stopping `serve`.
+`serve` loop and its metrics, failures (unknown group, throttling, 5xx, unreachable endpoint)
+that are reported and retried without stopping `serve`, and two `serve` replicas of which only
+the holder of the node groups' Lease writes. kube-apiserver cannot run here: the Leases are kept by
+the FAKE API server of test_headroom_binary.py (GET, POST, PUT at the stored resourceVersion, else 409).
 """
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -11,6 +15,7 @@ from harness.procs import free_port, wait_until
 from harness.services import Scaler
 from node_groups_support import (FaultProxy, ScriptedMilvusMetrics, config, create_groups, desired, metric,
                                  plan_nodes, querynode_group)
+from test_headroom_binary import FakeScales, kubeconfig
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -194,3 +199,87 @@ def test_serve_survives_unreachable_endpoint(moto, signals):
             assert r.status == 200
     finally:
         assert scaler.stop() == 0
+
+
+NG_LEASE = "milvus-scaler-node-groups"
+
+
+def test_two_serve_replicas_elect_one_writer_of_the_groups(moto, signals):
+    """Two `serve` processes in apply with `scale_in: true` (what a single writer used to be needed for), each with
+    its own POD_NAME, token and Auto Scaling endpoint (a pass-through proxy in front of moto, so the calls say who
+    made them). While the leader's SetDesiredCapacity fails (500s injected on its proxy only), the follower plans
+    the change, exports it and writes nothing: the group stays where it was. Then the leader writes, up and down;
+    SIGTERM on it releases the Lease and the other takes over before the 30 s lease could expire, then writes."""
+    create_groups(moto, {"eks-milvus-querynode": {"min": 1, "max": 10, "desired": 1}})
+    signals.queue_depth = 0  # 1 replica -> 1 node: nothing to change yet
+    api = FakeScales(workload=0, placeholder=0)
+    proxies = {name: FaultProxy(moto.url) for name in ("replica-a", "replica-b")}
+    replicas: dict[str, Scaler] = {}
+    labels = {"group": "querynodes", "asg": "eks-milvus-querynode"}
+    lease_label = f"milvus-scaler/{NG_LEASE}"
+
+    def holder() -> str | None:
+        with api.lock:
+            lease = api.leases.get(NG_LEASE)
+        return None if lease is None else lease["spec"].get("holderIdentity")
+
+    def calls(name: str, action: str) -> list[int]:
+        return [status for a, status in list(proxies[name].seen) if a == action]
+
+    try:
+        for name, proxy in proxies.items():
+            cfg = config(signals.url, proxy.url, [querynode_group(
+                "eks-milvus-querynode", scale_in=True, scale_in_stabilization="0s", warm_pool={"min_size": 1})])
+            cfg["node_groups"]["leader_election"] = {"enabled": True, "namespace": "milvus-scaler",
+                                                     "lease_duration": "30s", "renew_deadline": "20s",
+                                                     "retry_period": "200ms"}
+            replicas[name] = Scaler(cfg, env={**creds(moto), "POD_NAME": name,
+                                              "KUBECONFIG": str(kubeconfig(api, token=f"token-{name}"))})
+        wait_until(lambda: holder() in replicas, 30, "a leader", proc=replicas["replica-a"].service)
+        leader = holder()
+        (follower,) = set(replicas) - {leader}
+        assert "milvus-scaler-headroom" not in api.leases, "the node groups' own Lease, not the headroom's"
+        wait_until(lambda: metric(replicas[leader].metrics_text(), "milvus_scaler_nodegroup_leader",
+                                  lease=lease_label) == 1, 10, "leader 1 on the leader")
+        assert metric(replicas[follower].metrics_text(), "milvus_scaler_nodegroup_leader", lease=lease_label) == 0
+        wait_until(lambda: calls(leader, "PutWarmPool") == [200], 10, "the leader puts the warm pool")
+
+        # Demand rises while the leader cannot write (3 rounds of 3 failed attempts): the follower plans 3 and
+        # leaves it to the leader, so the group stays at 1 until the leader's write goes through.
+        proxies[leader].script = {"SetDesiredCapacity": [(500, "InternalFailure")] * 9}
+        signals.queue_depth = 72  # 9 replicas -> 3 nodes
+        wait_until(lambda: metric(replicas[follower].metrics_text(), "milvus_scaler_nodegroup_planned_capacity",
+                                  **labels) == 3, 10, "the follower plans 3")
+        wait_until(lambda: calls(leader, "SetDesiredCapacity")[:9] == [500] * 9
+                   or calls(follower, "SetDesiredCapacity"), 30, "the leader's failed writes")
+        assert calls(follower, "SetDesiredCapacity") == [] and calls(follower, "PutWarmPool") == [], \
+            "the follower called a mutating API"
+        assert desired(moto, "eks-milvus-querynode") == 1
+        assert len(calls(follower, "DescribeAutoScalingGroups")) >= 3, "the follower reads every round"
+        assert "desired capacity left to the leader" in replicas[follower].service.log_path.read_text()
+        wait_until(lambda: desired(moto, "eks-milvus-querynode") == 3, 30, "the leader sets 3")
+        assert calls(leader, "SetDesiredCapacity")[9:10] == [200]
+
+        # Demand falls: with scale_in the leader lowers the group; still nothing from the follower.
+        signals.queue_depth = 3
+        wait_until(lambda: desired(moto, "eks-milvus-querynode") == 1, 30, "lowered to 1 by the leader")
+        assert metric(replicas[leader].metrics_text(), "milvus_scaler_nodegroup_changes_total", direction="down",
+                      **labels) == 1
+        assert calls(follower, "SetDesiredCapacity") == []
+
+        stopped = time.monotonic()
+        assert replicas.pop(leader).stop() == 0
+        wait_until(lambda: holder() == follower, 10, "the follower takes over")
+        assert time.monotonic() - stopped < 30, "taken over before the lease expired: it was released"
+        signals.queue_depth = 72
+        wait_until(lambda: desired(moto, "eks-milvus-querynode") == 3, 30, "the new leader writes",
+                   proc=replicas[follower].service)
+        assert calls(follower, "SetDesiredCapacity") == [200]
+        wait_until(lambda: metric(replicas[follower].metrics_text(), "milvus_scaler_nodegroup_leader",
+                                  lease=lease_label) == 1, 10, "leader 1 on the new leader")
+    finally:
+        for r in replicas.values():
+            assert r.stop() == 0
+        for p in proxies.values():
+            p.stop()
+        api.stop()

@@ -5,8 +5,14 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+pub use leader_lease::LeaderElectionConfig;
+use leader_lease::config::check_name;
 use serde::Deserialize;
 use yaml_config::Invalid;
+
+/// The Lease name of the headroom election when `leader_election.lease_name` is unset (the shipped
+/// RBAC, `manifests/components/headroom/lease-rbac.yaml`, grants it).
+pub const DEFAULT_LEASE_NAME: &str = "milvus-scaler-headroom";
 
 /// The section as written (docs/headroom.md). Checks that span sections are in
 /// [`HeadroomSection::validate`].
@@ -31,107 +37,6 @@ pub struct HeadroomSection {
     /// `mode: apply`).
     #[serde(default)]
     pub leader_election: LeaderElectionConfig,
-}
-
-/// `headroom.leader_election`: of several milvus-scaler replicas only the holder of a
-/// `coordination.k8s.io/v1` Lease writes the headroom ([`crate::lease`]); the others plan,
-/// serve metrics and stay ready. Defaults are client-go's (15s / 10s / 2s).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LeaderElectionConfig {
-    /// `true` or `false`; unset: on when `mode: apply` and milvus-scaler runs in a pod
-    /// (`KUBERNETES_SERVICE_HOST` set), off otherwise (dry-run writes nothing to elect for).
-    #[serde(default)]
-    pub enabled: Option<bool>,
-    /// The Lease's name (the RBAC Role names it in `resourceNames`).
-    #[serde(default = "default_lease_name")]
-    pub lease_name: String,
-    /// The Lease's namespace; unset: the pod's own (its ServiceAccount's namespace file).
-    #[serde(default)]
-    pub namespace: Option<String>,
-    /// How long a lease is good for after its holder last renewed it, as others count it from
-    /// when they saw it change (whole seconds: the Lease's `leaseDurationSeconds`).
-    #[serde(default = "default_lease_duration", with = "humantime_serde")]
-    pub lease_duration: Duration,
-    /// How long after its last successful renewal the leader keeps acting as leader; shorter
-    /// than `lease_duration`, so it stops before anyone else may take over.
-    #[serde(default = "default_renew_deadline", with = "humantime_serde")]
-    pub renew_deadline: Duration,
-    /// Time between attempts to acquire or renew; shorter than `renew_deadline`.
-    #[serde(default = "default_retry_period", with = "humantime_serde")]
-    pub retry_period: Duration,
-}
-
-/// The Lease name the shipped RBAC grants (`manifests/components/headroom/lease-rbac.yaml`).
-pub const DEFAULT_LEASE_NAME: &str = "milvus-scaler-headroom";
-
-fn default_lease_name() -> String {
-    DEFAULT_LEASE_NAME.to_string()
-}
-
-fn default_lease_duration() -> Duration {
-    Duration::from_secs(15)
-}
-
-fn default_renew_deadline() -> Duration {
-    Duration::from_secs(10)
-}
-
-fn default_retry_period() -> Duration {
-    Duration::from_secs(2)
-}
-
-impl Default for LeaderElectionConfig {
-    fn default() -> Self {
-        Self {
-            enabled: None,
-            lease_name: default_lease_name(),
-            namespace: None,
-            lease_duration: default_lease_duration(),
-            renew_deadline: default_renew_deadline(),
-            retry_period: default_retry_period(),
-        }
-    }
-}
-
-impl LeaderElectionConfig {
-    /// Checks names and the durations' order (`retry_period < renew_deadline < lease_duration`);
-    /// errors name the key below `leader_election`.
-    pub fn validate(&self) -> Result<(), Invalid> {
-        check_name("lease_name", &self.lease_name)?;
-        if let Some(ns) = &self.namespace {
-            check_name("namespace", ns)?;
-        }
-        let secs = self.lease_duration.as_secs();
-        if secs == 0 || self.lease_duration.subsec_nanos() != 0 || i32::try_from(secs).is_err() {
-            return Err(Invalid::new(
-                "lease_duration",
-                format!(
-                    "expected a whole number of seconds >= 1s (the Lease's leaseDurationSeconds), found {:?}",
-                    self.lease_duration
-                ),
-            ));
-        }
-        if self.renew_deadline >= self.lease_duration {
-            return Err(Invalid::new(
-                "renew_deadline",
-                format!(
-                    "must be shorter than lease_duration ({:?}), found {:?}: the leader must stop before another replica may take over",
-                    self.lease_duration, self.renew_deadline
-                ),
-            ));
-        }
-        if self.retry_period.is_zero() || self.retry_period >= self.renew_deadline {
-            return Err(Invalid::new(
-                "retry_period",
-                format!(
-                    "must be above 0 and shorter than renew_deadline ({:?}), found {:?}: the leader must get to renew before its deadline",
-                    self.renew_deadline, self.retry_period
-                ),
-            ));
-        }
-        Ok(())
-    }
 }
 
 fn default_interval() -> Duration {
@@ -223,34 +128,6 @@ impl HolderConfig {
             HolderConfig::CapacityBuffer(_) => "capacity_buffer",
             HolderConfig::Asg(_) => "asg",
         }
-    }
-}
-
-/// Whether `s` is a DNS-1123 subdomain (what Kubernetes accepts as a Deployment, CapacityBuffer or
-/// namespace name; namespaces are further limited to a label, which the API server enforces).
-fn is_object_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
-}
-
-fn check_name(key: &str, value: &str) -> Result<(), Invalid> {
-    if is_object_name(value) {
-        Ok(())
-    } else {
-        Err(Invalid::new(
-            key,
-            format!(
-                "expected a Kubernetes object name (lowercase letters, digits, '-', '.'), found {value:?}"
-            ),
-        ))
     }
 }
 
@@ -497,19 +374,15 @@ mod tests {
     }
 
     #[test]
-    fn leader_election_defaults_are_client_gos_and_bad_orders_name_the_key() {
+    fn leader_election_defaults_and_errors_are_named_under_the_section() {
+        // The settings themselves are tested in crates/leader-lease; here: the section's default
+        // Lease name and that its errors are named below `leader_election`.
         let p = parse("  placeholder: {namespace: milvus, deployment: h}").unwrap();
         let le = &p.leader_election;
         assert_eq!(le, &LeaderElectionConfig::default());
-        assert_eq!(le.enabled, None, "unset: decided by mode and pod");
-        assert_eq!(le.lease_name, DEFAULT_LEASE_NAME);
         assert_eq!(
-            (le.lease_duration, le.renew_deadline, le.retry_period),
-            (
-                Duration::from_secs(15),
-                Duration::from_secs(10),
-                Duration::from_secs(2)
-            )
+            le.lease_name_or(DEFAULT_LEASE_NAME),
+            "milvus-scaler-headroom"
         );
         p.validate(&["prod"], None).unwrap();
 
@@ -520,49 +393,18 @@ mod tests {
         };
         let p = with("{enabled: true, lease_name: headroom, namespace: ops, lease_duration: 30s, renew_deadline: 20s, retry_period: 5s}").unwrap();
         assert_eq!(p.leader_election.enabled, Some(true));
-        assert_eq!(p.leader_election.namespace.as_deref(), Some("ops"));
+        assert_eq!(
+            p.leader_election.lease_name_or(DEFAULT_LEASE_NAME),
+            "headroom"
+        );
         p.validate(&["prod"], None).unwrap();
 
-        for (le, key, says) in [
-            (
-                "{renew_deadline: 15s}",
-                "leader_election.renew_deadline",
-                "shorter than lease_duration",
-            ),
-            (
-                "{lease_duration: 8s}",
-                "leader_election.renew_deadline",
-                "shorter than lease_duration",
-            ),
-            (
-                "{retry_period: 10s}",
-                "leader_election.retry_period",
-                "shorter than renew_deadline",
-            ),
-            (
-                "{retry_period: 0s}",
-                "leader_election.retry_period",
-                "above 0",
-            ),
-            (
-                "{lease_duration: 15500ms}",
-                "leader_election.lease_duration",
-                "whole number of seconds",
-            ),
-            (
-                "{lease_name: Headroom_Lease}",
-                "leader_election.lease_name",
-                "Kubernetes object name",
-            ),
-            (
-                "{namespace: 'a b'}",
-                "leader_election.namespace",
-                "Kubernetes object name",
-            ),
+        for (le, key) in [
+            ("{renew_deadline: 15s}", "leader_election.renew_deadline"),
+            ("{lease_name: Headroom_Lease}", "leader_election.lease_name"),
         ] {
             let err = with(le).unwrap().validate(&["prod"], None).unwrap_err();
             assert_eq!(err.path, key, "{le}: {err:?}");
-            assert!(err.message.contains(says), "{le}: {err:?}");
         }
         let err = with("{lease: x}").unwrap_err();
         assert!(err.to_string().contains("lease"), "{err}");

@@ -21,8 +21,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// `manifests/components/headroom/capacity-buffer/crd.yaml` (its storage version).
 pub const CAPACITY_BUFFER_API_VERSION: &str = "autoscaling.x-k8s.io/v1beta1";
 
-/// The field manager of every patch (shown in `managedFields`).
-pub const FIELD_MANAGER: &str = "milvus-scaler";
+/// The field manager of every patch (shown in `managedFields`), the Lease writes' too.
+pub use leader_lease::FIELD_MANAGER;
 
 /// A client from `config` with a read timeout and without kube's own retry layer (which retries
 /// a 503 for minutes; a round is retried by the next round).

@@ -11,17 +11,15 @@
 //! the planner and a holder together; `milvus-scaler plan-nodes` runs one round, `serve` a loop.
 //! Every holder reads before it writes, writes only a change, and writes nothing while the demand
 //! is unknown ([`Demand::Unknown`]). Of several replicas only the holder of a Lease writes
-//! ([`lease`], [`elector`]); the others plan and export, and write nothing.
+//! (crates/leader-lease, [`ELECTION`]); the others plan and export, and write nothing.
 
 use std::fmt;
 use std::future::Future;
 
 pub mod asg;
 pub mod config;
-pub mod elector;
 pub mod error;
 pub mod k8s;
-pub mod lease;
 pub mod metric_names;
 pub mod round;
 
@@ -29,6 +27,14 @@ pub use config::{
     AsgRef, CapacityBufferRef, DeploymentRef, HeadroomSection, HolderConfig, LeaderElectionConfig,
 };
 pub use error::HoldError;
+
+/// The headroom's leader election: its logs, metrics and RBAC manifest.
+pub const ELECTION: leader_lease::Purpose = leader_lease::Purpose {
+    what: "headroom",
+    leader_metric: metric_names::LEADER,
+    errors_metric: metric_names::LEASE_ERRORS,
+    rbac_manifest: "manifests/components/headroom/lease-rbac.yaml",
+};
 
 /// What the holder is asked to hold this round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

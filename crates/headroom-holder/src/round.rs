@@ -11,9 +11,9 @@ use headroom::{Plan, Planner};
 use milvus_signals::{Signal, SignalKey, SnapshotStore};
 use shutdown_signal::CancellationToken;
 
-use crate::lease::Leadership;
 use crate::metric_names as m;
 use crate::{Demand, HeadroomHolder, Held, HoldError, WorkloadPods};
+use leader_lease::Leadership;
 
 /// What one round saw and did.
 #[derive(Debug, Clone)]

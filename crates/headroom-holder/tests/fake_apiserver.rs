@@ -22,16 +22,16 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use headroom_holder::elector::{Elector, LeaseError, Role};
 use headroom_holder::error::HoldError;
 use headroom_holder::k8s::{
     CapacityBufferHolder, PlaceholderDeployment, WorkloadScale, buffer_patch, scale_patch,
 };
-use headroom_holder::lease::{Clock, LeaseSettings, TokioClock};
 use headroom_holder::round::HeadroomLoop;
 use headroom_holder::{
     CapacityBufferRef, Demand, DeploymentRef, HeadroomHolder, Held, WorkloadPods,
 };
+use leader_lease::elector::{Elector, LeaseError, Role};
+use leader_lease::lease::{Clock, LeaseSettings, TokioClock};
 use milvus_signals::{InstanceSnapshot, Reading, Signal, SignalKey, SnapshotStore};
 use serde_json::{Value, json};
 
@@ -744,6 +744,7 @@ fn elector(api: &FakeApiServer, identity: &str, clock: &ManualClock) -> Elector 
         api.client(),
         lease_settings(identity),
         Arc::new(clock.clone()),
+        headroom_holder::ELECTION,
     )
 }
 
@@ -756,7 +757,12 @@ fn quick_elector(api: &FakeApiServer, identity: &str) -> Elector {
         retry_period: Duration::from_millis(50),
         ..lease_settings(identity)
     };
-    Elector::new(api.client(), settings, Arc::new(TokioClock))
+    Elector::new(
+        api.client(),
+        settings,
+        Arc::new(TokioClock),
+        headroom_holder::ELECTION,
+    )
 }
 
 impl FakeApiServer {

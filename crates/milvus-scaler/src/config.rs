@@ -320,6 +320,33 @@ impl Config {
     }
 }
 
+/// With a headroom holder other than `asg`, serve runs both loops, each with its own election:
+/// on one Lease the two electors (one identity) would both think they lead, and each release
+/// would end the other's leadership.
+fn check_distinct_leases(
+    h: &headroom_holder::HeadroomSection,
+    ng: &node_groups::NodeGroups,
+) -> Result<(), Invalid> {
+    if matches!(h.holder, headroom_holder::HolderConfig::Asg(_)) {
+        // One loop: the headroom's, under headroom.leader_election.
+        return Ok(());
+    }
+    let (hl, nl) = (&h.leader_election, &ng.config().leader_election);
+    let name = nl.lease_name_or(node_groups::DEFAULT_LEASE_NAME);
+    if name == hl.lease_name_or(headroom_holder::config::DEFAULT_LEASE_NAME)
+        && nl.namespace == hl.namespace
+    {
+        return Err(Invalid::new(
+            "node_groups.leader_election.lease_name",
+            format!(
+                "{name:?} is also headroom.leader_election's Lease (in the same namespace): the node groups and the headroom are elected on their own Leases; name another (the default is {:?})",
+                node_groups::DEFAULT_LEASE_NAME
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl ConfigFile {
     /// Checks what the types cannot (names, bounds, keys that depend on each other) and
     /// resolves the node groups: the one validation of a configuration.
@@ -339,6 +366,9 @@ impl ConfigFile {
             let names: Vec<&str> = self.milvus.iter().map(|m| m.name.as_str()).collect();
             h.validate(&names, node_groups.as_ref())
                 .map_err(|e| e.under("headroom"))?;
+        }
+        if let (Some(h), Some(ng)) = (&self.headroom, &node_groups) {
+            check_distinct_leases(h, ng)?;
         }
         Ok(Config {
             headroom: self.headroom,

@@ -529,37 +529,25 @@ async fn serve(cfg: Config, config_names: String) -> anyhow::Result<()> {
         let apply = h.mode == node_groups::Mode::Apply;
         tracing::info!(holder = h.holder.key(), mode = ?h.mode, interval = ?h.interval, "node headroom on");
         let token = shutdown.clone();
-        let election = headroom_holder::lease::resolve(
+        let election = leader_lease::lease::resolve(
             &h.leader_election,
+            headroom_holder::config::DEFAULT_LEASE_NAME,
             apply,
-            &headroom_holder::lease::PodEnv::from_process(),
+            &leader_lease::lease::PodEnv::from_process(),
         )
         .map_err(|e| {
             ConfigError::invalid(&config_names, format!("headroom.{}", e.path), e.message)
         })?;
         let lp = headroom_loop(&cfg, h, store.clone()).await?;
-        let leadership = match election {
-            Some(settings) => {
-                let client = headroom_holder::k8s::cluster_client().await?;
-                let elector = headroom_holder::elector::Elector::new(
-                    client,
-                    settings,
-                    Arc::new(headroom_holder::lease::TokioClock),
-                );
-                let leadership = elector.leadership();
-                // Releases the lease when the token is cancelled, after the loop stops writing.
-                tasks.spawn(elector.run(token.clone()));
-                Some(leadership)
-            }
-            None => {
-                if apply {
-                    tracing::info!(
-                        "headroom leader election off: this replica writes the headroom whatever other replicas do (headroom.leader_election, docs/headroom.md)"
-                    );
-                }
-                None
-            }
-        };
+        let leadership = elect(
+            election,
+            headroom_holder::ELECTION,
+            apply,
+            "headroom leader election off: this replica writes the headroom whatever other replicas do (headroom.leader_election, docs/headroom.md)",
+            &mut tasks,
+            &token,
+        )
+        .await?;
         match lp {
             AnyHeadroomLoop::Placeholder(lp) => {
                 tasks.spawn(led(lp, leadership).run(h.interval, apply, token));
@@ -578,9 +566,32 @@ async fn serve(cfg: Config, config_names: String) -> anyhow::Result<()> {
         .as_ref()
         .filter(|_| !headroom_drives_node_groups)
     {
-        let runner = node_groups_runner(ng).await;
+        let apply = ng.config().mode == node_groups::Mode::Apply;
+        let election = leader_lease::lease::resolve(
+            &ng.config().leader_election,
+            node_groups::DEFAULT_LEASE_NAME,
+            apply,
+            &leader_lease::lease::PodEnv::from_process(),
+        )
+        .map_err(|e| {
+            ConfigError::invalid(&config_names, format!("node_groups.{}", e.path), e.message)
+        })?;
+        let mut runner = node_groups_runner(ng).await;
         let interval = ng.config().interval;
         tracing::info!(groups = ng.groups().len(), mode = ?ng.config().mode, ?interval, "node-group sizing on");
+        // Its own Lease (node_groups::DEFAULT_LEASE_NAME), not the headroom's: see there.
+        if let Some(l) = elect(
+            election,
+            node_groups::ELECTION,
+            apply,
+            "node groups leader election off: this replica writes Auto Scaling desired capacity whatever other replicas do (node_groups.leader_election, docs/node-groups.md)",
+            &mut tasks,
+            &shutdown,
+        )
+        .await?
+        {
+            runner = runner.with_leadership(l);
+        }
         tasks.spawn(node_groups::applier::run_loop(
             runner,
             store.clone(),
@@ -794,10 +805,40 @@ async fn plan_nodes(
     Ok(())
 }
 
+/// Starts the election `settings` (if on) for `purpose` on the cluster's client: its elector runs
+/// in `tasks` until `token` is cancelled and then releases the Lease. The view the loop asks
+/// before each write, or `None` (logged as `off` when `apply`: every replica writes then).
+async fn elect(
+    settings: Option<leader_lease::lease::LeaseSettings>,
+    purpose: leader_lease::Purpose,
+    apply: bool,
+    off: &'static str,
+    tasks: &mut JoinSet<()>,
+    token: &shutdown_signal::CancellationToken,
+) -> anyhow::Result<Option<leader_lease::Leadership>> {
+    let Some(settings) = settings else {
+        if apply {
+            tracing::info!("{off}");
+        }
+        return Ok(None);
+    };
+    let client = headroom_holder::k8s::cluster_client().await?;
+    let elector = leader_lease::Elector::new(
+        client,
+        settings,
+        Arc::new(leader_lease::lease::TokioClock),
+        purpose,
+    );
+    let leadership = elector.leadership();
+    // Releases the lease when the token is cancelled, after the loop stops writing.
+    tasks.spawn(elector.run(token.clone()));
+    Ok(Some(leadership))
+}
+
 /// `lp`, writing only while `leadership` (if any) says this replica leads.
 fn led<H, W>(
     lp: HeadroomLoop<H, W>,
-    leadership: Option<headroom_holder::lease::Leadership>,
+    leadership: Option<leader_lease::Leadership>,
 ) -> HeadroomLoop<H, W>
 where
     H: headroom_holder::HeadroomHolder,

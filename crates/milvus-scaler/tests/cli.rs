@@ -311,34 +311,52 @@ fn headroom_outside_a_cluster_exits_2_saying_what_to_mount() {
 
 #[test]
 fn leader_election_errors_name_the_key() {
-    let with = |le: &str| {
-        config_file(&format!(
-            "{GOOD}{HEADROOM}  mode: apply\n  leader_election: {le}\n"
-        ))
-    };
-    let f = with("{ renew_deadline: 15s }");
-    assert_config_error(
-        &["check-config", "--config", f.to_str().unwrap()],
-        "headroom.leader_election.renew_deadline",
-    );
-    let f = with("{ lease_name: Headroom }");
-    assert_config_error(
-        &["check-config", "--config", f.to_str().unwrap()],
-        "headroom.leader_election.lease_name",
-    );
-    // Turned on outside a pod without a namespace: serve says which key to set, before it
-    // looks for a cluster. (In a pod the namespace file gives one; then there is nothing to test.)
-    if std::path::Path::new(headroom_holder::lease::NAMESPACE_FILE).exists() {
-        return;
+    // One set of settings (crates/leader-lease) in both sections, each named under its own.
+    for (section, text) in [("headroom", HEADROOM), ("node_groups", NODE_GROUPS)] {
+        let with = |le: &str| {
+            config_file(&format!(
+                "{GOOD}{text}  mode: apply\n  leader_election: {le}\n"
+            ))
+        };
+        for (le, key) in [
+            ("{ renew_deadline: 15s }", "renew_deadline"),
+            ("{ lease_name: Headroom }", "lease_name"),
+        ] {
+            let f = with(le);
+            assert_config_error(
+                &["check-config", "--config", f.to_str().unwrap()],
+                &format!("{section}.leader_election.{key}"),
+            );
+        }
+        // Turned on outside a pod without a namespace: serve says which key to set, before it
+        // looks for a cluster. (In a pod the namespace file gives one; then there is nothing to test.)
+        if std::path::Path::new(leader_lease::lease::NAMESPACE_FILE).exists() {
+            continue;
+        }
+        let f = with("{ enabled: true }");
+        let out = run_outside_a_cluster(&["serve", "--config", f.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{section}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{section}.leader_election.namespace: unset")),
+            "{stderr}"
+        );
     }
-    let f = with("{ enabled: true }");
-    let out = run_outside_a_cluster(&["serve", "--config", f.to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("headroom.leader_election.namespace: unset"),
-        "{stderr}"
+}
+
+#[test]
+fn the_two_loops_are_not_elected_on_one_lease() {
+    // Both loops run (placeholder holder): one Lease for both is refused, by name.
+    let f = config_file(&format!(
+        "{GOOD}{NODE_GROUPS}  leader_election: {{ lease_name: milvus-scaler-headroom }}\n{HEADROOM}"
+    ));
+    assert_config_error(
+        &["check-config", "--config", f.to_str().unwrap()],
+        "node_groups.leader_election.lease_name",
     );
+    let f = config_file(&format!("{GOOD}{NODE_GROUPS}{HEADROOM}"));
+    let out = run(&["check-config", "--config", f.to_str().unwrap()]);
+    assert!(out.status.success(), "the defaults differ: {out:?}");
 }
 
 /// The repository's own files, as a user runs `simulate` from a checkout.

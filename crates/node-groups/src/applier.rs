@@ -1,6 +1,7 @@
 //! The applier: the EC2 Auto Scaling API behind [`AutoScaling`], retries with backoff, dry-run,
-//! a minimum interval between changes of one group, and the planning round/loop that ties the
-//! signal snapshot, the planner and the API together.
+//! a minimum interval between changes of one group, writes only by the elected leader
+//! ([`Runner::with_leadership`]), and the planning round/loop that ties the signal snapshot, the
+//! planner and the API together.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -10,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_autoscaling::config::http::HttpResponse;
 use aws_sdk_autoscaling::error::{ProvideErrorMetadata, SdkError};
+use leader_lease::Leadership;
 use milvus_signals::{Signal, SignalKey, Snapshot, SnapshotStore};
 use thiserror::Error;
 // tokio's clock, not std's: a test pauses and advances it to cross `min_change_interval`.
@@ -312,6 +314,18 @@ pub enum Action {
     },
     /// Not now: the group changed less than `min_change_interval` ago.
     Deferred(String),
+    /// Not the elected leader (another replica holds the node groups' Lease): the change the
+    /// leader is expected to make, not made here.
+    NotLeader {
+        /// From.
+        from: u32,
+        /// To.
+        to: u32,
+        /// The Lease, `namespace/name`.
+        lease: String,
+        /// Its holder as last observed.
+        leader: Option<String>,
+    },
     /// The API call failed (after retries).
     Failed(String),
 }
@@ -323,6 +337,15 @@ impl Action {
             Action::DryRun { from, to } => format!("dry-run: would set {from} -> {to}"),
             Action::Changed { from, to } => format!("set {from} -> {to}"),
             Action::Deferred(why) => format!("deferred: {why}"),
+            Action::NotLeader {
+                from,
+                to,
+                lease,
+                leader,
+            } => format!(
+                "not the leader (Lease {lease} held by {}): {from} -> {to} left to it",
+                leader.as_deref().unwrap_or("nobody yet")
+            ),
             Action::Failed(why) => format!("FAILED: {why}"),
         }
     }
@@ -355,6 +378,9 @@ pub struct Runner<C> {
     client: C,
     stabilizers: HashMap<String, Stabilizer>,
     last_change: HashMap<String, Instant>,
+    leadership: Option<Leadership>,
+    /// Each group's desired capacity as last read, to see another replica's changes while following.
+    seen_desired: HashMap<String, u32>,
 }
 
 impl<C: AutoScaling> Runner<C> {
@@ -369,7 +395,34 @@ impl<C: AutoScaling> Runner<C> {
             client,
             stabilizers: HashMap::new(),
             last_change: HashMap::new(),
+            leadership: None,
+            seen_desired: HashMap::new(),
         }
+    }
+
+    /// The same runner, writing (in apply) only while `leadership` says this replica is the
+    /// leader; a follower reads, plans and exports as the leader does (its stabilisation windows
+    /// stay warm for when it takes over) and reports [`Action::NotLeader`].
+    pub fn with_leadership(mut self, leadership: Leadership) -> Self {
+        self.leadership = Some(leadership);
+        self
+    }
+
+    /// The election this runner writes under, if any.
+    pub fn leadership(&self) -> Option<&Leadership> {
+        self.leadership.as_ref()
+    }
+
+    /// `Some(NotLeader)` when another replica is to make the change `from -> to`. Asked just before
+    /// each write: a leader whose renewals fail stops at its renew deadline.
+    fn follower(&self, from: u32, to: u32) -> Option<Action> {
+        let l = self.leadership.as_ref().filter(|l| !l.is_leader())?;
+        Some(Action::NotLeader {
+            from,
+            to,
+            lease: l.lease().to_string(),
+            leader: l.holder(),
+        })
     }
 
     /// The configured mode.
@@ -433,6 +486,15 @@ impl<C: AutoScaling> Runner<C> {
                     }
                 },
             };
+            // While another replica writes, a change of desired capacity between two of our reads is
+            // most likely its change: counted as a change, so that on taking over we keep
+            // min_change_interval from it (as the leader would have) instead of from our own last one.
+            let previous = self.seen_desired.insert(c.asg.clone(), state.desired);
+            if self.leadership.as_ref().is_some_and(|l| !l.is_leader())
+                && previous.is_some_and(|d| d != state.desired)
+            {
+                self.last_change.insert(c.asg.clone(), Instant::now());
+            }
             let mut warm_pool_action = Action::Unchanged;
             if c.warm_pool.is_some() {
                 match with_retries(&self.retry, &c.asg, || {
@@ -484,6 +546,12 @@ impl<C: AutoScaling> Runner<C> {
             tracing::info!(group = %plan.group, asg = %plan.asg, from, to, reason = %plan.desired_reason,
                 "dry-run: would set desired capacity");
             return Action::DryRun { from, to };
+        }
+        if let Some(not_leader) = self.follower(from, to) {
+            tracing::info!(group = %plan.group, asg = %plan.asg, from, to, reason = %plan.desired_reason,
+                leader = self.leadership.as_ref().and_then(Leadership::holder).as_deref().unwrap_or("(none)"),
+                "not the node groups leader: desired capacity left to the leader");
+            return not_leader;
         }
         if let Some(at) = self.last_change.get(&plan.asg) {
             let since = at.elapsed();
@@ -541,6 +609,11 @@ impl<C: AutoScaling> Runner<C> {
                 to: want.min_size,
             };
         }
+        if let Some(not_leader) = self.follower(from, want.min_size) {
+            tracing::info!(group = %plan.group, asg = %plan.asg, from, to = want.min_size,
+                reason = %plan.warm_pool_reason, "not the node groups leader: warm pool left to the leader");
+            return not_leader;
+        }
         match with_retries(&self.retry, &plan.asg, || {
             self.client.put_warm_pool(&plan.asg, want)
         })
@@ -579,7 +652,8 @@ pub fn export_plan(plan: &GroupPlan) {
 }
 
 /// Runs a round every `interval` until `stop` is cancelled (also mid-round: a round waiting on
-/// a slow API call is dropped). Errors are reported (logs, metrics) and the loop goes on.
+/// a slow API call is dropped). Errors are reported (logs, metrics) and the loop goes on. With a
+/// [`Runner::with_leadership`], a follower that becomes the leader runs its round at once.
 pub async fn run_loop<C: AutoScaling>(
     mut runner: Runner<C>,
     store: Arc<SnapshotStore>,
@@ -587,6 +661,7 @@ pub async fn run_loop<C: AutoScaling>(
     stop: CancellationToken,
 ) {
     let apply = runner.mode() == Mode::Apply;
+    let mut leadership = runner.leadership().cloned();
     loop {
         let snapshot = store.load();
         let round = runner.round(&snapshot, SystemTime::now(), apply);
@@ -595,10 +670,17 @@ pub async fn run_loop<C: AutoScaling>(
             () = stop.cancelled() => return,
             _ = round => {}
         }
+        let gained = async {
+            match leadership.as_mut() {
+                Some(l) if apply && !l.is_leader() => l.became_leader().await,
+                _ => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             () = stop.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
+            () = gained => {}
         }
     }
 }
@@ -686,6 +768,7 @@ mod tests {
     //! The round against a scripted in-memory Auto Scaling (fault injection: throttling and
     //! 5xx cannot be provoked on demand from moto); the e2e tests use real moto.
     use super::*;
+    use leader_lease::lease::{Candidate, LeaderPublisher, LeaseSettings, Next, TokioClock};
     use milvus_signals::{InstanceSnapshot, Reading, Signal};
     use std::collections::VecDeque;
     use std::sync::Mutex;
@@ -953,6 +1036,209 @@ groups:
             .unwrap();
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!(api.count("DescribeAutoScalingGroups"), 2);
+    }
+
+    /// An election as crates/leader-lease's elector publishes it, without an API server: the
+    /// pure candidate is handed the Lease it would have read and written.
+    struct Election {
+        publisher: LeaderPublisher,
+        us: Candidate,
+    }
+
+    fn lease_settings(identity: &str) -> LeaseSettings {
+        LeaseSettings {
+            namespace: "milvus-scaler".into(),
+            name: crate::DEFAULT_LEASE_NAME.into(),
+            identity: identity.into(),
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+
+    impl Election {
+        /// Replica `replica-a`'s election, nothing observed yet (not the leader).
+        fn new() -> (Self, Leadership) {
+            let settings = lease_settings("replica-a");
+            let (publisher, leadership) =
+                leader_lease::lease::leadership(settings.lease_label(), Arc::new(TokioClock));
+            let us = Candidate::new(settings);
+            (Self { publisher, us }, leadership)
+        }
+
+        /// `replica-b` created the Lease; we read it and wait.
+        fn held_by_b(&mut self) {
+            let mut b = Candidate::new(lease_settings("replica-b"));
+            let Next::Create(mut lease) = b.observe(None, Instant::now(), SystemTime::now()) else {
+                panic!("no lease: b creates it")
+            };
+            lease.metadata.resource_version = Some("1".into());
+            let next = self
+                .us
+                .observe(Some(&lease), Instant::now(), SystemTime::now());
+            assert!(matches!(next, Next::Wait { .. }), "{next:?}");
+            self.publisher.publish(&self.us);
+        }
+
+        /// We create the Lease (the API server would answer it at resourceVersion 1).
+        fn take(&mut self) {
+            let Next::Create(mut lease) = self.us.observe(None, Instant::now(), SystemTime::now())
+            else {
+                panic!("no lease: we create it")
+            };
+            lease.metadata.resource_version = Some("1".into());
+            self.us.written(&lease, Instant::now());
+            self.publisher.publish(&self.us);
+        }
+    }
+
+    /// Of two replicas in apply, only the Lease's holder writes; the other reads, plans and
+    /// exports the same plan and says who leads. (The node groups' own election, not the
+    /// headroom's: `milvus-scaler serve` runs this loop when no headroom `asg` holder does.)
+    #[tokio::test(start_paused = true)]
+    async fn only_the_leader_writes_capacity_and_warm_pool() {
+        let (r, api) = setup(1, 10);
+        let (mut election, leadership) = Election::new();
+        let mut r = r.with_leadership(leadership);
+        let now = SystemTime::now();
+        // Nothing read yet: not the leader, holder unknown.
+        let out = r.round(&snapshot(72.0, now), now, true).await;
+        assert_eq!(
+            out[0].action,
+            Action::NotLeader {
+                from: 1,
+                to: 3,
+                lease: "milvus-scaler/milvus-scaler-node-groups".into(),
+                leader: None
+            }
+        );
+        election.held_by_b();
+        let out = r.round(&snapshot(72.0, now), now, true).await;
+        assert_eq!(
+            out[0].plan.as_ref().unwrap().desired,
+            3,
+            "the follower plans"
+        );
+        assert!(
+            matches!(&out[0].action, Action::NotLeader { leader: Some(b), .. } if b == "replica-b"),
+            "{out:?}"
+        );
+        assert!(
+            matches!(
+                &out[0].warm_pool_action,
+                Action::NotLeader { from: 0, to: 2, .. }
+            ),
+            "{out:?}"
+        );
+        assert!(
+            render(&out).contains(
+                "not the leader (Lease milvus-scaler/milvus-scaler-node-groups held by replica-b): 1 -> 3 left to it"
+            ),
+            "{}",
+            render(&out)
+        );
+        assert_eq!(
+            api.count("DescribeAutoScalingGroups"),
+            2,
+            "the follower reads"
+        );
+        assert_eq!(api.count("DescribeWarmPool"), 2);
+        assert_eq!(
+            api.count("SetDesiredCapacity") + api.count("PutWarmPool"),
+            0,
+            "a follower writes nothing"
+        );
+        assert_eq!(api.desired("asg-q"), 1);
+
+        // b's lease expires unrenewed and we take it: the same plan is now written.
+        election.take();
+        let out = r.round(&snapshot(72.0, now), now, true).await;
+        assert_eq!(out[0].action, Action::Changed { from: 1, to: 3 });
+        assert_eq!(out[0].warm_pool_action, Action::Changed { from: 0, to: 2 });
+        assert_eq!(api.desired("asg-q"), 3);
+
+        // No renewal for the renew deadline (10s): we stop writing before anyone may take over.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let out = r.round(&snapshot(160.0, now), now, true).await;
+        assert!(
+            matches!(out[0].action, Action::NotLeader { from: 3, to: 7, .. }),
+            "{out:?}"
+        );
+        assert_eq!(api.count("SetDesiredCapacity"), 1);
+        // Dry-run stays dry-run whoever leads.
+        let out = r.round(&snapshot(160.0, now), now, false).await;
+        assert_eq!(out[0].action, Action::DryRun { from: 3, to: 7 });
+    }
+
+    /// A follower counts the leader's changes it reads: on taking over it keeps
+    /// `min_change_interval` (1h here) from the old leader's last change, not only from its own.
+    #[tokio::test(start_paused = true)]
+    async fn a_new_leader_keeps_min_change_interval_from_the_old_leaders_change() {
+        let (r, api) = setup(1, 10);
+        let (mut election, leadership) = Election::new();
+        election.held_by_b();
+        let mut r = r.with_leadership(leadership);
+        let now = SystemTime::now();
+        r.round(&snapshot(72.0, now), now, true).await;
+        // b sets 3 (what both plan), then b goes and we take over.
+        api.groups.lock().unwrap().get_mut("asg-q").unwrap().desired = 3;
+        let out = r.round(&snapshot(72.0, now), now, true).await;
+        assert_eq!(out[0].action, Action::Unchanged);
+        election.take();
+        let out = r.round(&snapshot(160.0, now), now, true).await;
+        match &out[0].action {
+            Action::Deferred(why) => assert!(why.contains("min_change_interval is 3600s"), "{why}"),
+            a => panic!("expected deferred, got {a:?}"),
+        }
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        election.take();
+        let out = r.round(&snapshot(160.0, now), now, true).await;
+        assert_eq!(out[0].action, Action::Changed { from: 3, to: 7 });
+
+        // A leader's own reads never count: only the changes it makes do (the existing hold).
+        let (r, api) = setup(1, 10);
+        let (mut election, leadership) = Election::new();
+        election.take();
+        let mut r = r.with_leadership(leadership);
+        r.round(&snapshot(3.0, now), now, true).await;
+        api.groups.lock().unwrap().get_mut("asg-q").unwrap().desired = 2;
+        let out = r.round(&snapshot(160.0, now), now, true).await;
+        assert_eq!(out[0].action, Action::Changed { from: 2, to: 7 });
+    }
+
+    /// A follower's loop waits out its interval, unless it becomes the leader: then it runs its
+    /// round at once instead of up to an interval later.
+    #[tokio::test(start_paused = true)]
+    async fn run_loop_rounds_at_once_when_it_becomes_the_leader() {
+        let (r, api) = setup(1, 10);
+        let (mut election, leadership) = Election::new();
+        election.held_by_b();
+        let store = Arc::new(SnapshotStore::default());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_loop(
+            r.with_leadership(leadership),
+            store,
+            Duration::from_secs(15),
+            stop.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(api.count("DescribeAutoScalingGroups"), 1);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(api.count("DescribeAutoScalingGroups"), 1, "mid-interval");
+        election.take();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(
+            api.count("DescribeAutoScalingGroups"),
+            2,
+            "a round at once on becoming the leader"
+        );
+        // Leading: the interval again (no round per renewal).
+        tokio::time::sleep(Duration::from_secs(14)).await;
+        assert_eq!(api.count("DescribeAutoScalingGroups"), 2);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(api.count("DescribeAutoScalingGroups"), 3);
+        stop.cancel();
+        task.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -41,6 +41,11 @@ pub struct NodeGroupsConfig {
     pub instance_types: BTreeMap<String, Resources>,
     /// The groups to size.
     pub groups: Vec<GroupConfig>,
+    /// Which replica writes the groups when several run (a Lease, [`crate::DEFAULT_LEASE_NAME`]
+    /// unless named; on by default in a pod in `mode: apply`). Used by the standalone loop of
+    /// `serve`; with the headroom `asg` holder, `headroom.leader_election` decides instead.
+    #[serde(default)]
+    pub leader_election: leader_lease::LeaderElectionConfig,
 }
 
 /// Whether the applier may call mutating APIs.

@@ -59,6 +59,10 @@ impl NodeGroups {
     /// instances. Errors name the key below `node_groups`.
     pub fn resolve(config: NodeGroupsConfig, milvus_names: &[&str]) -> Result<Self, Invalid> {
         let groups = config.resolve_groups(milvus_names)?;
+        config
+            .leader_election
+            .validate()
+            .map_err(|e| e.under("leader_election"))?;
         Ok(Self { config, groups })
     }
 
@@ -269,6 +273,24 @@ mod tests {
     }
 
     #[test]
+    fn leader_election_defaults_to_its_own_lease() {
+        let ng = NodeGroups::resolve(parse(GROUP).unwrap(), &["prod"]).unwrap();
+        let le = &ng.config().leader_election;
+        assert_eq!(le, &leader_lease::LeaderElectionConfig::default());
+        assert_eq!(
+            le.lease_name_or(crate::DEFAULT_LEASE_NAME),
+            "milvus-scaler-node-groups"
+        );
+        let text = format!(
+            "leader_election: {{ enabled: true, lease_name: ng, namespace: ops, lease_duration: 30s, renew_deadline: 20s, retry_period: 5s }}\n{GROUP}"
+        );
+        let ng = NodeGroups::resolve(parse(&text).unwrap(), &["prod"]).unwrap();
+        let le = &ng.config().leader_election;
+        assert_eq!((le.enabled, le.lease_name_or("x")), (Some(true), "ng"));
+        assert_eq!(le.retry_period, Duration::from_secs(5));
+    }
+
+    #[test]
     fn the_unknown_instance_type_message_lists_the_table_families() {
         let cfg = parse(&GROUP.replace("r6i.2xlarge", "x9.huge")).unwrap();
         let e = NodeGroups::resolve(cfg, &["prod"]).unwrap_err();
@@ -306,6 +328,18 @@ mod tests {
             ),
             (GROUP.replace("cpu: \"2\"", "cpu: \"9\""), "groups[0].pod"),
             (GROUP.replace("replicas:", "replica:"), "groups[0].replica"),
+            (
+                format!("leader_election: {{ renew_deadline: 20s }}\n{GROUP}"),
+                "leader_election.renew_deadline",
+            ),
+            (
+                format!("leader_election: {{ lease_name: Node_Groups }}\n{GROUP}"),
+                "leader_election.lease_name",
+            ),
+            (
+                format!("leader_election: {{ lease: x }}\n{GROUP}"),
+                "leader_election.lease",
+            ),
         ];
         for (text, path) in cases {
             assert_eq!(invalid_path(&text), path, "{text}");

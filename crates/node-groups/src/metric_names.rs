@@ -25,4 +25,11 @@
     /// Failed Auto Scaling API calls and groups that could not be planned.
     ERRORS: Counter = "milvus_scaler_nodegroup_errors_total", labels ["group", "asg"],
         help "Node-group rounds that failed: an Auto Scaling call failed or the group could not be planned.";
+    /// 1 while this replica holds the node groups' Lease (and so writes their capacity), 0 while
+    /// it does not; absent when leader election is off.
+    LEADER: Gauge = "milvus_scaler_nodegroup_leader", labels ["lease"],
+        help "1 while this milvus-scaler replica holds the node groups' Lease and is the one that writes Auto Scaling desired capacity and warm pools, 0 while another replica (or none) does.";
+    /// Failed attempts to acquire or renew the Lease, by kind (forbidden, api, unreachable, timeout).
+    LEASE_ERRORS: Counter = "milvus_scaler_nodegroup_lease_errors_total", labels ["lease", "kind"],
+        help "Attempts to acquire or renew the node groups' Lease that failed, by kind: forbidden, api, unreachable, timeout (a 409 conflict is not one: that replica is just not the leader).";
 }

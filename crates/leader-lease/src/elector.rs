@@ -13,11 +13,24 @@ use kube::api::PostParams;
 use shutdown_signal::CancellationToken;
 use thiserror::Error;
 
-use crate::k8s::FIELD_MANAGER;
+use crate::FIELD_MANAGER;
 use crate::lease::{
     Candidate, Clock, LeaderPublisher, Leadership, LeaseSettings, Next, leadership,
 };
-use crate::metric_names as m;
+
+/// What an election is for: how its logs name what the leader writes, the metrics it exports
+/// and where the RBAC it needs is shipped. Each loop that elects a writer has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Purpose {
+    /// What the leader writes, for logs: `headroom`, `node groups`.
+    pub what: &'static str,
+    /// The gauge set to 1 while this replica leads, 0 while it does not (label `lease`).
+    pub leader_metric: &'static str,
+    /// The counter of failed attempts (labels `lease`, `kind`).
+    pub errors_metric: &'static str,
+    /// The manifest granting the Lease's RBAC, named in a 403's hint.
+    pub rbac_manifest: &'static str,
+}
 
 /// How long the release on shutdown may take (serve waits 5 s for all its tasks).
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -26,10 +39,12 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum LeaseError {
     /// 403: the ServiceAccount may not do this to Leases.
-    #[error("Lease {lease}: {verb} forbidden (HTTP 403: {message}); {}", rbac_hint(.lease, .verb))]
+    #[error("Lease {lease}: {verb} forbidden (HTTP 403: {message}); {}", rbac_hint(.lease, .verb, .rbac_manifest))]
     Forbidden {
         /// `namespace/name`.
         lease: String,
+        /// The manifest that grants the Lease's RBAC ([`Purpose::rbac_manifest`]).
+        rbac_manifest: &'static str,
         /// `get`, `create` or `update`.
         verb: &'static str,
         /// What the API server said.
@@ -71,8 +86,8 @@ pub enum LeaseError {
     },
 }
 
-/// What to grant for a 403 of `verb` on the Lease `lease` (`namespace/name`).
-fn rbac_hint(lease: &str, verb: &str) -> String {
+/// What to grant for a 403 of `verb` on the Lease `lease` (`namespace/name`), shipped in `manifest`.
+fn rbac_hint(lease: &str, verb: &str, manifest: &str) -> String {
     let (namespace, name) = lease.split_once('/').unwrap_or(("", lease));
     let names = if verb == "create" {
         // The API server authorizes a create before the object has a name.
@@ -81,7 +96,7 @@ fn rbac_hint(lease: &str, verb: &str) -> String {
         format!("with resourceNames [{name:?}]")
     };
     format!(
-        "grant the ServiceAccount RBAC verb {verb:?} on resource \"leases\" of apiGroup \"coordination.k8s.io\" {names} in namespace {namespace:?} (manifests/components/headroom/lease-rbac.yaml: get, update and create on leases)"
+        "grant the ServiceAccount RBAC verb {verb:?} on resource \"leases\" of apiGroup \"coordination.k8s.io\" {names} in namespace {namespace:?} ({manifest}: get, update and create on leases)"
     )
 }
 
@@ -123,11 +138,17 @@ pub struct Elector {
     publisher: LeaderPublisher,
     leadership: Leadership,
     lease: String,
+    purpose: Purpose,
 }
 
 impl Elector {
-    /// An elector for `settings` on `client`, judging time by `clock`.
-    pub fn new(client: kube::Client, settings: LeaseSettings, clock: Arc<dyn Clock>) -> Self {
+    /// An elector for `purpose`, with `settings` on `client`, judging time by `clock`.
+    pub fn new(
+        client: kube::Client,
+        settings: LeaseSettings,
+        clock: Arc<dyn Clock>,
+        purpose: Purpose,
+    ) -> Self {
         let lease = settings.lease_label();
         let (publisher, leadership) = leadership(lease.clone(), clock.clone());
         Self {
@@ -137,10 +158,11 @@ impl Elector {
             publisher,
             leadership,
             lease,
+            purpose,
         }
     }
 
-    /// The view of this election the headroom loop asks before each write.
+    /// The view of this election the loop asks before each write.
     pub fn leadership(&self) -> Leadership {
         self.leadership.clone()
     }
@@ -155,6 +177,7 @@ impl Elector {
         match e {
             kube::Error::Api(status) if status.code == 403 => LeaseError::Forbidden {
                 lease,
+                rbac_manifest: self.purpose.rbac_manifest,
                 verb,
                 message: status.message.clone(),
             },
@@ -268,7 +291,7 @@ impl Elector {
 
     fn export(&self) {
         let leader = self.leadership.is_leader();
-        metrics::gauge!(m::LEADER, "lease" => self.lease.clone()).set(if leader {
+        metrics::gauge!(self.purpose.leader_metric, "lease" => self.lease.clone()).set(if leader {
             1.0
         } else {
             0.0
@@ -277,10 +300,11 @@ impl Elector {
 
     /// Attempts every `retry_period` (each bounded by the renew deadline) until `stop` is
     /// cancelled, then releases the lease if held. Logs each change of leader; exports
-    /// `milvus_scaler_headroom_leader` and counts failed attempts.
+    /// [`Purpose::leader_metric`] and counts failed attempts in [`Purpose::errors_metric`].
     pub async fn run(mut self, stop: CancellationToken) {
         let s = self.candidate.settings().clone();
-        tracing::info!(lease = %self.lease, identity = %s.identity, lease_duration = ?s.lease_duration, renew_deadline = ?s.renew_deadline, retry_period = ?s.retry_period, "headroom leader election on");
+        let what = self.purpose.what;
+        tracing::info!(lease = %self.lease, identity = %s.identity, lease_duration = ?s.lease_duration, renew_deadline = ?s.renew_deadline, retry_period = ?s.retry_period, "{what} leader election on");
         let mut last: Option<Role> = None;
         // A failure that repeats every retry_period (RBAC missing, API server down) is logged at
         // warn once, then at debug until something else happens; the counter counts each one.
@@ -307,10 +331,10 @@ impl Elector {
                     if last.as_ref() != Some(&role) {
                         match &role {
                             Role::Leader => {
-                                tracing::info!(lease = %self.lease, identity = %s.identity, "headroom leader: this replica holds the headroom")
+                                tracing::info!(lease = %self.lease, identity = %s.identity, "{what} leader: this replica writes the {what}")
                             }
                             Role::Follower { holder } => {
-                                tracing::info!(lease = %self.lease, identity = %s.identity, holder = holder.as_deref().unwrap_or("(none)"), "not the headroom leader: another replica holds the headroom")
+                                tracing::info!(lease = %self.lease, identity = %s.identity, holder = holder.as_deref().unwrap_or("(none)"), "not the {what} leader: another replica writes the {what}")
                             }
                         }
                     }
@@ -318,17 +342,17 @@ impl Elector {
                     last_error = None;
                 }
                 Err(e) => {
-                    metrics::counter!(m::LEASE_ERRORS, "lease" => self.lease.clone(), "kind" => e.kind())
+                    metrics::counter!(self.purpose.errors_metric, "lease" => self.lease.clone(), "kind" => e.kind())
                         .increment(1);
                     let leader = self.leadership.is_leader();
                     if last_error.as_ref() == Some(&e) {
-                        tracing::debug!(error = %e, leader, "headroom leader election: attempt failed again");
+                        tracing::debug!(error = %e, leader, "{what} leader election: attempt failed again");
                     } else {
-                        tracing::warn!(error = %e, leader, "headroom leader election: attempt failed");
+                        tracing::warn!(error = %e, leader, "{what} leader election: attempt failed");
                     }
                     last_error = Some(e);
                     if !leader && last == Some(Role::Leader) {
-                        tracing::warn!(lease = %self.lease, "headroom leader: lost (no renewal within the renew deadline)");
+                        tracing::warn!(lease = %self.lease, "{what} leader: lost (no renewal within the renew deadline)");
                         last = None;
                     }
                 }
@@ -341,14 +365,14 @@ impl Elector {
         }
         match tokio::time::timeout(RELEASE_TIMEOUT, self.release()).await {
             Ok(Ok(true)) => {
-                tracing::info!(lease = %self.lease, "headroom leader: lease released");
+                tracing::info!(lease = %self.lease, "{what} leader: lease released");
             }
             Ok(Ok(false)) => {}
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "headroom leader: releasing the lease failed; another replica takes over when it expires")
+                tracing::warn!(error = %e, "{what} leader: releasing the lease failed; another replica takes over when it expires")
             }
             Err(_) => {
-                tracing::warn!(lease = %self.lease, "headroom leader: releasing the lease timed out; another replica takes over when it expires")
+                tracing::warn!(lease = %self.lease, "{what} leader: releasing the lease timed out; another replica takes over when it expires")
             }
         }
         self.export();

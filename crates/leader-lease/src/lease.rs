@@ -1,6 +1,7 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so that of several milvus-scaler
-//! replicas only one writes the headroom. This module is the pure part: [`Candidate`] decides
-//! from the Lease it is shown and the time it is handed; [`crate::elector`] makes the requests.
+//! replicas only one writes (the headroom, the node groups' capacity). This module is the pure
+//! part: [`Candidate`] decides from the Lease it is shown and the time it is handed;
+//! [`crate::elector`] makes the requests.
 //!
 //! The rules are those of client-go's `leaderelection` package:
 //! - a candidate takes the lease when there is none (create), when its holder is empty (released),
@@ -112,9 +113,11 @@ impl PodEnv {
 }
 
 /// The election this process takes part in, or `None` when it is off: `enabled` unset means on
-/// exactly when `apply` and in a pod. Errors name the key below `headroom`.
+/// exactly when `apply` and in a pod; the Lease is `lease_name`, else `default_name` (the
+/// section's). Errors name the key below the section (`headroom`, `node_groups`).
 pub fn resolve(
     cfg: &LeaderElectionConfig,
+    default_name: &str,
     apply: bool,
     env: &PodEnv,
 ) -> Result<Option<LeaseSettings>, Invalid> {
@@ -137,7 +140,7 @@ pub fn resolve(
     };
     Ok(Some(LeaseSettings {
         namespace,
-        name: cfg.lease_name.clone(),
+        name: cfg.lease_name_or(default_name).to_string(),
         identity,
         lease_duration: cfg.lease_duration,
         renew_deadline: cfg.renew_deadline,
@@ -368,7 +371,7 @@ pub struct LeaderState {
     pub holder: Option<String>,
 }
 
-/// The headroom loop's view of the election: cheap to clone, judged on the elector's clock at
+/// A loop's view of the election: cheap to clone, judged on the elector's clock at
 /// each call (a leader whose elector stopped renewing stops being one at its deadline).
 #[derive(Clone)]
 pub struct Leadership {
@@ -459,6 +462,7 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+    const HEADROOM: &str = "milvus-scaler-headroom";
 
     fn settings(identity: &str) -> LeaseSettings {
         LeaseSettings {
@@ -743,32 +747,52 @@ mod tests {
             namespace: Some("milvus-scaler".into()),
         };
         let cfg = LeaderElectionConfig::default();
-        let s = resolve(&cfg, true, &pod).unwrap().expect("on by default");
+        let s = resolve(&cfg, HEADROOM, true, &pod)
+            .unwrap()
+            .expect("on by default");
         assert_eq!(s.identity, "milvus-scaler-7d9f-abcde");
         assert_eq!(s.namespace, "milvus-scaler");
-        assert_eq!(s.name, "milvus-scaler-headroom");
+        assert_eq!(
+            s.name, "milvus-scaler-headroom",
+            "the section's default name"
+        );
+        let named = LeaderElectionConfig {
+            lease_name: Some("milvus-scaler-other".into()),
+            ..cfg.clone()
+        };
+        assert_eq!(
+            resolve(&named, HEADROOM, true, &pod).unwrap().unwrap().name,
+            "milvus-scaler-other"
+        );
         assert_eq!(
             (s.lease_duration, s.renew_deadline, s.retry_period),
             (15 * S, 10 * S, 2 * S)
         );
-        assert_eq!(resolve(&cfg, false, &pod).unwrap(), None, "dry-run: off");
+        assert_eq!(
+            resolve(&cfg, HEADROOM, false, &pod).unwrap(),
+            None,
+            "dry-run: off"
+        );
         let outside = PodEnv {
             in_pod: false,
             ..pod.clone()
         };
-        assert_eq!(resolve(&cfg, true, &outside).unwrap(), None);
+        assert_eq!(resolve(&cfg, HEADROOM, true, &outside).unwrap(), None);
         let off = LeaderElectionConfig {
             enabled: Some(false),
             ..cfg.clone()
         };
-        assert_eq!(resolve(&off, true, &pod).unwrap(), None);
+        assert_eq!(resolve(&off, HEADROOM, true, &pod).unwrap(), None);
 
         let no_pod_name = PodEnv {
             pod_name: None,
             ..pod.clone()
         };
         assert_eq!(
-            resolve(&cfg, true, &no_pod_name).unwrap().unwrap().identity,
+            resolve(&cfg, HEADROOM, true, &no_pod_name)
+                .unwrap()
+                .unwrap()
+                .identity,
             "host",
             "the host name when POD_NAME is unset"
         );
@@ -776,13 +800,13 @@ mod tests {
             enabled: Some(true),
             ..cfg.clone()
         };
-        let err = resolve(&on, true, &PodEnv::default()).unwrap_err();
+        let err = resolve(&on, HEADROOM, true, &PodEnv::default()).unwrap_err();
         assert_eq!(err.path, "leader_election.namespace", "{err:?}");
         let given_ns = LeaderElectionConfig {
             namespace: Some("ops".into()),
             ..on
         };
-        let err = resolve(&given_ns, false, &PodEnv::default()).unwrap_err();
+        let err = resolve(&given_ns, HEADROOM, false, &PodEnv::default()).unwrap_err();
         assert!(err.message.contains("POD_NAME"), "{err:?}");
     }
 }
