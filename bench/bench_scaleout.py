@@ -16,6 +16,8 @@ After each mode the new node is stopped gracefully and the cluster settles back 
 Env: BENCH_SO_ROWS (default 240000), BENCH_SO_DIM (128), BENCH_SO_SEGMENTS (12 flushes), BENCH_SO_REPEAT (3),
 BENCH_SO_DELAY_MS (30), BENCH_SO_MIBPS (80, per connection), BENCH_SO_QN_CPU (1.0 core per query node),
 BENCH_SO_BALANCE_S (queryCoord.balanceIntervalSeconds, 5), BENCH_SO_RATE (searches/s, 10),
+BENCH_SO_S3 (the S3 server behind the shaper: s3s-fs, the default, or moto, which serves ~180 MiB/s to one
+reader and less to parallel ranged readers, so that it and not the shaping decides at 100 MB segments),
 BENCH_SO_READ_AHEAD=0 (the sidecars' read-ahead off), BENCH_SO_PART (their cache.miss_part_size, e.g. 1MiB), BENCH_SO_DEBUG_CACHE=1 (use target/debug/segment-cache instead of building the release one).
 Prints one JSON line last: {"name": ..., "rows": [...], "notes": [...]}.
 """
@@ -47,6 +49,7 @@ MIBPS = float(os.environ.get("BENCH_SO_MIBPS", 80))
 QN_CPU = float(os.environ.get("BENCH_SO_QN_CPU", 1.0))
 BALANCE_S = int(os.environ.get("BENCH_SO_BALANCE_S", 5))
 RATE = float(os.environ.get("BENCH_SO_RATE", 10))
+S3 = os.environ.get("BENCH_SO_S3", "s3s-fs")
 READ_AHEAD = os.environ.get("BENCH_SO_READ_AHEAD", "1") != "0"
 PART = os.environ.get("BENCH_SO_PART")  # the sidecars' cache.miss_part_size (default: theirs, 8MiB)
 # Quiet time that marks the balance as settled: longer than two balance rounds, so that a second
@@ -99,8 +102,8 @@ def make_collection(uri: str):
 
 
 def bucket_bytes(cluster: MilvusCluster) -> dict[str, int]:
-    """Bytes per top-level kind (insert_log, stats_log, index_files, ...) in the Milvus bucket (moto)."""
-    s3 = cluster.moto.client("s3")
+    """Bytes per top-level kind (insert_log, stats_log, index_files, ...) in the Milvus bucket."""
+    s3 = cluster.s3.client("s3")
     out: dict[str, int] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
         for o in page.get("Contents", []):
@@ -173,7 +176,7 @@ def main() -> None:
     results: dict[str, list[dict]] = {m: [] for m in MODES}
     sections = {"read_ahead": {"enabled": READ_AHEAD}, **({"cache": {"miss_part_size": PART}} if PART else {})}
     with MilvusCluster(query_nodes=1, query_node_cpu=QN_CPU, cache_capacity="8GiB", extra=extra, shaper=shaper,
-                       cache_binary=binary, cache_sections=sections) as cluster:
+                       cache_binary=binary, cache_sections=sections, s3=S3) as cluster:
         log("cluster up: " + ", ".join(f"{k} {v:.0f}s" for k, v in cluster.phase_log))
         t = time.monotonic()
         coll = make_collection(cluster.proxy_uri)
@@ -234,7 +237,7 @@ def main() -> None:
         f"segment count unchanged and querycoord tasks 0 for {SETTLE}s",
         f"segment-cache read-ahead {'on' if READ_AHEAD else 'OFF (BENCH_SO_READ_AHEAD=0)'}, cache.miss_part_size "
         f"{PART or '8MiB (default)'}",
-        f"upstream: moto behind the shaper, first byte {DELAY * 1000:.0f} ms per request, {MIBPS:g} MiB/s per connection "
+        f"upstream: {S3} behind the shaper, first byte {DELAY * 1000:.0f} ms per request, {MIBPS:g} MiB/s per connection "
         "(AWS S3 whitepaper: one request per 85-90 MB/s; first-byte 100-200 ms per AWS guidelines, so 30 ms is kind "
         "to the direct reader)",
         f"{REPEAT} scale-outs per mode, medians; steady load {RATE:g} searches/s (nq 1): {searches} done, {errors} failed, "
@@ -256,7 +259,7 @@ def main() -> None:
         f"{m} " + "/".join(f"{r['segments']:.0f}" for r in results[m]) for m in MODES))
     loads = [r["load_average_1m"]["before"] for m in MODES for r in results[m]]
     notes.append(f"machine: {os.cpu_count()} cores; 1-minute load average before each scale-out: median "
-                 f"{statistics.median(loads):.1f}, max {max(loads):.1f} (above the core count, other work competed); "
+                 f"{statistics.median(loads):.1f}, max {max(loads):.1f} (the cluster's own processes and search load included); "
                  f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}Z")
     out = {"name": "scale-out: time to useful capacity of a new query node", "rows": rows, "notes": notes,
            "records": {m: [{k: v for k, v in r.items() if k != "node_dir"} for r in results[m]] for m in MODES},

@@ -390,7 +390,7 @@ class ClusterDemo:
         for name, n in list(c.nodes.items()):
             out[name] = n.proc.pid
             out[f"{name}/segment-cache"] = n.cache.service.pid
-        for name, svc in (("etcd", c.etcd), ("broker", c.broker), ("moto", c.moto and c.moto.service)):
+        for name, svc in (("etcd", c.etcd), ("broker", c.broker), (c.s3_kind, c.s3 and c.s3.service)):
             if svc is not None:
                 out[name] = svc.pid
         if self.loop is not None:

@@ -2,8 +2,8 @@
 scales its query nodes.
 
 Processes (each stopped by PID): Debian's etcd, the Kafka-API broker tansu 0.6.0 (tests/broker.sh
-builds it), moto (S3), one `milvus run mixture -rootcoord -datacoord -querycoord`, a proxy, a data node,
-an index node and N query nodes. Every query node reads S3 through its own segment-cache (the project's
+builds it), moto (S3; or s3s-fs with `s3="s3s-fs"`, where its speed matters), one `milvus run mixture
+-rootcoord -datacoord -querycoord`, a proxy, a data node, an index node and N query nodes. Every query node reads S3 through its own segment-cache (the project's
 sidecar) with its own cache directory, and runs in its own cgroup-v1 `cpu` group with a fixed CPU quota,
 so that adding a query node adds a fixed amount of capacity, as a pod with a CPU limit would.
 
@@ -13,8 +13,8 @@ from it); Milvus in cluster mode accepts only Pulsar or Kafka; tansu 0.6.0 creat
 so the harness creates the ones Milvus uses before Milvus starts.
 
 Options for measuring a scale-out (defaults keep all of it off): `shaper=` puts a latency/bandwidth
-shaping proxy (harness/shaper.py) between the query nodes and moto, as S3 from EC2 would be (the
-writers, data node and index node, keep writing to moto directly); `add_query_node(storage="direct")`
+shaping proxy (harness/shaper.py) between the query nodes and S3, as S3 from EC2 would be (the
+writers, data node and index node, keep writing to S3 directly); `add_query_node(storage="direct")`
 starts a query node that reads S3 itself, without a segment-cache; `add_query_node(cache_dir=...)`
 starts one on a stopped node's cache directory (a restart on the same host: a new process, so a new
 node id, the same NVMe); `add_query_node(watch=True)` times the node's phases from Milvus's own
@@ -43,7 +43,7 @@ import yaml
 from . import promtext
 from .procs import Service, http_ok, port_open, send_json, wait_until
 from .segment_cache import ACCESS_KEY, SECRET_KEY, SegmentCache
-from .services import Milvus, Moto, _try_lock, run_dir
+from .services import Milvus, Moto, S3sFs, _try_lock, run_dir
 from .shaper import Shaper
 
 CACHE = Path(os.environ.get("MILVUS_SCALER_CACHE", Path.home() / ".cache" / "milvus-scaler"))
@@ -405,6 +405,9 @@ class PhaseWatcher:
 # the cluster
 
 
+S3_SERVERS = {"moto": Moto, "s3s-fs": S3sFs}  # MilvusCluster(s3=...)
+
+
 class MilvusCluster:
     """A real Milvus 2.3.5 cluster (see the module docstring). Use as a context manager, or
     `start()` ... `stop()` (idempotent, also run when `start()` fails).
@@ -416,7 +419,7 @@ class MilvusCluster:
                  dml_channels: int = 2, graceful_stop_timeout: int = 10, session_ttl: int = 10,
                  extra: dict | None = None, query_node_extra: dict | None = None, lock_timeout: float = 1800,
                  shaper: dict | bool | None = None, cache_binary: str | None = None,
-                 cache_sections: dict | None = None):
+                 cache_sections: dict | None = None, s3: str = "moto"):
         self.initial_query_nodes = query_nodes
         self.query_node_cpu = query_node_cpu
         self.cache_capacity = cache_capacity
@@ -427,7 +430,7 @@ class MilvusCluster:
         self.query_node_extra = dict(query_node_extra or {})
         self.lock_timeout = lock_timeout
         # True or Shaper keyword arguments (first_byte_delay, bytes_per_second): query nodes read
-        # S3 through a shaping proxy; None: straight from moto.
+        # S3 through a shaping proxy; None: straight from the S3 server.
         self.shaper_options = ({} if shaper is True else dict(shaper)) if shaper else None
         self.shaper: Shaper | None = None
         self.cache_binary = cache_binary  # None: target/debug/segment-cache
@@ -438,7 +441,10 @@ class MilvusCluster:
         self.runid = f"{os.getpid()}-{int(time.time())}"
         self.etcd: Service | None = None
         self.broker: Service | None = None
-        self.moto: Moto | None = None
+        if s3 not in S3_SERVERS:
+            raise ValueError(f"s3 must be one of {sorted(S3_SERVERS)}, got {s3!r}")
+        self.s3_kind = s3
+        self.s3: Moto | S3sFs | None = None  # the S3 server every process reads and writes
         self.procs: dict[str, MilvusProcess] = {}  # singletons: coordinators, proxy, datanode, indexnode
         self.nodes: dict[str, QueryNode] = {}  # running (or stopping) query nodes, oldest first
         self.gone: list[QueryNode] = []
@@ -514,12 +520,12 @@ class MilvusCluster:
         self.phase_log.append(("broker+topics", time.monotonic() - t0))
 
         # S3
-        self.moto = Moto()
-        self.moto.client("s3").create_bucket(Bucket=BUCKET)
+        self.s3 = S3_SERVERS[self.s3_kind]()
+        self.s3.client("s3").create_bucket(Bucket=BUCKET)
         if self.shaper_options is not None:
-            self.shaper = Shaper(self.moto.port, port=self.ports.take(), stats_port=self.ports.take(),
+            self.shaper = Shaper(self.s3.port, port=self.ports.take(), stats_port=self.ports.take(),
                                  log_dir=self.dir, **self.shaper_options)
-        self.phase_log.append(("moto", time.monotonic() - t0))
+        self.phase_log.append((self.s3_kind, time.monotonic() - t0))
 
         # Milvus: fixed ports for the singletons, shared by every process's milvus.yaml.
         self.role_ports = {
@@ -548,7 +554,7 @@ class MilvusCluster:
 
     def stop(self) -> None:
         """Query nodes first (while the coordinators can still take their segments), then proxy, data
-        node, index node, coordinators, broker, etcd, moto. Every process by its PID. Idempotent."""
+        node, index node, coordinators, broker, etcd, the S3 server. Every process by its PID. Idempotent."""
         with self._mutex:
             if self._stopped:
                 return
@@ -569,8 +575,8 @@ class MilvusCluster:
                 self.etcd.stop(timeout=10)
             if self.shaper is not None:
                 self.shaper.stop()
-            if self.moto is not None:
-                self.moto.stop()
+            if self.s3 is not None:
+                self.s3.stop()
             if self._lock_file is not None:
                 self._lock_file.close()
                 self._lock_file = None
@@ -579,8 +585,8 @@ class MilvusCluster:
 
     @property
     def upstream_port(self) -> int:
-        """Where query nodes (or their sidecars) read S3: the shaper if there is one, else moto."""
-        return self.shaper.port if self.shaper is not None else self.moto.port
+        """Where query nodes (or their sidecars) read S3: the shaper if there is one, else the S3 server."""
+        return self.shaper.port if self.shaper is not None else self.s3.port
 
     def add_query_node(self, timeout: float = 180, storage: str = "cache", cache_dir: Path | None = None,
                        watch: bool = False, watch_options: dict | None = None) -> str:
@@ -769,7 +775,7 @@ class MilvusCluster:
             f"{kind}_{action}" for kind in ("segment", "channel") for action in ("grow", "move", "reduce")))
 
     def resources(self) -> dict[str, dict]:
-        """RSS and CPU seconds of every process of the cluster (Milvus, sidecars, etcd, broker, moto)."""
+        """RSS and CPU seconds of every process of the cluster (Milvus, sidecars, etcd, broker, S3 server)."""
         out = {}
         for name, p in self.procs.items():
             out[name] = proc_resources(p.pid)
@@ -777,7 +783,7 @@ class MilvusCluster:
             out[name] = proc_resources(n.proc.pid)
             if n.cache is not None:
                 out[f"{name}/segment-cache"] = proc_resources(n.cache.service.pid)
-        for name, svc in (("etcd", self.etcd), ("broker", self.broker), ("moto", self.moto and self.moto.service),
+        for name, svc in (("etcd", self.etcd), ("broker", self.broker), (self.s3_kind, self.s3 and self.s3.service),
                           ("shaper", self.shaper and self.shaper.service)):
             if svc is not None:
                 out[name] = proc_resources(svc.pid)
@@ -790,7 +796,7 @@ class MilvusCluster:
         base = self.dir
         proc_dir = base / name
         rp = self.role_ports
-        s3 = s3 or {"address": "127.0.0.1", "port": self.moto.port, "access_key": "testing", "secret_key": "testing"}
+        s3 = s3 or {"address": "127.0.0.1", "port": self.s3.port, "access_key": "testing", "secret_key": "testing"}
         overrides = {
             "etcd.endpoints": f"127.0.0.1:{self.etcd_port}",
             "etcd.use.embed": False,

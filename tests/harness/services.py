@@ -162,6 +162,56 @@ class Moto:
         self.service.stop()
 
 
+S3S_FS_ROOT = REPO / ".cache" / "s3s-fs-0.14.1"
+
+
+def s3s_fs_binary() -> str:
+    """s3s-fs 0.14.1, installed once into the ignored `.cache/` (a cold `cargo install` takes minutes)."""
+    path = S3S_FS_ROOT / "bin" / "s3s-fs"
+    if not path.exists():
+        subprocess.run(["cargo", "install", "s3s-fs@0.14.1", "--features", "binary", "--locked", "--root",
+                        str(S3S_FS_ROOT)], check=True)
+    return str(path)
+
+
+class S3sFs:
+    """s3s-fs 0.14.1 on a free loopback port, serving a directory of its own (each bucket a
+    subdirectory): the S3 upstream where its speed matters, with Moto's interface for S3 (port, url,
+    env, client, stop). moto answers from Python: on the 2-core development machine it served one
+    200 MiB object at 176 MiB/s to one reader and at 81 MiB/s in all to 16 ranged readers, less than
+    one shaped S3 connection each; s3s-fs streams files from disk."""
+
+    ACCESS_KEY, SECRET_KEY = "testing", "testing"
+
+    def __init__(self):
+        self.port = free_port()
+        self.dir = run_dir("s3s-fs")
+        (self.dir / "fs").mkdir()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.service = Service("s3s-fs", [s3s_fs_binary(), "--host", "127.0.0.1", "--port", str(self.port),
+                                          "--access-key", self.ACCESS_KEY, "--secret-key", self.SECRET_KEY,
+                                          str(self.dir / "fs")], self.dir / "s3s-fs.log")
+        wait_until(lambda: port_open(self.port), 30, "s3s-fs", proc=self.service)
+
+    def env(self) -> dict:
+        """Environment for AWS clients pointed at this server."""
+        return {"AWS_ACCESS_KEY_ID": self.ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY,
+                "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": self.url}
+
+    def client(self, service: str):
+        if service != "s3":
+            raise ValueError(f"s3s-fs serves S3 only, not {service!r}")
+        import boto3
+        from botocore.config import Config
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id=self.ACCESS_KEY, aws_secret_access_key=self.SECRET_KEY,
+                            config=Config(s3={"addressing_style": "path"}))
+
+    def stop(self) -> None:
+        self.service.stop()
+        shutil.rmtree(self.dir / "fs", ignore_errors=True)  # the data can be GBs
+
+
 class Prometheus:
     """Debian's Prometheus with a generated config, on a free loopback port."""
 
