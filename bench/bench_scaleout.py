@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from harness import promtext  # noqa: E402
-from harness.cluster import BUCKET, PHASES, MilvusCluster, cache_reads  # noqa: E402
+from harness.cluster import BUCKET, PHASES, MilvusCluster, cache_reads, proc_resources  # noqa: E402
 from harness.procs import wait_until  # noqa: E402
 
 MiB = 1 << 20
@@ -145,7 +145,9 @@ def scale_out(cluster: MilvusCluster, mode: str, cache_dir: Path | None) -> dict
                                   cache_dir=cache_dir if mode == "restart" else None, watch=True,
                                   watch_options={"settle": SETTLE, "timeout": 900})
     node = cluster.node(name)
+    samples = CpuSampler(node)
     rec = dict(node.watcher.wait())
+    samples.stop()
     after = cluster.shaper.stats()
     offset = node.started_at - t_decision  # the sidecar's start, before Milvus's (0 for direct)
     rec["mode"] = mode
@@ -158,10 +160,47 @@ def scale_out(cluster: MilvusCluster, mode: str, cache_dir: Path | None) -> dict
     rec["upstream_requests"] = after["requests"] - before["requests"]
     rec["upstream_bytes"] = after["response_bytes"] - before["response_bytes"]
     rec["cache"] = cache_counters(node.cache.metrics_text()) if node.cache is not None else None
+    # Whether the load phase was CPU-bound: the query node's CPU time between assigned and loaded
+    # over that time (its cgroup's quota is QN_CPU cores), and the share of its cgroup's CFS periods
+    # in which the quota ran out.
+    cpu_a, thr_a = samples.at(node.started_at + rec["assigned"])
+    cpu_l, thr_l = samples.at(node.started_at + rec["loaded"])
+    rec["load_phase_cores"] = round((cpu_l - cpu_a) / rec["load_phase_s"], 3) if rec["load_phase_s"] > 0 else None
+    periods = thr_l[0] - thr_a[0]
+    rec["load_phase_throttled_share"] = round((thr_l[1] - thr_a[1]) / periods, 3) if periods > 0 else None
     rec["node_dir"] = node.cache_dir
     # Whether the machine was quiet around this scale-out (a noisy one slows every phase).
     rec["load_average_1m"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
     return rec
+
+
+class CpuSampler:
+    """Samples a query node's CPU seconds (/proc, all its threads) and its cgroup's CFS counters
+    (periods, periods throttled) every 50 ms until stopped; `at(t)` gives the last sample before
+    monotonic time t."""
+
+    def __init__(self, node):
+        import threading
+
+        self.node, self.samples, self.done = node, [], threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            stat = self.node.group.throttled()
+            self.samples.append((time.monotonic(), proc_resources(self.node.proc.pid)["cpu_s"],
+                                 (int(stat.get("nr_periods", 0)), int(stat.get("nr_throttled", 0)))))
+            if self.done.wait(0.05):
+                return
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def at(self, t: float) -> tuple[float, tuple[int, int]]:
+        before = [x for x in self.samples if x[0] <= t] or self.samples[:1]
+        return before[-1][1], before[-1][2]
 
 
 def median(records: list[dict], key: str) -> float:
@@ -255,6 +294,9 @@ def main() -> None:
                          for x in caches))
     notes.append("per scale-out, seconds from decision (registered, assigned, first segment, loaded, serving): " + "; ".join(
         f"{m}: " + " | ".join(",".join(f"{r['from_decision_' + p]:.1f}" for p in PHASES) for r in results[m]) for m in MODES))
+    notes.append(f"query node CPU in the load phase (cores used of its {QN_CPU:g}; share of CFS periods throttled): "
+                 + "; ".join(f"{m}: " + " | ".join(f"{r['load_phase_cores']}, {r['load_phase_throttled_share']}"
+                                                   for r in results[m]) for m in MODES))
     notes.append("segments on the new node: " + ", ".join(
         f"{m} " + "/".join(f"{r['segments']:.0f}" for r in results[m]) for m in MODES))
     loads = [r["load_average_1m"]["before"] for m in MODES for r in results[m]]
