@@ -14,6 +14,7 @@ use shutdown_signal::CancellationToken;
 use crate::metric_names as m;
 use crate::{Demand, HeadroomHolder, Held, HoldError, WorkloadPods};
 use leader_lease::Leadership;
+use leader_lease::lease::until_next_round;
 
 /// What one round saw and did.
 #[derive(Debug, Clone)]
@@ -198,15 +199,8 @@ impl<H: HeadroomHolder, W: WorkloadPods> HeadroomLoop<H, W> {
                 o = self.round(SystemTime::now(), apply) => !matches!(o.result, Ok(Held::NotLeader { .. })),
                 () = stop.cancelled() => return,
             };
-            let gained = async {
-                match leadership.as_mut() {
-                    Some(l) if !led => l.became_leader().await,
-                    _ => std::future::pending().await,
-                }
-            };
             tokio::select! {
-                () = tokio::time::sleep(interval) => {}
-                () = gained => {}
+                () = until_next_round(leadership.as_mut(), !led, interval) => {}
                 () = stop.cancelled() => return,
             }
         }

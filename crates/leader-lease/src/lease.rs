@@ -457,6 +457,26 @@ impl Leadership {
     }
 }
 
+/// The wait between two rounds of a loop that writes only as leader: `interval`, cut short when
+/// `follower` (its last round did not write for want of leadership) and `leadership` then says
+/// this replica leads, so the new leader writes at once rather than up to an interval later.
+pub async fn until_next_round(
+    leadership: Option<&mut Leadership>,
+    follower: bool,
+    interval: Duration,
+) {
+    let gained = async {
+        match leadership {
+            Some(l) if follower => l.became_leader().await,
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = tokio::time::sleep(interval) => {}
+        () = gained => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_autoscaling::config::http::HttpResponse;
 use aws_sdk_autoscaling::error::{ProvideErrorMetadata, SdkError};
 use leader_lease::Leadership;
+use leader_lease::lease::until_next_round;
 use milvus_signals::{Signal, SignalKey, Snapshot, SnapshotStore};
 use thiserror::Error;
 // tokio's clock, not std's: a test pauses and advances it to cross `min_change_interval`.
@@ -670,17 +671,11 @@ pub async fn run_loop<C: AutoScaling>(
             () = stop.cancelled() => return,
             _ = round => {}
         }
-        let gained = async {
-            match leadership.as_mut() {
-                Some(l) if apply && !l.is_leader() => l.became_leader().await,
-                _ => std::future::pending().await,
-            }
-        };
+        let follower = apply && leadership.as_ref().is_some_and(|l| !l.is_leader());
         tokio::select! {
             biased;
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
-            () = gained => {}
+            () = until_next_round(leadership.as_mut(), follower, interval) => {}
         }
     }
 }
